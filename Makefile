@@ -1,0 +1,60 @@
+# Every target sets up what it needs; running one twice does no work twice.
+#   make report   [MURA_DIR=/path/to/MURA-v1.1] [PROFILE=quick|smoke|full] [BACKEND=numpy|cupy|auto]
+#   make test     unit tests + the end-to-end smoke report
+#   make bench    speed and memory against PyTorch (when installed: make bench-deps)
+#   make lab      JupyterLab on the notebooks, with the project's kernel
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+BACKEND ?= numpy
+SEED ?= 0
+MURA_DIR ?=
+TEX_PACKAGES := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc poppler-utils
+
+.PHONY: setup tex test report bench bench-deps lab clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# XeLaTeX and pandoc for nbconvert's PDF export; installed through apt where possible.
+tex:
+	@if command -v xelatex >/dev/null && command -v pandoc >/dev/null && command -v pdfimages >/dev/null; then \
+		echo "tex: xelatex, pandoc and poppler are present"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "tex: installing $(TEX_PACKAGES) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+		echo "tex: installing $(TEX_PACKAGES) with sudo apt-get"; \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null; \
+	else \
+		echo "tex: cannot install XeLaTeX/pandoc here (no apt-get or no root)."; \
+		echo "     Install them yourself ($(TEX_PACKAGES)); until then only the HTML report is built."; \
+	fi
+
+test: setup tex
+	MPLBACKEND=agg $(PY) -m pytest -q
+
+report: setup tex
+	MPLBACKEND=agg $(PY) -m mura_core report --profile $(PROFILE) --backend $(BACKEND) --seed $(SEED) $(if $(MURA_DIR),--data $(MURA_DIR),)
+
+bench-deps: setup
+	$(PY) -m pip install --quiet 'torch==2.13.0' || $(PY) -m pip install --quiet '.[bench]'
+
+bench: setup
+	$(PY) -m benchmarks.bench_step $(BENCH_ARGS)
+
+lab: setup
+	$(PY) -m pip install --quiet -e '.[lab]'
+	$(PY) -m ipykernel install --user --name mura-core --display-name "Python (mura-core)"
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf figures/*.png figures/*.pdf report/executed report/report.* .pytest_cache

@@ -1,0 +1,124 @@
+"""Array backend: NumPy or CuPy, chosen once, followed through the arrays afterwards.
+
+Layers never consult a global: they call ``get_array_module(x)`` on their input, so the same
+code runs on the CPU (NumPy) and on a GPU (CuPy). The model's parameters live on one backend,
+chosen when it is built or loaded; batches arrive as NumPy and are moved once per step with
+``to_backend``. Results leave through ``to_numpy``.
+"""
+from __future__ import annotations
+
+import functools
+import random
+
+import numpy as np
+
+BACKENDS = ("numpy", "cupy", "auto")
+
+
+@functools.lru_cache(maxsize=1)
+def _cupy_status() -> tuple[object | None, str]:
+    """(cupy module or None, reason it is unusable)."""
+    try:
+        import cupy  # noqa: PLC0415
+    except Exception as exc:  # ImportError, or a broken CUDA install
+        return None, f"CuPy is not importable ({exc.__class__.__name__}: {exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return None, f"CuPy sees no CUDA device ({exc.__class__.__name__}: {exc})"
+    if count < 1:
+        return None, "CuPy sees no CUDA device"
+    return cupy, ""
+
+
+def cupy_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    return _cupy_status()[0] is not None
+
+
+def resolve_backend(name: str = "numpy", verbose: bool = True) -> str:
+    """Turn ``"numpy" | "cupy" | "auto"`` into the concrete backend name.
+
+    ``auto`` picks CuPy when it imports and sees a device, else NumPy, and says which.
+    Asking for ``cupy`` where it cannot run raises a RuntimeError that says why and what to do.
+    """
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    cupy, reason = _cupy_status()
+    if name == "auto":
+        chosen = "cupy" if cupy is not None else "numpy"
+        if verbose:
+            why = "" if cupy is not None else f" ({reason})"
+            print(f"backend auto: using {chosen}{why}")
+        return chosen
+    if name == "cupy" and cupy is None:
+        raise RuntimeError(
+            f"backend 'cupy' was asked for, but {reason}. Install the GPU extra "
+            "(pip install -e '.[gpu]') on a machine with an NVIDIA GPU, or use backend='numpy'."
+        )
+    return name
+
+
+def xp_for(name: str):
+    """The array module (numpy or cupy) of a concrete backend name."""
+    if resolve_backend(name, verbose=False) == "cupy":
+        return _cupy_status()[0]
+    return np
+
+
+def get_array_module(*arrays):
+    """numpy or cupy, whichever the arrays belong to (CuPy's own recommended idiom)."""
+    cupy = _cupy_status()[0] if _cupy_imported() else None
+    if cupy is not None:
+        return cupy.get_array_module(*arrays)
+    return np
+
+
+def _cupy_imported() -> bool:
+    # Avoid importing CuPy (slow, prints CUDA warnings) unless it is already in use.
+    import sys  # noqa: PLC0415
+
+    return "cupy" in sys.modules
+
+
+def backend_of(x) -> str:
+    """'numpy' or 'cupy' for an array."""
+    return "numpy" if get_array_module(x) is np else "cupy"
+
+
+def to_numpy(x) -> np.ndarray:
+    """A NumPy copy (or the array itself) of a NumPy or CuPy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "get"):
+        return x.get()
+    return np.asarray(x)
+
+
+def to_backend(x, xp):
+    """Move an array to the array module ``xp`` (no copy when it is already there)."""
+    return xp.asarray(x)
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and (when in use) CuPy's global generators.
+
+    The framework itself draws from explicit generators (weights, dropout, data order), so
+    this only matters for user code that relies on the global ones.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    if _cupy_imported() and cupy_available():
+        _cupy_status()[0].random.seed(seed)
+
+
+def device_name(backend: str) -> str:
+    """A human description of where a backend computes, for logs and the report."""
+    if backend == "cupy" and cupy_available():
+        cupy = _cupy_status()[0]
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        name = props["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    import platform  # noqa: PLC0415
+
+    return f"CPU ({platform.processor() or platform.machine()})"
