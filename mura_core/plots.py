@@ -1,0 +1,247 @@
+"""Every training and evaluation figure the notebooks and the report show.
+
+Each function builds a new ``matplotlib.figure.Figure`` (not registered with pyplot, so nothing
+piles up and nothing is shown twice), returns it, and when ``path`` is given saves it as PNG
+and PDF through ``save_figure``. In a notebook a returned figure displays as the cell's value
+or with ``display(fig)``. ``title`` goes on top and ``caption`` under the axes: figures made
+from synthetic data must say so in one of them (``caption="synthetic data"``).
+
+Histories are the dicts written by ``mura_core.train`` (``history.json``): ``loss`` and ``lr``
+per step, ``evals`` a list of ``{"step", "epoch", "train": table, "valid": table}`` with
+``mura_core.metrics.metric_table`` tables.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .metrics import CLASS_NAMES
+
+METRIC_LABELS = {
+    "image_accuracy": "accuracy per image",
+    "patient_accuracy": "accuracy per patient",
+    "study_accuracy": "accuracy per study",
+    "study_kappa": "Cohen's kappa per study",
+    "loss": "loss (BCE)",
+    "image_auc": "AUROC per image",
+    "study_auc": "AUROC per study",
+}
+
+
+def save_figure(fig: Figure, path, formats: Iterable[str] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
+    """Save ``fig`` once per format beside ``path`` (its suffix, if any, is replaced).
+
+    Creates the folder. Returns the written paths.
+    """
+    base = Path(path)
+    if base.suffix.lower().lstrip(".") in {"png", "pdf", "svg"}:
+        base = base.with_suffix("")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        out = base.with_name(f"{base.name}.{fmt}")
+        fig.savefig(out, format=fmt, dpi=dpi, bbox_inches="tight")
+        written.append(out)
+    return written
+
+
+def smooth(values: Sequence[float], weight: float = 0.9) -> np.ndarray:
+    """Exponential moving average with bias correction (the first points are not pulled to 0).
+
+    ``weight`` in [0, 1): 0 returns the values unchanged; 0.9 averages about the last 10.
+    Returns float64 of the same length.
+    """
+    if not 0.0 <= weight < 1.0:
+        raise ValueError("weight must be in [0, 1)")
+    v = np.asarray(values, dtype=np.float64)
+    out = np.empty_like(v)
+    avg = 0.0
+    for i, x in enumerate(v):
+        avg = weight * avg + (1.0 - weight) * x
+        out[i] = avg / (1.0 - weight ** (i + 1))
+    return out
+
+
+def _new_figure(ncols: int = 1, width: float = 6.4, height: float = 4.0):
+    fig = Figure(figsize=(width * ncols, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+def _finish(fig: Figure, title: str | None, caption: str | None, path) -> Figure:
+    if title:
+        fig.suptitle(title)
+    if caption:
+        # Constrained layout leaves room for a supxlabel, so a caption never overlaps the axes.
+        fig.supxlabel(caption, fontsize="small", style="italic")
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _eval_series(history: Mapping, split: str, metric: str, x: str):
+    xs, ys = [], []
+    for point in history.get("evals", []):
+        table = point.get(split)
+        if table is None:
+            continue
+        value = table[metric] if metric in table else table.get("baseline", {}).get(metric)
+        if value is None:
+            continue
+        xs.append(point[x])
+        ys.append(value)
+    return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
+
+
+def _losses(history) -> np.ndarray:
+    losses = history["loss"] if isinstance(history, Mapping) else history
+    return np.asarray(losses, dtype=np.float64)
+
+
+def plot_loss(
+    history,
+    *,
+    smooth_weight: float = 0.9,
+    show_valid: bool = True,
+    title: str | None = "Training loss",
+    caption: str | None = None,
+    path=None,
+) -> Figure:
+    """Loss per step (light) with its smoothed curve (dark); the valid loss at each evaluation
+    point as markers when ``history`` is a history dict and ``show_valid``.
+
+    ``history``: a history dict, or a plain sequence of per-step losses.
+    """
+    loss = _losses(history)
+    steps = np.arange(1, loss.size + 1)
+    fig, (ax,) = _new_figure()
+    ax.plot(steps, loss, color="tab:blue", alpha=0.3, linewidth=0.8, label="train loss per step")
+    if loss.size:
+        ax.plot(steps, smooth(loss, smooth_weight), color="tab:blue", linewidth=2.0,
+                label=f"train loss, smoothed (EMA {smooth_weight:g})")
+    if show_valid and isinstance(history, Mapping):
+        xs, ys = _eval_series(history, "valid", "loss", "step")
+        if xs.size:
+            ax.plot(xs, ys, "o-", color="tab:orange", label="valid loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("binary cross entropy")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    return _finish(fig, title, caption, path)
+
+
+def plot_accuracy(
+    history: Mapping,
+    *,
+    metrics: Sequence[str] = ("image_accuracy", "patient_accuracy"),
+    x: str = "epoch",
+    splits: Sequence[str] = ("train", "valid"),
+    baseline: bool = True,
+    title: str | None = "Accuracy on train and valid",
+    caption: str | None = None,
+    path=None,
+) -> Figure:
+    """Train and valid accuracy at each evaluation point, one panel per metric.
+
+    ``x``: ``"epoch"`` (fractional for mid-epoch points) or ``"step"``. With ``baseline``, a
+    dotted line marks the valid split's majority-class accuracy for that metric.
+    """
+    if x not in ("epoch", "step"):
+        raise ValueError("x must be 'epoch' or 'step'")
+    fig, axes = _new_figure(len(metrics), width=5.2)
+    colors = {"train": "tab:blue", "valid": "tab:orange"}
+    for ax, metric in zip(axes, metrics):
+        for split in splits:
+            xs, ys = _eval_series(history, split, metric, x)
+            ax.plot(xs, ys, "o-", color=colors.get(split), label=split)
+        if baseline and history.get("evals"):
+            base = history["evals"][-1].get(splits[-1], {}).get("baseline", {}).get(metric)
+            if base is not None:
+                ax.axhline(base, color="gray", linestyle=":", label=f"{splits[-1]} majority class")
+        ax.set_xlabel(x)
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.set_title(METRIC_LABELS.get(metric, metric))
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    return _finish(fig, title, caption, path)
+
+
+def plot_runs(
+    histories: Mapping[str, Mapping],
+    *,
+    metric: str = "image_accuracy",
+    splits: Sequence[str] = ("train", "valid"),
+    x: str = "step",
+    show_loss: bool = True,
+    smooth_weight: float = 0.9,
+    title: str | None = None,
+    caption: str | None = None,
+    path=None,
+) -> Figure:
+    """Several runs on one figure: smoothed training loss per step (left, with ``show_loss``)
+    and ``metric`` at each evaluation point (right); one color per run, train dashed, valid
+    solid.
+
+    ``histories``: run name -> history dict, in legend order.
+    """
+    if not histories:
+        raise ValueError("plot_runs needs at least one history")
+    fig, axes = _new_figure(2 if show_loss else 1, width=5.6)
+    colors = [f"C{i % 10}" for i in range(len(histories))]
+    styles = {"train": "--", "valid": "-"}
+    if show_loss:
+        ax = axes[0]
+        for color, (name, hist) in zip(colors, histories.items()):
+            loss = _losses(hist)
+            if loss.size:
+                ax.plot(np.arange(1, loss.size + 1), smooth(loss, smooth_weight), color=color, label=name)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"train loss (EMA {smooth_weight:g})")
+        ax.set_title("training loss")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    ax = axes[-1]
+    for color, (name, hist) in zip(colors, histories.items()):
+        for split in splits:
+            xs, ys = _eval_series(hist, split, metric, x)
+            ax.plot(xs, ys, styles.get(split, ":"), marker="o", markersize=3, color=color,
+                    label=f"{name} ({split})")
+    ax.set_xlabel(x)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_title(f"{METRIC_LABELS.get(metric, metric)}: " + ", ".join(
+        f"{s} {'dashed' if styles.get(s) == '--' else 'solid'}" for s in splits))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    return _finish(fig, title, caption, path)
+
+
+def plot_confusion(
+    cm,
+    *,
+    classes: Sequence[str] = CLASS_NAMES,
+    title: str | None = "Confusion matrix",
+    caption: str | None = None,
+    path=None,
+) -> Figure:
+    """A confusion matrix (rows true class, columns predicted, as ``metrics.confusion_matrix``)
+    with counts and row percentages in each cell."""
+    cm = np.asarray(cm, dtype=np.int64)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] != len(classes):
+        raise ValueError(f"confusion matrix must be {len(classes)}x{len(classes)}, got {cm.shape}")
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
+    fig, (ax,) = _new_figure(width=4.6, height=4.0)
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, f"{cm[i, j]}\n{100 * share[i, j]:.1f} %", ha="center", va="center",
+                    color="white" if share[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(classes)), labels=list(classes))
+    ax.set_yticks(range(len(classes)), labels=list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(image, ax=ax, label="share of the true class")
+    return _finish(fig, title, caption, path)

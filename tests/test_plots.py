@@ -1,0 +1,82 @@
+"""Figures: built from a history dict, saved as PNG and PDF, captions carried through."""
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from mura_core import metrics as M
+from mura_core import plots
+
+
+def _table(acc: float, patient: float) -> dict:
+    return {"image_accuracy": acc, "patient_accuracy": patient, "loss": 1.0 - acc,
+            "baseline": {"image_accuracy": 0.52, "patient_accuracy": 0.55}}
+
+
+def _history(n_steps: int = 40, shift: float = 0.0) -> dict:
+    rng = np.random.default_rng(1)
+    loss = (0.7 * np.exp(-np.arange(n_steps) / 20) + 0.05 * rng.random(n_steps) + shift).tolist()
+    evals = [
+        {"step": s, "epoch": s / 10, "train": _table(0.5 + s / 100, 0.5 + s / 120),
+         "valid": _table(0.5 + s / 150, 0.5 + s / 160)}
+        for s in (10, 20, 30, 40)
+    ]
+    return {"loss": loss, "lr": [0.01] * n_steps, "evals": evals}
+
+
+def test_smooth_is_a_debiased_moving_average():
+    v = np.array([1.0, 1.0, 1.0])
+    assert plots.smooth(v, 0.9) == pytest.approx(v)  # a constant stays constant from step 1
+    assert plots.smooth([1.0, 3.0], 0.0).tolist() == [1.0, 3.0]
+    # by hand for weight 0.5: a1 = 0.5 * 2 = 1 -> 1 / 0.5 = 2; a2 = 0.5 + 0.5 * 4 = 2.5 -> 2.5 / 0.75
+    assert plots.smooth([2.0, 4.0], 0.5) == pytest.approx([2.0, 2.5 / 0.75])
+    with pytest.raises(ValueError):
+        plots.smooth([1.0], 1.0)
+
+
+def test_plot_loss_saves_png_and_pdf_with_caption(tmp_path):
+    fig = plots.plot_loss(_history(), caption="synthetic data", path=tmp_path / "loss.png")
+    assert isinstance(fig, Figure)
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    assert (tmp_path / "loss.pdf").read_bytes()[:4] == b"%PDF"
+    texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+    assert "synthetic data" in texts
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines[0].get_ydata()) == 40  # raw per-step loss
+    assert len(lines[2].get_xdata()) == 4  # valid loss at the evaluation points
+
+
+def test_plot_loss_accepts_a_plain_list():
+    fig = plots.plot_loss([0.7, 0.6, 0.5], title="t")
+    assert fig.axes[0].get_lines()[1].get_ydata()[0] == pytest.approx(0.7)
+
+
+def test_plot_accuracy_one_panel_per_metric(tmp_path):
+    fig = plots.plot_accuracy(_history(), title="Accuracy (synthetic data)", path=tmp_path / "acc")
+    assert len([a for a in fig.axes if a.get_xlabel() == "epoch"]) == 2
+    assert (tmp_path / "acc.png").exists() and (tmp_path / "acc.pdf").exists()
+    train_line = fig.axes[0].get_lines()[0]
+    assert train_line.get_xdata().tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert train_line.get_ydata()[-1] == pytest.approx(0.9)
+    fig = plots.plot_accuracy(_history(), x="step", metrics=("image_accuracy",))
+    assert fig.axes[0].get_lines()[0].get_xdata().tolist() == [10, 20, 30, 40]
+
+
+def test_plot_runs_puts_every_run_on_one_figure(tmp_path):
+    runs = {"baseline": _history(), "deeper": _history(shift=0.1), "wider": _history(shift=0.2)}
+    fig = plots.plot_runs(runs, caption="synthetic data", path=tmp_path / "runs")
+    loss_ax, acc_ax = fig.axes[0], fig.axes[1]
+    assert len(loss_ax.get_lines()) == 3
+    assert len(acc_ax.get_lines()) == 6  # train and valid per run
+    assert [t.get_text() for t in acc_ax.get_legend().get_texts()][:2] == ["baseline (train)", "baseline (valid)"]
+    assert (tmp_path / "runs.pdf").exists()
+
+
+def test_plot_confusion_shows_counts(tmp_path):
+    cm = M.confusion_matrix([0, 0, 0, 1, 1], [0, 1, 1, 1, 0])
+    fig = plots.plot_confusion(cm, title="Valid, per image", caption="synthetic data", path=tmp_path / "cm.pdf")
+    cells = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert cells == ["1\n33.3 %", "1\n50.0 %", "1\n50.0 %", "2\n66.7 %"]
+    assert (tmp_path / "cm.png").exists() and (tmp_path / "cm.pdf").exists()
+    with pytest.raises(ValueError):
+        plots.plot_confusion(np.zeros((3, 3)))
