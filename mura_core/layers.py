@@ -1,0 +1,415 @@
+"""Layers with hand-written forward and backward passes, one code path for NumPy and CuPy.
+
+Every layer follows the same protocol:
+
+- ``forward(x, training=False) -> y`` keeps what its backward needs;
+- ``backward(dy) -> dx`` fills ``grads`` (same keys and shapes as ``params``) and returns
+  the gradient with respect to the input (``None`` for a first layer told not to);
+- ``params`` / ``grads``: dicts of arrays owned by the layer; composite layers
+  (``Sequential``, ``Residual``) expose their children's through ``named_parameters``;
+- ``output_shape(shape)`` maps an input shape without the batch axis to the output's, so a
+  network can be described (and checked) without running it.
+
+Arrays are NCHW; the dtype of the parameters (float32 by default) is the dtype of the work:
+constants are Python floats, which never upcast a float32 array under NumPy 2.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .backend import get_array_module
+from .conv import col2im, conv_output_size, im2col
+
+
+class RandomStream:
+    """A counter-based source of NumPy generators: call ``next()`` for a fresh generator.
+
+    The n-th generator depends only on (seed, n), so the whole state is two integers: a
+    checkpoint stores them and a resumed run draws the very same dropout masks. Masks are
+    drawn on the CPU and moved to the layer's backend, so NumPy and CuPy see equal masks.
+    """
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+        self.counter = 0
+
+    def next(self) -> np.random.Generator:
+        rng = np.random.default_rng([self.seed, self.counter])
+        self.counter += 1
+        return rng
+
+    def state(self) -> dict:
+        return {"seed": self.seed, "counter": self.counter}
+
+    def set_state(self, state: dict) -> None:
+        self.seed = int(state["seed"])
+        self.counter = int(state["counter"])
+
+
+class Layer:
+    """Base class: parameter bookkeeping, shape inference and a readable description."""
+
+    def __init__(self):
+        self.params: dict = {}
+        self.grads: dict = {}
+
+    def forward(self, x, training: bool = False):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    def output_shape(self, shape: tuple) -> tuple:
+        return tuple(shape)
+
+    def children(self) -> list[tuple[str, "Layer"]]:
+        return []
+
+    def named_parameters(self, prefix: str = ""):
+        """(name, array) pairs, own parameters first, then the children's, in order."""
+        for key, value in self.params.items():
+            yield prefix + key, value
+        for name, child in self.children():
+            yield from child.named_parameters(f"{prefix}{name}.")
+
+    def named_gradients(self, prefix: str = ""):
+        for key, value in self.grads.items():
+            yield prefix + key, value
+        for name, child in self.children():
+            yield from child.named_gradients(f"{prefix}{name}.")
+
+    def num_parameters(self) -> int:
+        return sum(int(v.size) for _, v in self.named_parameters())
+
+    def to(self, xp) -> "Layer":
+        """Move parameters (and zeroed gradients) to the array module ``xp``."""
+        for key in list(self.params):
+            self.params[key] = xp.asarray(self.params[key])
+            self.grads[key] = xp.zeros_like(self.params[key])
+        for _, child in self.children():
+            child.to(xp)
+        return self
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+def he_normal(rng: np.random.Generator, shape: tuple, fan_in: int, dtype) -> np.ndarray:
+    """He (Kaiming) normal initialization for layers followed by a ReLU: std sqrt(2/fan_in)."""
+    return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+def glorot_normal(rng: np.random.Generator, shape: tuple, fan_in: int, fan_out: int, dtype):
+    """Glorot normal initialization for a layer followed by the logistic: std sqrt(2/(in+out))."""
+    return (rng.standard_normal(shape) * math.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
+
+
+class Conv2D(Layer):
+    """2-D convolution, zero padding ``k // 2`` on every side, any stride.
+
+    Shapes: x (N, D_in, H, W) -> y (N, D_out, OH, OW) with OH = (H + 2*(k//2) - k)//stride + 1.
+    Parameters: ``W`` (D_out, D_in, k, k), ``b`` (D_out,).
+    Implementation: im2col (see ``conv.py``), then one matrix product for the forward pass,
+    and one each for the weight and input gradients.
+    ``input_grad=False`` (the network's first layer) skips the input gradient entirely.
+    """
+
+    def __init__(self, d_in: int, d_out: int, k: int, stride: int = 1, *, rng=None,
+                 dtype=np.float32, init: str = "he", input_grad: bool = True):
+        super().__init__()
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.d_in, self.d_out, self.k, self.stride = int(d_in), int(d_out), int(k), int(stride)
+        self.pad = self.k // 2
+        self.input_grad = input_grad
+        fan_in = self.d_in * self.k * self.k
+        shape = (self.d_out, self.d_in, self.k, self.k)
+        if init == "he":
+            w = he_normal(rng, shape, fan_in, dtype)
+        else:
+            w = glorot_normal(rng, shape, fan_in, self.d_out * self.k * self.k, dtype)
+        self.params = {"W": w, "b": np.zeros(self.d_out, dtype=dtype)}
+        self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
+        self._cache = None
+
+    def forward(self, x, training: bool = False):
+        xp = get_array_module(x)
+        n = x.shape[0]
+        col = im2col(x, self.k, self.stride, self.pad)  # (C, K, K, N, OH, OW)
+        oh, ow = col.shape[4], col.shape[5]
+        w2 = self.params["W"].reshape(self.d_out, -1)
+        y = w2 @ col.reshape(w2.shape[1], -1)  # (D, N*OH*OW)
+        y += self.params["b"][:, None]
+        self._cache = (x.shape, col)
+        return xp.ascontiguousarray(y.reshape(self.d_out, n, oh, ow).transpose(1, 0, 2, 3))
+
+    def backward(self, dy):
+        xp = get_array_module(dy)
+        x_shape, col = self._cache
+        # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product.
+        dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.d_out, -1)
+        col2 = col.reshape(-1, dy2.shape[1])
+        self.grads["W"][...] = (dy2 @ col2.T).reshape(self.params["W"].shape)
+        self.grads["b"][...] = dy2.sum(axis=1)
+        self._cache = None
+        if not self.input_grad:
+            return None
+        dcol = self.params["W"].reshape(self.d_out, -1).T @ dy2
+        return col2im(dcol.reshape(col.shape), x_shape, self.k, self.stride, self.pad)
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        if c != self.d_in:
+            raise ValueError(f"Conv2D expects {self.d_in} input channels, got {c}")
+        return (self.d_out, conv_output_size(h, self.k, self.stride, self.pad),
+                conv_output_size(w, self.k, self.stride, self.pad))
+
+    def describe(self):
+        return f"Conv2D {self.k}x{self.k}/{self.d_out}, stride {self.stride}, pad {self.pad}"
+
+
+class MaxPool2D(Layer):
+    """Max pooling over ``size`` x ``size`` windows, floor mode: OH = (H - size)//stride + 1.
+
+    The maximum is taken over the size*size strided slices of the input (one slice per window
+    offset), remembering which offset won; backward routes each gradient to that offset only
+    (the first one on ties), so a tie never duplicates gradient.
+    """
+
+    def __init__(self, size: int = 2, stride: int | None = None):
+        super().__init__()
+        self.size = int(size)
+        self.stride = int(stride if stride is not None else size)
+        self._cache = None
+
+    def _slices(self, oh, ow):
+        s = self.stride
+        for i in range(self.size):
+            for j in range(self.size):
+                yield (slice(None), slice(None), slice(i, i + s * (oh - 1) + 1, s),
+                       slice(j, j + s * (ow - 1) + 1, s))
+
+    def forward(self, x, training: bool = False):
+        xp = get_array_module(x)
+        _, h, w = self.output_shape(x.shape[1:])
+        out = None
+        winner = None
+        for offset, sl in enumerate(self._slices(h, w)):
+            window = x[sl]
+            if out is None:
+                out = window.copy()
+                winner = xp.zeros(out.shape, dtype=np.int8)
+                continue
+            better = window > out
+            out = xp.where(better, window, out)
+            winner[better] = offset
+        self._cache = (x.shape, winner)
+        return out
+
+    def backward(self, dy):
+        xp = get_array_module(dy)
+        x_shape, winner = self._cache
+        dx = xp.zeros(x_shape, dtype=dy.dtype)
+        zero = dy.dtype.type(0)
+        for offset, sl in enumerate(self._slices(dy.shape[2], dy.shape[3])):
+            dx[sl] += xp.where(winner == offset, dy, zero)
+        self._cache = None
+        return dx
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        oh, ow = (h - self.size) // self.stride + 1, (w - self.size) // self.stride + 1
+        if oh < 1 or ow < 1:
+            raise ValueError(f"MaxPool2D {self.size}x{self.size} needs an input of at least "
+                             f"{self.size}x{self.size}, got {h}x{w}")
+        return (c, oh, ow)
+
+    def describe(self):
+        return f"MaxPool2D {self.size}x{self.size}, stride {self.stride}"
+
+
+class ReLU(Layer):
+    """y = max(x, 0); dx = dy where x > 0, else 0."""
+
+    def forward(self, x, training: bool = False):
+        xp = get_array_module(x)
+        y = xp.maximum(x, x.dtype.type(0))
+        self._mask = y > 0
+        return y
+
+    def backward(self, dy):
+        xp = get_array_module(dy)
+        dx = xp.where(self._mask, dy, dy.dtype.type(0))
+        self._mask = None
+        return dx
+
+
+class Sigmoid(Layer):
+    """Logistic function y = 1 / (1 + exp(-x)), computed without overflow; dx = dy * y * (1 - y)."""
+
+    def forward(self, x, training: bool = False):
+        self._y = sigmoid(x)
+        return self._y
+
+    def backward(self, dy):
+        y = self._y
+        return dy * y * (1 - y)
+
+
+def sigmoid(x):
+    """Overflow-free logistic: exp is only ever taken of a non-positive number."""
+    xp = get_array_module(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training each unit is zeroed with probability p and the others are
+    scaled by 1/(1-p), so evaluation is the identity. Backward applies the same mask.
+    Masks come from a ``RandomStream`` (shared by the model's dropout layers)."""
+
+    def __init__(self, p: float = 0.5, stream: RandomStream | None = None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.stream = stream if stream is not None else RandomStream(0)
+        self._mask = None
+
+    def forward(self, x, training: bool = False):
+        if not training or self.p == 0.0:
+            self._mask = None
+            return x
+        xp = get_array_module(x)
+        keep = self.stream.next().random(x.shape, dtype=np.float32) >= self.p
+        scale = np.asarray(1.0 / (1.0 - self.p), dtype=x.dtype)
+        self._mask = xp.asarray(keep.astype(x.dtype) * scale)
+        return x * self._mask
+
+    def backward(self, dy):
+        if self._mask is None:
+            return dy
+        return dy * self._mask
+
+    def describe(self):
+        return f"Dropout p={self.p:g}"
+
+
+class Linear(Layer):
+    """Fully connected layer: y = x @ W + b, with W (d_in, d_out) and b (d_out,)."""
+
+    def __init__(self, d_in: int, d_out: int, *, rng=None, dtype=np.float32, init: str = "he"):
+        super().__init__()
+        rng = rng if rng is not None else np.random.default_rng(0)
+        self.d_in, self.d_out = int(d_in), int(d_out)
+        if init == "he":
+            w = he_normal(rng, (self.d_in, self.d_out), self.d_in, dtype)
+        else:
+            w = glorot_normal(rng, (self.d_in, self.d_out), self.d_in, self.d_out, dtype)
+        self.params = {"W": w, "b": np.zeros(self.d_out, dtype=dtype)}
+        self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
+
+    def forward(self, x, training: bool = False):
+        self._x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dy):
+        self.grads["W"][...] = self._x.T @ dy
+        self.grads["b"][...] = dy.sum(axis=0)
+        self._x = None
+        return dy @ self.params["W"].T
+
+    def output_shape(self, shape):
+        if tuple(shape) != (self.d_in,):
+            raise ValueError(f"Linear expects {self.d_in} inputs, got shape {tuple(shape)}")
+        return (self.d_out,)
+
+    def describe(self):
+        return f"Linear {self.d_in} -> {self.d_out}"
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), in C order (the NCHW order of the features)."""
+
+    def forward(self, x, training: bool = False):
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self._shape)
+
+    def output_shape(self, shape):
+        return (int(np.prod(shape)),)
+
+
+class Sequential(Layer):
+    """Named layers applied in order. ``layers``: a list of (name, layer) pairs."""
+
+    def __init__(self, layers):
+        super().__init__()
+        self.layers = list(layers)
+
+    def children(self):
+        return self.layers
+
+    def forward(self, x, training: bool = False):
+        for _, layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dy):
+        for _, layer in reversed(self.layers):
+            dy = layer.backward(dy)
+            if dy is None:  # a first layer that was told not to compute its input gradient
+                return None
+        return dy
+
+    def output_shape(self, shape):
+        for _, layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def describe(self):
+        return " -> ".join(layer.describe() for _, layer in self.layers)
+
+
+class Residual(Layer):
+    """y = relu(block(x) + shortcut(x)).
+
+    ``shortcut`` is the identity when ``None`` (the block must keep the shape); pass a 1x1
+    ``Conv2D`` (with the block's stride) as a projection when channels or size change.
+    """
+
+    def __init__(self, block: Layer, shortcut: Layer | None = None):
+        super().__init__()
+        self.block = block
+        self.shortcut = shortcut
+        self.relu = ReLU()
+
+    def children(self):
+        kids = [("conv", self.block)]
+        if self.shortcut is not None:
+            kids.append(("proj", self.shortcut))
+        return kids
+
+    def forward(self, x, training: bool = False):
+        skip = x if self.shortcut is None else self.shortcut.forward(x, training)
+        return self.relu.forward(self.block.forward(x, training) + skip, training)
+
+    def backward(self, dy):
+        ds = self.relu.backward(dy)
+        dx = self.block.backward(ds)
+        return dx + (ds if self.shortcut is None else self.shortcut.backward(ds))
+
+    def output_shape(self, shape):
+        out = self.block.output_shape(shape)
+        skip = tuple(shape) if self.shortcut is None else self.shortcut.output_shape(shape)
+        if tuple(out) != tuple(skip):
+            raise ValueError(f"Residual: block gives {out} but shortcut gives {skip}; "
+                             "use a 1x1 Conv2D projection as the shortcut")
+        return out
+
+    def describe(self):
+        skip = "identity" if self.shortcut is None else f"projection ({self.shortcut.describe()})"
+        return f"Residual[{self.block.describe()}] + {skip}, then ReLU"

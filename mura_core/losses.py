@@ -1,0 +1,52 @@
+"""Binary cross entropy, the loss of the assignment: mean over the batch of
+``-[t log p + (1 - t) log(1 - p)]`` with t = 1 for normal, t = 0 for abnormal, p = P(normal).
+
+The network ends in a logistic, so the loss is computed from the logit z (p = sigmoid(z)):
+
+    BCE = softplus(z) - t z = max(z, 0) - t z + log(1 + exp(-|z|)),   dBCE/dz = sigmoid(z) - t,
+
+which is finite for any z (a float32 sigmoid of +-100 rounds to exactly 1 or 0, where the
+probability form would take log 0). ``bce_from_probabilities`` is the textbook form, clipped,
+for models whose output is already a probability.
+"""
+from __future__ import annotations
+
+from .backend import get_array_module
+from .layers import sigmoid
+
+
+def _flat_targets(t, like):
+    xp = get_array_module(like)
+    t = xp.asarray(t, dtype=like.dtype).reshape(-1)
+    if t.shape[0] != like.shape[0]:
+        raise ValueError(f"targets have {t.shape[0]} entries for a batch of {like.shape[0]}")
+    return t
+
+
+def bce_with_logits(z, t):
+    """Mean BCE of logits z (B,) or (B, 1) against targets t (B,) or (B, 1).
+
+    Returns (loss as a Python float, dL/dz with the shape of z and its dtype).
+    """
+    xp = get_array_module(z)
+    zf = z.reshape(-1)
+    t = _flat_targets(t, zf)
+    n = zf.shape[0]
+    losses = xp.maximum(zf, zf.dtype.type(0)) - t * zf + xp.log1p(xp.exp(-xp.abs(zf)))
+    loss = float(losses.mean())
+    dz = (sigmoid(zf) - t) / zf.dtype.type(n)
+    return loss, dz.reshape(z.shape)
+
+
+def bce_from_probabilities(p, t, eps: float = 1e-7):
+    """Mean BCE of probabilities p against targets t, with p clipped to [eps, 1 - eps].
+
+    Returns (loss, dL/dp). Prefer ``bce_with_logits`` where the logit is at hand.
+    """
+    xp = get_array_module(p)
+    pf = xp.clip(p.reshape(-1), p.dtype.type(eps), p.dtype.type(1 - eps))
+    t = _flat_targets(t, pf)
+    n = pf.shape[0]
+    loss = float(-(t * xp.log(pf) + (1 - t) * xp.log1p(-pf)).mean())
+    dp = (pf - t) / (pf * (1 - pf)) / pf.dtype.type(n)
+    return loss, dp.reshape(p.shape)

@@ -1,0 +1,311 @@
+"""Architectures as data, and the ``Model`` they build.
+
+An architecture is a list of layer specs (plain dicts), so a reader sees the whole network at
+a glance and a saved model can record exactly what it is:
+
+- ``{"type": "conv", "out": 64, "k": 7, "stride": 2}``: Conv2D (pad k//2) followed by ReLU;
+  ``"residual": True`` wraps the convolution as relu(conv(x) + shortcut(x)) instead;
+- ``{"type": "pool"}``: MaxPool2D 2x2, stride 2;
+- ``{"type": "dropout"}``: inverted dropout with the model's probability;
+- ``{"type": "fc", "out": 2048}``: Linear followed by ReLU (the first one flattens first);
+  ``{"type": "fc", "out": 1, "act": "sigmoid"}``: the output, P(normal).
+
+``width`` multiplies the number of feature maps of every convolution.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from .backend import resolve_backend, to_numpy, xp_for
+from .layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU, Residual,
+                     Sequential, Sigmoid)
+from .losses import bce_from_probabilities, bce_with_logits
+
+
+def _conv(out, k, stride=1, **extra):
+    return {"type": "conv", "out": out, "k": k, "stride": stride, **extra}
+
+
+POOL = {"type": "pool"}
+DROPOUT = {"type": "dropout"}
+OUTPUT = {"type": "fc", "out": 1, "act": "sigmoid"}
+
+#: The assignment's network (Cerinta 1).
+BASELINE = [
+    _conv(64, 7, 2), POOL,
+    _conv(128, 5, 2), POOL,
+    _conv(256, 3), _conv(384, 3), _conv(256, 3), _conv(256, 3), POOL,
+    DROPOUT, {"type": "fc", "out": 2048}, DROPOUT, OUTPUT,
+]
+
+#: Baseline + a 5x5 convolution early (after conv2, at 29x29 for a 227 input), a 3x3
+#: convolution late (after conv6, at 14x14), and one more fully connected layer.
+DEEPER = [
+    _conv(64, 7, 2), POOL,
+    _conv(128, 5, 2), _conv(128, 5), POOL,
+    _conv(256, 3), _conv(384, 3), _conv(256, 3), _conv(256, 3), _conv(256, 3), POOL,
+    DROPOUT, {"type": "fc", "out": 2048}, DROPOUT, {"type": "fc", "out": 1024}, DROPOUT, OUTPUT,
+]
+
+#: Baseline with a residual connection around each stride-1 convolution (conv3..conv6):
+#: relu(conv(x) + shortcut(x)), the shortcut being the identity where the channel counts
+#: match (conv6: 256 -> 256) and a 1x1 convolution projection where they don't
+#: (conv3: 128 -> 256, conv4: 256 -> 384, conv5: 384 -> 256). Strided convolutions keep
+#: no shortcut, as they change the resolution.
+RESIDUAL = [
+    _conv(64, 7, 2), POOL,
+    _conv(128, 5, 2), POOL,
+    _conv(256, 3, residual=True), _conv(384, 3, residual=True),
+    _conv(256, 3, residual=True), _conv(256, 3, residual=True), POOL,
+    DROPOUT, {"type": "fc", "out": 2048}, DROPOUT, OUTPUT,
+]
+
+ARCHITECTURES = {
+    "baseline": {"layers": BASELINE, "width": 1.0},
+    "deeper": {"layers": DEEPER, "width": 1.0},
+    "wider": {"layers": BASELINE, "width": 2.0},
+    "residual": {"layers": RESIDUAL, "width": 1.0},
+}
+
+
+class Model:
+    """A network built from a spec: a ``Sequential`` ending in a logistic, plus its metadata.
+
+    ``spec`` (JSON-able) is everything ``build_model`` needs to rebuild it; ``metadata``
+    (JSON-able) travels with saved models (preprocessing size, mode, mean and std, ...).
+    """
+
+    def __init__(self, spec: dict, net: Sequential, stream: RandomStream, backend: str, input_shape):
+        self.spec = spec
+        self.net = net
+        self.stream = stream
+        self.backend = backend
+        self.xp = xp_for(backend)
+        self.input_shape = tuple(input_shape)
+        self.metadata: dict = {}
+
+    # --- computation -------------------------------------------------------------------
+    def _to_device(self, x):
+        dtype = np.dtype(self.spec["dtype"])
+        x = self.xp.asarray(x)
+        if x.dtype != dtype:
+            x = x.astype(dtype)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"expected input of shape (B, {', '.join(map(str, self.input_shape))})"
+                             f", got {tuple(x.shape)}")
+        return x
+
+    def logits(self, x, training: bool = False):
+        """The output layer's input z, (B, 1): P(normal) = sigmoid(z)."""
+        x = self._to_device(x)
+        for _, layer in self.net.layers[:-1]:
+            x = layer.forward(x, training)
+        return x
+
+    def forward(self, x, training: bool = False):
+        """P(normal), (B, 1), on the model's backend."""
+        return self.net.forward(self._to_device(x), training)
+
+    def backward(self, dy):
+        """Backpropagate dL/dP(normal) (B, 1); fills every layer's ``grads``."""
+        return self.net.backward(dy)
+
+    def backward_from_logits(self, dz):
+        """Backpropagate dL/dz (B, 1) from the logits, skipping the output logistic."""
+        dy = dz
+        for _, layer in reversed(self.net.layers[:-1]):
+            dy = layer.backward(dy)
+            if dy is None:
+                break
+        return dy
+
+    def predict_proba(self, x, batch_size: int = 64) -> np.ndarray:
+        """P(normal) for a batch x (B, 1, H, W) in evaluation mode, as a NumPy (B,) array."""
+        out = [to_numpy(self.forward(x[i:i + batch_size], training=False)).reshape(-1)
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=self.spec["dtype"])
+
+    # --- parameters --------------------------------------------------------------------
+    def parameters(self) -> dict:
+        """name -> array (live), in layer order, e.g. ``conv1.W``, ``conv1.b``, ..., ``fc2.b``."""
+        return dict(self.net.named_parameters())
+
+    def gradients(self) -> dict:
+        """name -> gradient of the last backward pass, same keys as ``parameters()``."""
+        return dict(self.net.named_gradients())
+
+    def num_parameters(self) -> int:
+        return self.net.num_parameters()
+
+    def rng_state(self) -> dict:
+        """State of the dropout random stream (two integers)."""
+        return self.stream.state()
+
+    def set_rng_state(self, state: dict) -> None:
+        self.stream.set_state(state)
+
+    # --- description -------------------------------------------------------------------
+    def summary_rows(self) -> list[dict]:
+        """One dict per layer: name, layer (description), output shape, parameter count."""
+        rows = []
+        shape = self.input_shape
+        rows.append({"name": "input", "layer": "Input", "output": shape, "params": 0})
+        for name, layer in self.net.layers:
+            shape = layer.output_shape(shape)
+            rows.append({"name": name, "layer": layer.describe(), "output": tuple(shape),
+                         "params": layer.num_parameters()})
+        return rows
+
+    def summary(self) -> str:
+        """A table of every layer with its output shape and parameter count, and the total."""
+        rows = self.summary_rows()
+        header = f"Model '{self.spec['arch']}' (width {self.spec['width']:g}, " \
+                 f"dropout {self.spec['dropout']:g}, {self.spec['dtype']}, {self.backend})"
+        lines = [header, f"{'layer':<9} {'type':<58} {'output shape':>16} {'params':>12}"]
+        lines.append("-" * len(lines[-1]))
+        for r in rows:
+            out = "x".join(str(s) for s in r["output"])
+            lines.append(f"{r['name']:<9} {r['layer']:<58} {out:>16} {r['params']:>12,}")
+        lines.append("-" * len(lines[1]))
+        lines.append(f"{'total':<9} {'':<58} {'':>16} {self.num_parameters():>12,}")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        return f"<Model {self.spec['arch']} {self.num_parameters():,} parameters on {self.backend}>"
+
+
+def architecture_layers(name: str, width: float | None = None) -> tuple[list[dict], float]:
+    """The layer specs of a named architecture with ``width`` applied, and the width used."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    arch = ARCHITECTURES[name]
+    width = float(arch["width"] if width is None else width)
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    layers = copy.deepcopy(arch["layers"])
+    for spec in layers:
+        if spec["type"] == "conv":
+            spec["out"] = max(1, int(round(spec["out"] * width)))
+    return layers, width
+
+
+def _assemble(layers: list[dict], input_size: int, seed: int, dropout: float, dtype):
+    """Build the Sequential for layer specs; returns (net, stream)."""
+    rng = np.random.default_rng(seed)
+    stream = RandomStream(seed)
+    built = []
+    channels, size = 1, input_size
+    counters = {"conv": 0, "pool": 0, "fc": 0, "dropout": 0, "relu": 0}
+
+    def next_name(kind):
+        counters[kind] += 1
+        return f"{kind}{counters[kind]}"
+
+    flat = None
+    for spec in layers:
+        kind = spec["type"]
+        if kind == "conv":
+            conv = Conv2D(channels, spec["out"], spec["k"], spec["stride"], rng=rng, dtype=dtype,
+                          input_grad=bool(built))
+            name = next_name("conv")
+            if spec.get("residual"):
+                proj = None
+                if spec["out"] != channels or spec["stride"] != 1:
+                    proj = Conv2D(channels, spec["out"], 1, spec["stride"], rng=rng, dtype=dtype)
+                built.append((name.replace("conv", "res"), Residual(conv, proj)))
+            else:
+                built.append((name, conv))
+                built.append((next_name("relu"), ReLU()))
+            channels = spec["out"]
+        elif kind == "pool":
+            built.append((next_name("pool"), MaxPool2D(2, 2)))
+        elif kind == "dropout":
+            built.append((next_name("dropout").replace("dropout", "drop"), Dropout(dropout, stream)))
+        elif kind == "fc":
+            if flat is None:
+                built.append(("flatten", Flatten()))
+                flat = Sequential(built).output_shape((1, input_size, input_size))[0]
+            is_output = spec.get("act") == "sigmoid"
+            fc = Linear(flat, spec["out"], rng=rng, dtype=dtype, init="glorot" if is_output else "he")
+            built.append((next_name("fc"), fc))
+            built.append(("sigmoid", Sigmoid()) if is_output else (next_name("relu"), ReLU()))
+            flat = spec["out"]
+        else:
+            raise ValueError(f"unknown layer type {kind!r} in architecture spec")
+    return Sequential(built), stream
+
+
+def _smallest_input_size(layers: list[dict]) -> int:
+    for size in range(1, 4097):
+        try:
+            _check_shapes(layers, size)
+            return size
+        except ValueError:
+            continue
+    raise ValueError("no input size up to 4096 fits this architecture")
+
+
+def _check_shapes(layers: list[dict], size: int) -> None:
+    """Raise ValueError when some layer of ``layers`` would get an empty input at ``size``."""
+    h = size
+    for spec in layers:
+        if spec["type"] == "conv":
+            h = (h + 2 * (spec["k"] // 2) - spec["k"]) // spec["stride"] + 1
+        elif spec["type"] == "pool":
+            h = (h - 2) // 2 + 1
+        if h < 1:
+            raise ValueError(f"input size {size} is too small")
+
+
+def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
+                backend: str = "numpy", width: float | None = None, dropout: float = 0.5,
+                dtype: str = "float32") -> Model:
+    """Build a named architecture ("baseline", "deeper", "wider", "residual").
+
+    input_size: side of the square one-channel input (227 in the assignment; any size at which
+    every layer keeps a non-empty output works). width: multiplier of the feature maps of every
+    convolution (None: the architecture's default, 2.0 for "wider", 1.0 otherwise; "wider" at
+    1.0 is the baseline). Weights: He normal before ReLUs, Glorot normal before the logistic,
+    biases zero, drawn on the CPU from ``seed`` so every backend starts from the same numbers.
+    backend: "numpy", "cupy" or "auto". dtype: "float32" (default) or "float64" (gradient checks).
+    """
+    layers, width = architecture_layers(name, width)
+    input_size = int(input_size)
+    try:
+        _check_shapes(layers, input_size)
+    except ValueError:
+        smallest = _smallest_input_size(layers)
+        raise ValueError(f"input size {input_size} is too small for the '{name}' network: "
+                         f"the smallest valid input size is {smallest}") from None
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1), got {dropout}")
+    backend = resolve_backend(backend)
+    net, stream = _assemble(layers, input_size, int(seed), float(dropout), np.dtype(dtype))
+    spec = {"arch": name, "input_size": input_size, "seed": int(seed), "width": width,
+            "dropout": float(dropout), "dtype": dtype, "layers": layers}
+    net.to(xp_for(backend))
+    return Model(spec, net, stream, backend, (1, input_size, input_size))
+
+
+def loss_and_grads(model: Model, x, t, training: bool = False):
+    """BCE of the model on (x, t) and the gradient of every parameter.
+
+    x: (B, 1, H, W) (NumPy or the model's backend); t: (B,) or (B, 1), 1 = normal, 0 = abnormal.
+    Returns (loss as a float: mean over the batch; dict name -> gradient with exactly the keys
+    of ``model.parameters()``). The gradients are the layers' own buffers, overwritten by the
+    next backward pass: copy them to keep them. The loss is taken from the logits
+    (``bce_with_logits``), so saturated outputs still give finite values.
+    """
+    if isinstance(model.net.layers[-1][1], Sigmoid):
+        z = model.logits(x, training)
+        loss, dz = bce_with_logits(z, t)
+        model.backward_from_logits(dz)
+    else:
+        p = model.forward(x, training)
+        loss, dp = bce_from_probabilities(p, t)
+        model.backward(dp)
+    return loss, model.gradients()

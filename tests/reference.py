@@ -1,0 +1,50 @@
+"""Slow, obvious reference implementations (explicit loops, float64) for the layer tests."""
+import numpy as np
+
+
+def conv2d_reference(x, w, b, stride):
+    """Direct convolution with zero padding k // 2: loops over output pixels and channels."""
+    n, c, h, wd = x.shape
+    d, _, k, _ = w.shape
+    pad = k // 2
+    xp = np.zeros((n, c, h + 2 * pad, wd + 2 * pad))
+    xp[:, :, pad:pad + h, pad:pad + wd] = x
+    oh = (h + 2 * pad - k) // stride + 1
+    ow = (wd + 2 * pad - k) // stride + 1
+    y = np.zeros((n, d, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            patch = xp[:, :, i * stride:i * stride + k, j * stride:j * stride + k]
+            for o in range(d):
+                y[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3)) + b[o]
+    return y
+
+
+def maxpool_reference(x, size, stride):
+    n, c, h, w = x.shape
+    oh, ow = (h - size) // stride + 1, (w - size) // stride + 1
+    y = np.zeros((n, c, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            y[:, :, i, j] = x[:, :, i * stride:i * stride + size, j * stride:j * stride + size].max(axis=(2, 3))
+    return y
+
+
+def numeric_grad(f, x, eps=1e-6):
+    """Central differences of scalar f() with respect to every entry of x (float64)."""
+    g = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), g.reshape(-1)
+    for i in range(flat.size):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f()
+        flat[i] = old - eps
+        down = f()
+        flat[i] = old
+        gflat[i] = (up - down) / (2 * eps)
+    return g
+
+
+def rel_error(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), 1e-12)
