@@ -131,7 +131,7 @@ def study_probabilities(labels, probs, study_ids):
     mean_prob = np.bincount(inverse, weights=pr, minlength=len(keys)) / np.maximum(count, 1)
     label_sum = np.bincount(inverse, weights=y, minlength=len(keys))
     if np.any((label_sum != 0) & (label_sum != count)):
-        bad = keys[(label_sum != 0) & (label_sum != count)][0]
+        bad = str(keys[(label_sum != 0) & (label_sum != count)][0])
         raise ValueError(
             f"study {bad!r} has images with different labels; study ids must be unique within "
             "the split (build them with metrics.study_keys(body_parts, patient_ids, study_ids))"

@@ -1,0 +1,263 @@
+"""Trainer: learning, determinism, checkpoints and resume, guard rails, history layout."""
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mura_core as mc
+from mura_core import metrics
+from mura_core.data.cache import CachedSplit, MuraCache, build_cache
+from mura_core.data.mura import ImageRecord
+from mura_core.train import (TrainConfig, TrainingDiverged, evaluate, load_history, train,
+                             train_eval_indices)
+
+SIZE = 32
+PARTS = ("XR_ELBOW", "XR_HAND", "XR_WRIST")
+
+
+def _split(name: str, n: int, rng, first_patient: int) -> CachedSplit:
+    """Studies of 1-3 images; abnormal images carry a bright square, normal ones do not."""
+    records, images = [], []
+    patient, study_no = first_patient, 0
+    while len(records) < n:
+        part = PARTS[int(rng.integers(len(PARTS)))]
+        label = int(rng.random() < 0.55)
+        study_no += 1
+        study = f"study{study_no}"
+        for _ in range(int(rng.integers(1, 4))):
+            img = np.clip(rng.normal(70, 25, (SIZE, SIZE)), 0, 255)
+            if label == 0:
+                y, x = rng.integers(2, SIZE - 10, 2)
+                img[y:y + 8, x:x + 8] = 230
+            images.append(img.astype(np.uint8))
+            records.append(ImageRecord(f"/mem/{name}/{len(records)}.png", label, part,
+                                       f"patient{patient:05d}", study, name))
+        if rng.random() < 0.7:  # else the patient gets another study
+            patient, study_no = patient + 1, 0
+    return CachedSplit(name, np.stack(images), np.array([r.label for r in records], np.float32),
+                       records, [], SIZE, "pad")
+
+
+def memory_cache(n_train: int = 160, n_valid: int = 64, seed: int = 0) -> MuraCache:
+    rng = np.random.default_rng(seed)
+    train_split = _split("train", n_train, rng, 1)
+    valid_split = _split("valid", n_valid, rng, 5000)
+    pixels = train_split.images.astype(np.float64)
+    return MuraCache(Path("/mem"), "/mem", SIZE, "pad", float(pixels.mean()), float(pixels.std()), "mem",
+                     {"train": train_split, "valid": valid_split}, False, 0.0)
+
+
+@pytest.fixture(scope="module")
+def cache():
+    return memory_cache()
+
+
+def small_model(seed: int = 0, size: int = SIZE):
+    return mc.build_model("baseline", input_size=size, seed=seed, width=0.125, dropout=0.5)
+
+
+BASE = dict(steps=24, batch_size=16, lr=0.01, momentum=0.9, eval_every=8, train_eval_size=60,
+            progress=False, seed=3)
+
+
+def strip_timing(history: dict) -> dict:
+    h = json.loads(json.dumps(history))
+    h.pop("timing")
+    h.pop("config")
+    return h
+
+
+def weights(model) -> dict:
+    return {k: np.array(v) for k, v in model.parameters().items()}
+
+
+def test_history_layout_and_files(cache, tmp_path):
+    out = tmp_path / "run"
+    result = train(small_model(), cache, BASE, out_dir=str(out), checkpoint_every=10)
+    h = result.history
+    assert h["format"] == "mura_core.history/1" and h["status"] == "completed"
+    assert h["steps_per_epoch"] == len(cache.split("train").labels) // 16
+    assert len(h["loss"]) == len(h["lr"]) == h["total_steps"] == h["step"] == 24
+    eval_steps = [e["step"] for e in h["evals"]]
+    spe = h["steps_per_epoch"]
+    assert eval_steps == sorted(set([8, 16, 24] + list(range(spe, 25, spe))))
+    assert [e["epoch_end"] for e in h["evals"]] == [s % spe == 0 for s in eval_steps]
+    assert h["evals"][0]["epoch"] == pytest.approx(8 / spe)
+    for point in h["evals"]:
+        assert point["train"]["n_images"] == h["data"]["train_eval_images"]
+        assert point["valid"]["n_images"] == len(cache.split("valid").labels)
+        assert point["valid"]["majority_class"] == metrics.majority_class(cache.split("train").labels)
+    assert h["timing"]["time_per_step_s"] > 0 and h["timing"]["steps_timed"] == 24
+    assert load_history(out) == json.loads(json.dumps(h))
+    for name in ("history.json", "checkpoint.npz", "best.npz", "last.npz"):
+        assert (out / name).is_file()
+    assert not list(out.glob("*.tmp"))
+    # the best model is the one with the best valid per-image accuracy, and it reloads
+    best_acc = max(e["valid"]["image_accuracy"] for e in h["evals"])
+    assert h["best"]["valid_image_accuracy"] == best_acc
+    best = mc.load_model(out / "best.npz")
+    _, table = evaluate(best, cache.split("valid"), cache.mean, cache.std, batch_size=32)
+    assert table["image_accuracy"] == pytest.approx(best_acc)
+    pre = best.metadata["preprocessing"]
+    assert (pre["size"], pre["mode"]) == (SIZE, "pad") and pre["mean"] == pytest.approx(cache.mean)
+    # float32 end to end
+    last = mc.load_model(out / "last.npz")
+    assert all(v.dtype == np.float32 for v in last.parameters().values())
+    probs, _ = evaluate(last, cache.split("valid"), cache.mean, cache.std)
+    assert probs.dtype == np.float32 and probs.shape == (len(cache.split("valid").labels),)
+
+
+def test_short_run_lowers_loss_and_beats_majority(cache):
+    result = train(small_model(), cache, BASE, steps=60, eval_every=None, lr=0.02)
+    loss = np.array(result.history["loss"])
+    assert loss[-10:].mean() < 0.8 * loss[:10].mean()
+    valid = result.history["evals"][-1]["valid"]
+    assert valid["image_accuracy"] > valid["baseline"]["image_accuracy"] + 0.1
+
+
+def test_same_seed_gives_identical_history(cache):
+    a = train(small_model(), cache, BASE).history
+    b = train(small_model(), cache, BASE).history
+    assert strip_timing(a) == strip_timing(b)
+    c = train(small_model(), cache, BASE, seed=4).history  # another data order
+    assert c["loss"] != a["loss"]
+
+
+def _sigint_at(k):
+    def on_step(step, loss):
+        if step == k:
+            os.kill(os.getpid(), signal.SIGINT)
+    return on_step
+
+
+def test_ctrl_c_writes_checkpoint_and_resume_matches_uninterrupted(cache, tmp_path):
+    config = dict(BASE, steps=20, eval_every=6, checkpoint_every=100)
+    full = train(small_model(), cache, config, out_dir=str(tmp_path / "full"))
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(), cache, config, out_dir=str(out), on_step=_sigint_at(7))
+    assert load_history(out)["status"] == "interrupted"
+    assert load_history(out)["step"] == 7  # mid-epoch, between evaluations and checkpoints
+    # resume into a model built with another seed: everything must come from the checkpoint
+    resumed = train(small_model(seed=99), cache, config, out_dir=str(out), resume=True)
+    for name, value in weights(full.model).items():
+        np.testing.assert_array_equal(value, np.asarray(resumed.model.parameters()[name]), err_msg=name)
+    assert strip_timing(resumed.history) == strip_timing(full.history)
+
+
+def test_killed_run_resumes_from_last_periodic_checkpoint(cache, tmp_path):
+    config = dict(BASE, steps=14, eval_every=None, checkpoint_every=4)
+    full = train(small_model(), cache, config, out_dir=str(tmp_path / "full"))
+
+    def crash(step, loss):
+        if step == 10:
+            raise RuntimeError("simulated crash")
+
+    out = tmp_path / "crash"
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(small_model(), cache, config, out_dir=str(out), on_step=crash)
+    ckpt = mc.load_model(out / "checkpoint.npz")  # a checkpoint is a loadable model file too
+    assert ckpt.metadata["trained"]["step"] == 8
+    resumed = train(small_model(), cache, config, out_dir=str(out), resume=True)
+    for name, value in weights(full.model).items():
+        np.testing.assert_array_equal(value, np.asarray(resumed.model.parameters()[name]), err_msg=name)
+    assert resumed.history["loss"] == full.history["loss"]
+
+
+def test_resume_can_extend_but_not_change_settings(cache, tmp_path):
+    out = str(tmp_path / "run")
+    train(small_model(), cache, BASE, steps=8, out_dir=out)
+    longer = train(small_model(), cache, BASE, steps=12, out_dir=out, resume=True)
+    assert len(longer.history["loss"]) == 12
+    straight = train(small_model(), cache, BASE, steps=12)
+    assert longer.history["loss"] == straight.history["loss"]
+    with pytest.raises(ValueError, match=r"lr: 0.01 -> 0.05"):
+        train(small_model(), cache, BASE, steps=16, lr=0.05, out_dir=out, resume=True)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(small_model(), cache, BASE, out_dir=out)
+    with pytest.raises(ValueError, match="another model"):
+        train(small_model(size=40), memory_cache_40(), BASE, steps=16, out_dir=out, resume=True)
+
+
+def memory_cache_40():
+    c = memory_cache(n_train=40, n_valid=8)
+    imgs = {k: np.pad(s.images, ((0, 0), (4, 4), (4, 4))) for k, s in c.splits.items()}
+    splits = {k: CachedSplit(k, imgs[k], s.labels, s.records, [], 40, "pad") for k, s in c.splits.items()}
+    return MuraCache(c.cache_dir, c.root, 40, "pad", c.mean, c.std, "mem40", splits, False, 0.0)
+
+
+def test_nan_guard_names_step_and_lr_and_keeps_checkpoint(cache, tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match=r"at step \d+ \(learning rate 1e\+06\)") as info:
+        train(small_model(), cache, BASE, steps=60, lr=1e6, momentum=0.9, checkpoint_every=1,
+              eval_every=None, out_dir=str(out))
+    step = info.value.step
+    assert info.value.lr == 1e6 and step > 1
+    model = mc.load_model(out / "checkpoint.npz")
+    assert model.metadata["trained"]["step"] == step - 1
+    assert all(np.isfinite(v).all() for v in model.parameters().values())
+    h = load_history(out)
+    assert h["status"] == "diverged" and f"step {step}" in h["error"]
+    assert len(h["loss"]) == step - 1
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(lr=0.0), "learning rate must be a positive"),
+    (dict(lr=-0.1), "learning rate must be a positive"),
+    (dict(batch_size=10_000), "larger than the 1"),
+    (dict(batch_size=0), "batch_size must be a positive"),
+    (dict(schedule="cosine"), "schedule must be one of"),
+    (dict(steps=0), "steps must be a positive"),
+    (dict(momentum=1.0), "momentum"),
+])
+def test_bad_settings_fail_before_any_work(cache, tmp_path, bad, message):
+    out = tmp_path / "never"
+    calls = []
+    with pytest.raises(ValueError, match=message):
+        train(small_model(), cache, BASE, out_dir=str(out), on_step=lambda s, l: calls.append(s), **bad)
+    assert not out.exists() and not calls
+
+
+def test_unknown_architecture_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown architecture 'lenet'"):
+        mc.build_model("lenet", input_size=SIZE)
+
+
+def test_model_and_cache_sizes_must_agree(cache):
+    with pytest.raises(ValueError, match="build the cache with size=40"):
+        train(small_model(size=40), cache, BASE)
+
+
+def test_step_and_plateau_schedules(cache):
+    h = train(small_model(), cache, BASE, steps=12, schedule="step", lr_step_size=5, lr_gamma=0.5).history
+    assert h["lr"] == pytest.approx([0.01] * 5 + [0.005] * 5 + [0.0025] * 2)
+    h = train(small_model(), cache, BASE, steps=12, lr=1e-6, schedule="plateau", eval_every=1,
+              plateau_patience=1, lr_gamma=0.5).history
+    # with a negligible lr the accuracy stalls: every 2 non-improving evaluations halve the lr
+    assert h["lr"][0] == pytest.approx(1e-6)
+    assert h["lr"][-1] < h["lr"][0] / 4
+    assert all(b <= a for a, b in zip(h["lr"], h["lr"][1:]))
+
+
+def test_train_eval_subset_takes_whole_patients(cache):
+    split = cache.split("train")
+    rows = train_eval_indices(split, 40, seed=3)
+    assert len(rows) >= 40 and np.all(np.diff(rows) > 0)
+    chosen = set(split.patient_ids[rows])
+    everyone = np.flatnonzero(np.isin(split.patient_ids, list(chosen)))
+    np.testing.assert_array_equal(rows, everyone)
+    np.testing.assert_array_equal(rows, train_eval_indices(split, 40, seed=3))
+    assert len(train_eval_indices(split, None, seed=3)) == len(split.labels)
+
+
+def test_evaluate_matches_metric_table_on_model_probabilities(cache):
+    model = small_model()
+    split = cache.split("valid")
+    probs, table = evaluate(model, split, cache.mean, cache.std, batch_size=7)
+    x = ((split.images.astype(np.float32) - np.float32(cache.mean)) / np.float32(cache.std))[:, None]
+    np.testing.assert_allclose(probs, model.predict_proba(x), rtol=1e-5, atol=1e-6)
+    expected = metrics.metric_table(probs, split.labels, split.patient_ids, split.study_ids, split.body_parts)
+    assert table == expected
