@@ -2,12 +2,15 @@
 
 Layout. A column matrix is ``(C, K, K, N, OH, OW)``, read as ``(C*K*K, N*OH*OW)``: the
 convolution is then ONE matrix product ``W(D, C*K*K) @ col``, its weight gradient one
-product ``dy(D, N*OH*OW) @ col.T`` and its input gradient one product ``W.T @ dy``. The
-batch sits inside the columns, so no per-sample loop and no batched product are needed.
+product with ``col.T`` and its input gradient one product ``W.T @ dy``. The batch sits inside
+the columns, so no per-sample loop and no batched product are needed.
 
-Both directions loop over the K*K kernel offsets only (49 iterations at most for 7x7),
-each moving one strided slice of the whole batch: no ``np.add.at``, no index arrays, no
-loop over pixels or samples (Chainer's ``im2col_cpu`` / ``col2im_cpu`` do the same).
+Both directions loop over the K*K kernel offsets only (49 iterations at most for 7x7), each
+moving one slice of the whole batch: no ``np.add.at``, no index arrays, no loop over pixels or
+samples (Chainer's ``im2col_cpu`` / ``col2im_cpu`` do the same). For a stride s > 1 the padded
+input is first split into its s*s phases (``padded[:, :, a::s, b::s]``): every kernel offset
+then reads a block of whole rows of one phase instead of every s-th element, which is what
+makes the copies fast.
 """
 from __future__ import annotations
 
@@ -19,43 +22,58 @@ def conv_output_size(size: int, k: int, stride: int, pad: int) -> int:
     return (size + 2 * pad - k) // stride + 1
 
 
+def _padded_extent(size: int, k: int, stride: int, pad: int) -> int:
+    """Rows (or columns) of the padded plane, rounded up to a multiple of the stride so that
+    every phase has the same extent, and large enough for the last window."""
+    out = conv_output_size(size, k, stride, pad)
+    extent = max(size + 2 * pad, (k - 1) + stride * out)
+    return -(-extent // stride) * stride
+
+
 def im2col(x, k: int, stride: int, pad: int):
     """x (N, C, H, W) -> col (C, K, K, N, OH, OW), zero padded by ``pad`` on every side."""
     xp = get_array_module(x)
     n, c, h, w = x.shape
-    oh = conv_output_size(h, k, stride, pad)
-    ow = conv_output_size(w, k, stride, pad)
-    # Channels first, batch second: every slice copied below is then contiguous in col.
+    oh, ow = conv_output_size(h, k, stride, pad), conv_output_size(w, k, stride, pad)
+    hp, wp = _padded_extent(h, k, stride, pad), _padded_extent(w, k, stride, pad)
+    # phases[a, b, c, n] = padded[c, n, a::s, b::s]: channels before batch, as in col.
+    phases = xp.zeros((stride, stride, c, n, hp // stride, wp // stride), dtype=x.dtype)
     xt = x.transpose(1, 0, 2, 3)
-    if pad:
-        padded = xp.zeros((c, n, h + 2 * pad, w + 2 * pad), dtype=x.dtype)
-        padded[:, :, pad:pad + h, pad:pad + w] = xt
-    else:
-        padded = xt
+    for a in range(stride):
+        for b in range(stride):
+            # rows r of the input land on padded row r + pad, i.e. phase (r + pad) % s
+            r0, c0 = (a - pad) % stride, (b - pad) % stride
+            src = xt[:, :, r0::stride, c0::stride]
+            i0, j0 = (r0 + pad) // stride, (c0 + pad) // stride
+            phases[a, b, :, :, i0:i0 + src.shape[2], j0:j0 + src.shape[3]] = src
     col = xp.empty((c, k, k, n, oh, ow), dtype=x.dtype)
     for i in range(k):
-        i_end = i + stride * oh
         for j in range(k):
-            j_end = j + stride * ow
-            col[:, i, j] = padded[:, :, i:i_end:stride, j:j_end:stride]
+            plane = phases[i % stride, j % stride]
+            col[:, i, j] = plane[:, :, i // stride:i // stride + oh, j // stride:j // stride + ow]
     return col
 
 
 def col2im(col, x_shape, k: int, stride: int, pad: int):
     """Adjoint of ``im2col``: col (C, K, K, N, OH, OW) -> dx (N, C, H, W).
 
-    Overlapping windows add up (a slice addition per kernel offset).
+    Overlapping windows add up (one slice addition per kernel offset, into the phase planes).
     """
     xp = get_array_module(col)
     n, c, h, w = x_shape
     oh, ow = col.shape[4], col.shape[5]
-    # Room for the last window's reach, which can pass the padded border when striding.
-    hp = max(h + 2 * pad, (k - 1) + stride * oh)
-    wp = max(w + 2 * pad, (k - 1) + stride * ow)
-    padded = xp.zeros((c, n, hp, wp), dtype=col.dtype)
+    hp, wp = _padded_extent(h, k, stride, pad), _padded_extent(w, k, stride, pad)
+    phases = xp.zeros((stride, stride, c, n, hp // stride, wp // stride), dtype=col.dtype)
     for i in range(k):
-        i_end = i + stride * oh
         for j in range(k):
-            j_end = j + stride * ow
-            padded[:, :, i:i_end:stride, j:j_end:stride] += col[:, i, j]
-    return padded[:, :, pad:pad + h, pad:pad + w].transpose(1, 0, 2, 3)
+            plane = phases[i % stride, j % stride]
+            plane[:, :, i // stride:i // stride + oh, j // stride:j // stride + ow] += col[:, i, j]
+    dx = xp.empty((n, c, h, w), dtype=col.dtype)
+    dxt = dx.transpose(1, 0, 2, 3)
+    for a in range(stride):
+        for b in range(stride):
+            r0, c0 = (a - pad) % stride, (b - pad) % stride
+            dst = dxt[:, :, r0::stride, c0::stride]
+            i0, j0 = (r0 + pad) // stride, (c0 + pad) // stride
+            dst[...] = phases[a, b, :, :, i0:i0 + dst.shape[2], j0:j0 + dst.shape[3]]
+    return dx

@@ -150,7 +150,9 @@ class Conv2D(Layer):
         # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product.
         dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.d_out, -1)
         col2 = col.reshape(-1, dy2.shape[1])
-        self.grads["W"][...] = (dy2 @ col2.T).reshape(self.params["W"].shape)
+        # dW = dy2 @ col2.T, computed as (col2 @ dy2.T).T: BLAS is several times faster with
+        # the long N*OH*OW axis as the inner dimension of a non-transposed left operand.
+        self.grads["W"][...] = (col2 @ dy2.T).T.reshape(self.params["W"].shape)
         self.grads["b"][...] = dy2.sum(axis=1)
         self._cache = None
         if not self.input_grad:
@@ -173,8 +175,9 @@ class MaxPool2D(Layer):
     """Max pooling over ``size`` x ``size`` windows, floor mode: OH = (H - size)//stride + 1.
 
     The maximum is taken over the size*size strided slices of the input (one slice per window
-    offset), remembering which offset won; backward routes each gradient to that offset only
-    (the first one on ties), so a tie never duplicates gradient.
+    offset), remembering in an int8 array which offset won; backward routes each gradient to
+    that offset only (the first one on ties), so a tie never duplicates gradient.
+    Element-wise arithmetic on masks is used instead of ``where`` (several times faster).
     """
 
     def __init__(self, size: int = 2, stride: int | None = None):
@@ -193,27 +196,32 @@ class MaxPool2D(Layer):
     def forward(self, x, training: bool = False):
         xp = get_array_module(x)
         _, h, w = self.output_shape(x.shape[1:])
-        out = None
-        winner = None
-        for offset, sl in enumerate(self._slices(h, w)):
+        slices = self._slices(h, w)
+        out = xp.ascontiguousarray(x[next(slices)])
+        winner = xp.zeros(out.shape, dtype=np.int8)
+        for offset, sl in enumerate(slices, start=1):
             window = x[sl]
-            if out is None:
-                out = window.copy()
-                winner = xp.zeros(out.shape, dtype=np.int8)
-                continue
             better = window > out
-            out = xp.where(better, window, out)
-            winner[better] = offset
+            xp.maximum(out, window, out=out)
+            # winner = offset where better, else unchanged
+            winner *= ~better
+            winner += better.astype(np.int8) * np.int8(offset)
         self._cache = (x.shape, winner)
         return out
 
     def backward(self, dy):
         xp = get_array_module(dy)
         x_shape, winner = self._cache
-        dx = xp.zeros(x_shape, dtype=dy.dtype)
-        zero = dy.dtype.type(0)
-        for offset, sl in enumerate(self._slices(dy.shape[2], dy.shape[3])):
-            dx[sl] += xp.where(winner == offset, dy, zero)
+        h, w = dy.shape[2], dy.shape[3]
+        covered = self.stride == self.size and h * self.stride == x_shape[2] \
+            and w * self.stride == x_shape[3]
+        # Windows that tile the input exactly are written once each: no zero fill needed.
+        dx = (xp.empty if covered else xp.zeros)(x_shape, dtype=dy.dtype)
+        for offset, sl in enumerate(self._slices(h, w)):
+            if self.stride >= self.size:
+                xp.multiply(dy, winner == offset, out=dx[sl])
+            else:
+                dx[sl] += dy * (winner == offset)
         self._cache = None
         return dx
 
@@ -239,8 +247,7 @@ class ReLU(Layer):
         return y
 
     def backward(self, dy):
-        xp = get_array_module(dy)
-        dx = xp.where(self._mask, dy, dy.dtype.type(0))
+        dx = dy * self._mask  # a product with the boolean mask: much faster than where()
         self._mask = None
         return dx
 
@@ -315,7 +322,8 @@ class Linear(Layer):
         return x @ self.params["W"] + self.params["b"]
 
     def backward(self, dy):
-        self.grads["W"][...] = self._x.T @ dy
+        xp = get_array_module(dy)
+        xp.matmul(self._x.T, dy, out=self.grads["W"])
         self.grads["b"][...] = dy.sum(axis=0)
         self._x = None
         return dy @ self.params["W"].T

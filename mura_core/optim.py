@@ -4,6 +4,17 @@ from __future__ import annotations
 from .backend import get_array_module, to_numpy
 
 
+_CHUNK = 1 << 20
+
+
+def _subtract_scaled(theta, v, lr: float) -> None:
+    """theta -= lr * v in place, through chunks so the temporary stays small (fc1.W alone
+    holds 25.7 million weights)."""
+    flat_theta, flat_v = theta.reshape(-1), v.reshape(-1)
+    for start in range(0, flat_theta.size, _CHUNK):
+        flat_theta[start:start + _CHUNK] -= lr * flat_v[start:start + _CHUNK]
+
+
 class SGD:
     """SGD with heavy-ball momentum, updating the parameter arrays in place.
 
@@ -42,7 +53,7 @@ class SGD:
             v = self.velocity[name]
             v *= self.momentum
             v += g
-            theta -= self.lr * v
+            _subtract_scaled(theta, v, self.lr)
 
     def state_dict(self) -> dict:
         """Hyper-parameters and velocities (as NumPy arrays), for checkpoints."""
