@@ -1,0 +1,376 @@
+"""Preprocessed-image cache: every image decoded and resized once, then read memory-mapped.
+
+Layout of a cache folder::
+
+    index.json           key, settings, records, skipped files, train mean/std, build time
+    train_images.npy     (N_train, size, size) uint8, opened with mmap_mode="r"
+    valid_images.npy     (N_valid, size, size) uint8
+
+Where it goes: ``cache_dir`` when given; otherwise ``$MURA_CACHE_DIR`` (or ``./cache`` in the
+current directory when that variable is unset) / ``<root folder name>-<hash of its absolute
+path>-<size>-<mode>``. The source folder is only read, so a read-only MURA copy works.
+
+The key is a SHA-256 over the cache format version, the absolute source folder, the size and
+mode, and every record (path, label, body part, patient, study) with its file size and mtime.
+An existing cache is used only when its key matches; otherwise it is rebuilt in place. The
+index is written last (atomically), and removed before a rebuild starts, so an interrupted
+build is never mistaken for a finished one.
+
+A file that cannot be decoded (truncated, not an image, missing) is skipped with a warning,
+counted, and listed in ``index.json``; it never stops the build.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .mura import SPLITS, ImageRecord, find_mura_root, read_split
+from .preprocess import MODES, preprocess_image
+
+CACHE_VERSION = 1
+INDEX_NAME = "index.json"
+_INLINE_BELOW = 48  # images: below this, a process pool costs more than it saves
+_MAX_WARNINGS = 20
+
+
+class SkippedImageWarning(UserWarning):
+    """An image was left out of the cache because it could not be decoded."""
+
+
+@dataclass
+class CachedSplit:
+    """One split of a cache.
+
+    images: (N, size, size) uint8, memory-mapped read-only. labels: (N,) float32, 1 normal /
+    0 abnormal. records: list of N ImageRecord, row i describes images[i]. patient_ids,
+    study_ids, body_parts: (N,) str arrays for grouping (``np.unique`` works on them);
+    patient_ids / study_ids hold ImageRecord.patient_key / study_key. skipped: (path, reason)
+    of the files left out. size, mode: the preprocessing settings.
+    """
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    records: list[ImageRecord]
+    skipped: list[tuple[str, str]]
+    size: int
+    mode: str
+    patient_ids: np.ndarray = field(init=False)
+    study_ids: np.ndarray = field(init=False)
+    body_parts: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.patient_ids = np.array([r.patient_key for r in self.records], dtype=str)
+        self.study_ids = np.array([r.study_key for r in self.records], dtype=str)
+        self.body_parts = np.array([r.body_part for r in self.records], dtype=str)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+@dataclass
+class MuraCache:
+    """A built (or reused) cache: ``split("train" | "valid") -> CachedSplit``.
+
+    mean, std: float, train split pixel statistics in 0..255 units (padding included, as the
+    network sees it). built: True when this call decoded the images, False when it reused them.
+    """
+
+    cache_dir: Path
+    root: str
+    size: int
+    mode: str
+    mean: float
+    std: float
+    key: str
+    splits: dict[str, CachedSplit]
+    built: bool
+    build_seconds: float
+
+    def split(self, name: str) -> CachedSplit:
+        if name not in self.splits:
+            raise KeyError(f"no split {name!r} in the cache at {self.cache_dir}; have {sorted(self.splits)}")
+        return self.splits[name]
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of every file left out, all splits."""
+        return [item for s in self.splits.values() for item in s.skipped]
+
+    @property
+    def n_images(self) -> int:
+        return sum(len(s) for s in self.splits.values())
+
+
+def default_cache_dir(root: str | os.PathLike, size: int, mode: str) -> Path:
+    """``$MURA_CACHE_DIR`` or ``./cache``, then ``<root name>-<path hash>-<size>-<mode>``."""
+    mura_root = find_mura_root(root)
+    base = Path(os.environ.get("MURA_CACHE_DIR") or "cache")
+    tag = hashlib.sha256(str(mura_root).encode()).hexdigest()[:8]
+    name = mura_root.parent.name if mura_root.name == "MURA-v1.1" and mura_root.parent.name else mura_root.name
+    return Path(os.path.abspath(base / f"{name}-{tag}-{size}-{mode}"))
+
+
+def _stat(path: str) -> tuple[int, int]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, -1
+    return st.st_size, st.st_mtime_ns
+
+
+def compute_key(root: Path, size: int, mode: str, records: dict[str, list[ImageRecord]]) -> str:
+    """SHA-256 hex digest over the settings and every record with its file size and mtime."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": CACHE_VERSION, "root": str(root), "size": size, "mode": mode}).encode())
+    for split in SPLITS:
+        for r in records[split]:
+            nbytes, mtime = _stat(r.path)
+            h.update(f"\n{r.split}|{r.path}|{r.label}|{r.body_part}|{r.patient}|{r.study}|{nbytes}|{mtime}".encode())
+    return h.hexdigest()
+
+
+# -- worker side: each process opens the output files once and writes its rows directly -------
+
+_worker_out: dict[str, np.ndarray] = {}
+_worker_settings: tuple[int, str] = (0, "pad")
+
+
+def _init_worker(paths: dict[str, str], size: int, mode: str) -> None:
+    global _worker_settings
+    _worker_out.clear()
+    for split, path in paths.items():
+        _worker_out[split] = np.load(path, mmap_mode="r+")
+    _worker_settings = (size, mode)
+
+
+def _process_one(task: tuple[str, int, str]) -> tuple[str, int, str | None, np.ndarray | None]:
+    """(split, row, path) -> (split, row, reason it was skipped or None, 256-bin histogram)."""
+    split, row, path = task
+    size, mode = _worker_settings
+    try:
+        arr = preprocess_image(path, size, mode)
+    except FileNotFoundError:
+        return split, row, "file not found", None
+    except Exception as exc:  # a corrupt file must never stop the build
+        reason = str(exc).removeprefix(f"{path}: ")
+        return split, row, reason, None
+    _worker_out[split][row] = arr
+    return split, row, None, np.bincount(arr.ravel(), minlength=256)
+
+
+def _worker_count(workers: int | None) -> int:
+    if workers is not None:
+        return max(1, int(workers))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def _mp_context():
+    # fork starts workers in milliseconds and needs no __main__ guard in user scripts/notebooks.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def _run_tasks(tasks, tmp_paths, size, mode, workers, progress, desc):
+    """Yield (split, row, reason, histogram) for every task, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    n_workers = _worker_count(workers)
+    bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, smoothing=0.1)
+    try:
+        if n_workers == 1 or len(tasks) < _INLINE_BELOW:
+            _init_worker(tmp_paths, size, mode)
+            try:
+                for task in tasks:
+                    yield _process_one(task)
+                    bar.update(1)
+            finally:
+                _worker_out.clear()
+            return
+        chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
+        with _mp_context().Pool(n_workers, initializer=_init_worker, initargs=(tmp_paths, size, mode)) as pool:
+            for result in pool.imap_unordered(_process_one, tasks, chunksize=chunk):
+                yield result
+                bar.update(1)
+    finally:
+        bar.close()
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _finalize_images(tmp: Path, final: Path, keep: np.ndarray) -> None:
+    """Move the built array into place, dropping the rows of skipped files."""
+    if keep.all():
+        os.replace(tmp, final)
+        return
+    src = np.load(tmp, mmap_mode="r")
+    kept_rows = np.flatnonzero(keep)
+    part = final.with_name(final.name + ".part")
+    dst = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(len(kept_rows),) + src.shape[1:])
+    for start in range(0, len(kept_rows), 1024):
+        rows = kept_rows[start:start + 1024]
+        dst[start:start + len(rows)] = src[rows]
+    dst.flush()
+    del dst, src
+    os.replace(part, final)
+    os.remove(tmp)
+
+
+def _load(cache_dir: Path, index: dict, built: bool) -> MuraCache:
+    size, mode = int(index["size"]), index["mode"]
+    splits = {}
+    for name, info in index["splits"].items():
+        cols = info["records"]
+        records = [
+            ImageRecord(p, int(lab), bp, pat, st, name)
+            for p, lab, bp, pat, st in zip(cols["path"], cols["label"], cols["body_part"], cols["patient"], cols["study"])
+        ]
+        images = np.load(cache_dir / f"{name}_images.npy", mmap_mode="r")
+        if images.shape != (len(records), size, size) or images.dtype != np.uint8:
+            raise ValueError(f"{cache_dir / f'{name}_images.npy'}: shape {images.shape} does not match its index")
+        labels = np.array([r.label for r in records], dtype=np.float32)
+        skipped = [(p, reason) for p, reason in info["skipped"]]
+        splits[name] = CachedSplit(name, images, labels, records, skipped, size, mode)
+    return MuraCache(cache_dir, index["root"], size, mode, float(index["mean"]), float(index["std"]),
+                     index["key"], splits, built, float(index.get("build_seconds", 0.0)))
+
+
+def load_cache(cache_dir: str | os.PathLike) -> MuraCache:
+    """Open an existing cache folder without re-checking its source files (for read-only use
+    when the source is gone). ``build_cache`` is the safe entry point: it checks the key."""
+    cache_dir = Path(cache_dir)
+    index_path = cache_dir / INDEX_NAME
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path} not found: build the cache with python -m mura_core data cache ROOT")
+    with open(index_path) as fh:
+        return _load(cache_dir, json.load(fh), built=False)
+
+
+def _reusable(cache_dir: Path, key: str) -> MuraCache | None:
+    index_path = cache_dir / INDEX_NAME
+    if not index_path.is_file():
+        return None
+    try:
+        with open(index_path) as fh:
+            index = json.load(fh)
+        if index.get("version") != CACHE_VERSION or index.get("key") != key:
+            return None
+        return _load(cache_dir, index, built=False)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # damaged cache: rebuild it
+
+
+def build_cache(
+    root: str | os.PathLike,
+    size: int = 227,
+    mode: str = "pad",
+    cache_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    rebuild: bool = False,
+) -> MuraCache:
+    """Decode, preprocess and store both splits of the MURA folder ``root``; reuse a cache
+    whose key matches.
+
+    size: output side in pixels; mode: ``"pad"`` or ``"crop"`` (see preprocess.py).
+    cache_dir: where to write (default: see the module docstring). workers: processes
+    (default: the CPUs this process may use). progress: show a tqdm bar. rebuild: ignore an
+    existing cache. Returns a MuraCache whose splits hold (N, size, size) uint8 memmaps.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    size = int(size)
+    mura_root = find_mura_root(root)
+    records = {split: read_split(mura_root, split) for split in SPLITS}
+    key = compute_key(mura_root, size, mode, records)
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir(mura_root, size, mode)
+    if not rebuild:
+        cached = _reusable(cache_dir, key)
+        if cached is not None:
+            return cached
+
+    start = time.perf_counter()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    (cache_dir / INDEX_NAME).unlink(missing_ok=True)
+    tmp_paths = {}
+    for split in SPLITS:
+        tmp = cache_dir / f"{split}_images.npy.tmp"
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records[split]), size, size)).flush()
+        tmp_paths[split] = str(tmp)
+
+    tasks = [(split, row, r.path) for split in SPLITS for row, r in enumerate(records[split])]
+    keep = {split: np.ones(len(records[split]), dtype=bool) for split in SPLITS}
+    reasons: dict[str, dict[int, str]] = {split: {} for split in SPLITS}
+    histogram = np.zeros(256, dtype=np.int64)
+    desc = f"caching {mura_root.name} {size}px {mode}"
+    for split, row, reason, hist in _run_tasks(tasks, tmp_paths, size, mode, workers, progress, desc):
+        if reason is not None:
+            keep[split][row] = False
+            reasons[split][row] = reason
+        elif split == "train":
+            histogram += hist
+
+    skipped_all = []
+    for split in SPLITS:
+        _finalize_images(Path(tmp_paths[split]), cache_dir / f"{split}_images.npy", keep[split])
+        skipped_all += [(records[split][row].path, reasons[split][row]) for row in sorted(reasons[split])]
+        if not keep[split].any():
+            raise ValueError(f"{mura_root}: none of the {len(records[split])} {split} images could be decoded; "
+                             f"first failure: {skipped_all[-1][0]}: {skipped_all[-1][1]}")
+    for path, reason in skipped_all[:_MAX_WARNINGS]:
+        warnings.warn(f"skipped {path}: {reason}", SkippedImageWarning, stacklevel=2)
+    if len(skipped_all) > _MAX_WARNINGS:
+        warnings.warn(f"... and {len(skipped_all) - _MAX_WARNINGS} more skipped images, all listed in "
+                      f"{cache_dir / INDEX_NAME}", SkippedImageWarning, stacklevel=2)
+
+    values = np.arange(256, dtype=np.float64)
+    count = histogram.sum()
+    mean = float((histogram * values).sum() / count)
+    std = float(np.sqrt(max((histogram * (values - mean) ** 2).sum() / count, 1e-12)))
+    build_seconds = time.perf_counter() - start
+    index = {
+        "version": CACHE_VERSION,
+        "key": key,
+        "root": str(mura_root),
+        "size": size,
+        "mode": mode,
+        "mean": mean,
+        "std": std,
+        "build_seconds": build_seconds,
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "splits": {},
+    }
+    for split in SPLITS:
+        kept = [r for r, k in zip(records[split], keep[split]) if k]
+        index["splits"][split] = {
+            "n_images": len(kept),
+            "n_skipped": int((~keep[split]).sum()),
+            "skipped": [[records[split][row].path, reasons[split][row]] for row in sorted(reasons[split])],
+            "records": {
+                "path": [r.path for r in kept],
+                "label": [r.label for r in kept],
+                "body_part": [r.body_part for r in kept],
+                "patient": [r.patient for r in kept],
+                "study": [r.study for r in kept],
+            },
+        }
+    _atomic_write_text(cache_dir / INDEX_NAME, json.dumps(index))
+    return _load(cache_dir, index, built=True)
