@@ -45,9 +45,16 @@ test: setup tex
 report: setup tex
 	MPLBACKEND=agg $(PY) -m mura_core report --profile $(PROFILE) --backend $(BACKEND) --seed $(SEED) $(if $(MURA_DIR),--data $(MURA_DIR),)
 
+# PyTorch only for the comparison, never a dependency of mura_core itself.
 bench-deps: setup
-	$(PY) -m pip install --quiet 'torch==2.13.0' || $(PY) -m pip install --quiet '.[bench]'
+	@if $(PY) -c 'import torch' 2>/dev/null; then \
+		echo "bench-deps: torch $$($(PY) -c 'import torch; print(torch.__version__)') is installed"; \
+	else \
+		$(PY) -m pip install --quiet 'torch==2.13.0' || $(PY) -m pip install --quiet 'torch>=2.1'; \
+	fi
 
+# e.g. make bench BENCH_ARGS='--steps 10 --warmup 2 --layers --json benchmarks/results/run.json'
+BENCH_ARGS ?=
 bench: setup
 	$(PY) -m benchmarks.bench_step $(BENCH_ARGS)
 
