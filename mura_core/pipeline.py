@@ -28,6 +28,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> 
         log(f"data: no MURA folder given; using the synthetic set in {root} (seed {seed})")
     else:
         log(f"data: no MURA folder given; generating a synthetic set with MURA's layout "
-            f"({prof.synthetic_train} train / {prof.synthetic_valid} valid studies, seed "
+            f"({prof.synthetic_train} train / {prof.synthetic_valid} valid images, seed "
             f"{seed}) in {root}")
         data_mod.generate_synthetic(root, n_train=prof.synthetic_train,
                                     n_valid=prof.synthetic_valid, seed=seed)
@@ -148,14 +149,25 @@ def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> 
     return DataSource(root=root, synthetic=True, seed=seed)
 
 
-def build_cache(source: DataSource, input_size: int, paths: Paths, log=print):
-    """The preprocessing cache of ``source`` at ``input_size`` (built when missing/stale)."""
+def build_cache(source: DataSource, input_size: int, paths: Paths, progress: bool = False,
+                log=print):
+    """The preprocessing cache of ``source`` at ``input_size`` (built when missing/stale).
+
+    Undecodable files are skipped by the cache; they are counted and named here."""
     from . import data as data_mod  # noqa: PLC0415
 
     t0 = time.perf_counter()
-    cache = data_mod.build_cache(source.root, size=input_size, mode="pad",
-                                 cache_dir=paths.cache)
-    log(f"cache: {input_size}x{input_size} images ready in {time.perf_counter() - t0:.1f} s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", data_mod.SkippedImageWarning)
+        cache = data_mod.build_cache(source.root, size=input_size, mode="pad",
+                                     cache_dir=paths.cache / f"{input_size}-pad",
+                                     progress=progress)
+    what = "built" if cache.built else "reused"
+    log(f"cache: {cache.n_images} images at {input_size}x{input_size} {what} in "
+        f"{time.perf_counter() - t0:.1f} s ({cache.cache_dir})")
+    if cache.skipped:
+        log(f"cache: skipped {len(cache.skipped)} file(s) that cannot be decoded: "
+            + "; ".join(f"{path} ({reason.split(';')[0]})" for path, reason in cache.skipped[:5]))
     return cache
 
 
@@ -340,7 +352,7 @@ def run_report(profile: str = profiles_mod.DEFAULT_PROFILE, data=None, backend: 
         progress = sys.stderr.isatty()
     log(f"report: profile {prof.name} ({prof.description}), backend {backend}, seed {seed}")
     source = prepare_data(data, profile, seed, paths, log=log)
-    build_cache(source, prof.input_size, paths, log=log)
+    build_cache(source, prof.input_size, paths, progress=progress, log=log)
     sources = notebook_paths(notebooks_dir, only)
     runs = run_notebooks(
         sources, paths,
@@ -419,9 +431,10 @@ class NotebookContext:
         """``text`` with "(synthetic data)" appended when the data is synthetic."""
         return f"{text} (synthetic data)" if self.synthetic else text
 
-    def figure(self, fig, stem: str, caption_text: str):
+    def figure(self, fig, stem: str, caption_text: str, from_data: bool = True):
         """Save ``fig`` (PNG + PDF) under the figures folder, display it with its caption,
-        and close it. Returns the PNG path."""
+        and close it. Returns the PNG path. ``from_data=False`` for a figure that does not
+        come from the data set (its caption then does not say "synthetic data")."""
         from IPython.display import Image, Markdown, display  # noqa: PLC0415
 
         from .plots import save_figure  # noqa: PLC0415
@@ -432,19 +445,21 @@ class NotebookContext:
         _close(fig)
         display(Image(filename=str(png)))
         display(Markdown(report_mod.caption(caption_text, f"Figure {self.number}.{self._figures}",
-                                            synthetic=self.synthetic)))
+                                            synthetic=self.synthetic and from_data)))
         return Path(png)
 
     def table(self, rows: list[dict], columns=None, caption_text: str | None = None,
-              formats: dict | None = None, align: dict | None = None) -> str:
-        """Display ``rows`` as a Markdown table, with a numbered caption above it."""
+              formats: dict | None = None, align: dict | None = None,
+              from_data: bool = True) -> str:
+        """Display ``rows`` as a Markdown table, with a numbered caption above it
+        (``from_data`` as for ``figure``)."""
         from IPython.display import Markdown, display  # noqa: PLC0415
 
         text = report_mod.markdown_table(rows, columns, formats=formats, align=align)
         if caption_text:
             self._tables += 1
             text = report_mod.caption(caption_text, f"Table {self.number}.{self._tables}",
-                                      synthetic=self.synthetic) + "\n\n" + text
+                                      synthetic=self.synthetic and from_data) + "\n\n" + text
         display(Markdown(text))
         return text
 

@@ -35,7 +35,7 @@ ARCHITECTURES = ("baseline", "deeper", "wider", "residual")
 class Profile:
     """One run profile.
 
-    ``synthetic_train`` / ``synthetic_valid`` are the number of studies of each split of the
+    ``synthetic_train`` / ``synthetic_valid`` are the number of images of each split of the
     generated set (ignored with real data). ``knobs`` maps a notebook name to the parameters
     it receives. ``real_data`` says the profile is meant for the real MURA set.
     """
@@ -105,12 +105,12 @@ PROFILES: dict[str, Profile] = {
         name="smoke",
         description="tiny synthetic set, 32x32 input: every cell runs in seconds (tests)",
         input_size=32,
-        synthetic_train=24,
-        synthetic_valid=12,
+        synthetic_train=40,
+        synthetic_valid=16,
         knobs=_knobs(input_size=32, steps=4, batch_size=4, lr=0.01, momentum=0.9,
                      eval_every=2, eval_images=16, arch_steps=4, sweep_examples=16,
                      sweep_eval_every=8, batch_sizes=[2, 4], learning_rates=[0.01, 0.001],
-                     momenta=[0.9, 0.0], gradcheck_size=32, gradcheck_width=0.125,
+                     momenta=[0.9, 0.0], gradcheck_size=32, gradcheck_width=1.0,
                      eval_max_images=None),
     ),
     "quick": Profile(
@@ -123,7 +123,7 @@ PROFILES: dict[str, Profile] = {
                      eval_every=10, eval_images=128, arch_steps=60, sweep_examples=1920,
                      sweep_eval_every=320, batch_sizes=[16, 32, 64],
                      learning_rates=[0.1, 0.01, 0.001], momenta=[0.9, 0.5, 0.0],
-                     gradcheck_size=32, gradcheck_width=0.125, eval_max_images=None),
+                     gradcheck_size=32, gradcheck_width=1.0, eval_max_images=None),
     ),
     "full": Profile(
         name="full",
@@ -136,7 +136,7 @@ PROFILES: dict[str, Profile] = {
                      eval_every=500, eval_images=1024, arch_steps=3000, sweep_examples=48000,
                      sweep_eval_every=6400, batch_sizes=[16, 32, 64],
                      learning_rates=[0.1, 0.01, 0.001], momenta=[0.9, 0.5, 0.0],
-                     gradcheck_size=32, gradcheck_width=0.125, eval_max_images=None),
+                     gradcheck_size=32, gradcheck_width=1.0, eval_max_images=None),
     ),
 }
 

@@ -131,7 +131,7 @@ def architecture_discussion(rows: list[dict], metric: str = "valid_accuracy",
     acc = {n: r[metric] for n, r in by_name.items() if r.get(metric) is not None}
     ranked = _ranked(acc)
     where = "on synthetic data" if synthetic else "on MURA's validation split"
-    trained = f"after {steps:,} steps " if steps else ""
+    trained = f"for {steps:,} steps " if steps else ""
     parts = [
         f"All {len(rows)} variants were trained {trained}from the same seed with the same "
         f"optimizer settings. Ranked by validation accuracy per image {where}: "
@@ -161,11 +161,15 @@ def architecture_discussion(rows: list[dict], metric: str = "valid_accuracy",
     if all(r.get("train_accuracy") is not None for r in rows) and len(acc) == len(rows):
         gaps = {r["name"]: r["train_accuracy"] - r[metric] for r in rows}
         widest = max(gaps, key=lambda k: gaps[k])
-        parts.append(
-            f"The largest gap between train and validation accuracy is {widest}'s "
-            f"({100 * gaps[widest]:.1f} points), the smallest "
-            f"{min(gaps, key=lambda k: gaps[k])}'s "
-            f"({100 * min(gaps.values()):.1f} points).")
+        if 100 * (gaps[widest] - min(gaps.values())) < 0.5:
+            parts.append(f"Train accuracy exceeds validation accuracy by about the same for "
+                         f"every variant ({100 * gaps[widest]:.1f} points).")
+        else:
+            parts.append(
+                f"The largest gap between train and validation accuracy is {widest}'s "
+                f"({100 * gaps[widest]:.1f} points), the smallest "
+                f"{min(gaps, key=lambda k: gaps[k])}'s "
+                f"({100 * min(gaps.values()):.1f} points).")
     spread = 100 * (max(acc.values()) - min(acc.values()))
     if spread < 2.0:
         parts.append(
@@ -262,6 +266,10 @@ def build_report_notebook(executed_paths: list[Path], front: list[str], back: li
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
+    # The notebooks number their own sections (the HTML has no numbering of its own), so
+    # LaTeX must not number them a second time.
+    nb.cells.append(nbformat.v4.new_raw_cell("\\setcounter{secnumdepth}{0}",
+                                             metadata={"raw_mimetype": "text/latex"}))
     nb.cells.extend(nbformat.v4.new_markdown_cell(text) for text in front)
     for path in executed_paths:
         nb.cells.extend(report_cells(nbformat.read(str(path), as_version=4)))
@@ -441,3 +449,34 @@ def provenance_section(prov: dict) -> str:
         "",
         markdown_table(rows, {"item": "item", "value": "value"}, align={"value": "l"}),
     ])
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def image_grid(images, titles, ncols: int = 4, title: str | None = None,
+               caption: str | None = None, cell: float = 2.1):
+    """A grid of grayscale images (uint8 or float, (N, H, W)) with a title over each.
+
+    Returns a ``matplotlib.figure.Figure`` (not registered with pyplot)."""
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    images = list(images)
+    if len(images) != len(titles):
+        raise ValueError("image_grid needs one title per image")
+    ncols = max(1, min(ncols, len(images)))
+    nrows = max(1, math.ceil(len(images) / ncols))
+    fig = Figure(figsize=(cell * ncols, cell * nrows + (0.5 if title else 0)
+                          + (0.3 if caption else 0)), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, text in zip(axes.ravel(), images, titles):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255 if getattr(img, "dtype", None) == "uint8"
+                  else None)
+        ax.set_title(text, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    if caption:
+        fig.supxlabel(caption, fontsize=8)
+    return fig

@@ -70,7 +70,7 @@ def test_architecture_discussion_reports_the_measured_numbers():
     assert "lowered validation accuracy by 5.0 percentage points" in text
     assert "3.00x the parameters" in text
     assert "best variant here is wider" in text
-    assert "after 100 steps" in text
+    assert "trained for 100 steps" in text
 
 
 def test_architecture_discussion_follows_the_numbers_not_a_fixed_story():

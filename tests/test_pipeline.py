@@ -1,0 +1,263 @@
+"""The report pipeline: papermill mechanics, profiles, provenance, and the end-to-end smoke
+report (every notebook executed, every figure and JSON written, a PDF with images)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mura_core import pipeline, profiles
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _notebook(path: Path, *sources: str, params: str = "value = 1") -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nb, str(path))
+    return path
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+def test_every_profile_has_knobs_for_every_notebook():
+    for profile in profiles.PROFILES.values():
+        for name in profiles.NOTEBOOKS:
+            assert isinstance(profile.notebook_knobs(name), dict)
+
+
+def test_profiles_sizes():
+    assert profiles.get_profile("quick").input_size == 227
+    assert profiles.get_profile("full").input_size == 227
+    assert profiles.get_profile("full").real_data
+    assert profiles.get_profile("smoke").input_size < 64
+    assert profiles.DEFAULT_PROFILE == "quick"
+
+
+def test_comparisons_share_the_settings_of_the_baseline_run():
+    # 04 and 05 reuse the baseline run of 02 only when the settings agree.
+    for profile in profiles.PROFILES.values():
+        train = profile.notebook_knobs("02_training")
+        arch = profile.notebook_knobs("04_architectures")
+        sweep = profile.notebook_knobs("05_hyperparameters")
+        for key in ("batch_size", "lr", "momentum", "input_size"):
+            assert train[key] == arch[key] == sweep[key], (profile.name, key)
+        assert train["batch_size"] in sweep["batch_sizes"]
+        assert train["lr"] in sweep["learning_rates"]
+        assert train["momentum"] in sweep["momenta"]
+
+
+def test_notebook_settings_take_given_values_over_the_profile():
+    settings = profiles.notebook_settings("02_training", "smoke", steps=7, lr=None)
+    assert settings["steps"] == 7
+    assert settings["lr"] == profiles.get_profile("smoke").notebook_knobs("02_training")["lr"]
+    with pytest.raises(TypeError, match="no knob"):
+        profiles.notebook_settings("02_training", "smoke", stepz=3)
+    with pytest.raises(ValueError, match="unknown profile"):
+        profiles.get_profile("huge")
+
+
+def test_profile_knobs_are_copies():
+    knobs = profiles.get_profile("smoke").notebook_knobs("04_architectures")
+    knobs["architectures"].append("nonsense")
+    assert "nonsense" not in profiles.get_profile("smoke").notebook_knobs(
+        "04_architectures")["architectures"]
+
+
+# --------------------------------------------------------------------------- papermill
+
+
+def test_parameters_reach_the_notebook_and_executed_copies_are_kept(tmp_path):
+    src = _notebook(tmp_path / "nb.ipynb",
+                    "import json, pathlib\n"
+                    "pathlib.Path(out).write_text(json.dumps({'value': value, 'cwd': __import__('os').getcwd()}))",
+                    params="value = 1\nout = None")
+    out = tmp_path / "seen.json"
+    executed = tmp_path / "executed" / "nb.ipynb"
+    wall = pipeline.execute_notebook(src, executed, {"value": 42, "out": str(out)})
+    assert json.loads(out.read_text())["value"] == 42
+    assert wall > 0
+    tags = [c.metadata.get("tags", []) for c in nbformat.read(str(executed), 4).cells]
+    assert ["injected-parameters"] in tags
+
+
+def test_a_failing_notebook_stops_the_pipeline_naming_notebook_cell_and_error(tmp_path):
+    first = _notebook(tmp_path / "a_fails.ipynb", "x = 1", "raise ValueError('bad input 123')")
+    second = _notebook(tmp_path / "b_after.ipynb",
+                       "open(%r, 'w').write('ran')" % str(tmp_path / "second_ran"))
+    paths = pipeline.Paths.make(tmp_path / "out", tmp_path / "fig", tmp_path)
+    with pytest.raises(pipeline.PipelineError) as info:
+        pipeline.run_notebooks([first, second], paths, lambda name: {}, log=lambda *a, **k: None)
+    message = str(info.value)
+    assert "a_fails.ipynb" in message
+    assert "raise ValueError('bad input 123')" in message
+    assert "ValueError: bad input 123" in message
+    assert "cell 3 " in message  # parameters, x = 1, then the failing cell (counted from 1)
+    executed = paths.executed / "a_fails.ipynb"
+    assert str(executed) in message and executed.exists()
+    outputs = [o for c in nbformat.read(str(executed), 4).cells if c.cell_type == "code"
+               for o in c.get("outputs", [])]
+    assert any(o.get("output_type") == "error" and o.get("ename") == "ValueError" for o in outputs)
+    assert not (tmp_path / "second_ran").exists()
+
+
+def test_missing_notebook_is_named(tmp_path):
+    with pytest.raises(pipeline.PipelineError, match="99_none.ipynb"):
+        pipeline.notebook_paths(tmp_path, ["99_none"])
+
+
+def test_notebook_parameters_pass_paths_and_profile_knobs(tmp_path):
+    paths = pipeline.Paths.make(tmp_path / "o", tmp_path / "f", tmp_path / "w")
+    source = pipeline.DataSource(root=tmp_path / "mura", synthetic=False)
+    params = pipeline.notebook_parameters("02_training", "smoke", source, "numpy", 5, paths)
+    assert params["data_dir"] == str(tmp_path / "mura")
+    assert params["seed"] == 5 and params["profile"] == "smoke"
+    assert params["out_dir"] == str(tmp_path / "o")
+    assert params["steps"] == profiles.get_profile("smoke").notebook_knobs("02_training")["steps"]
+    synthetic = pipeline.DataSource(root=tmp_path / "s", synthetic=True, seed=5)
+    assert pipeline.notebook_parameters("01_model", "smoke", synthetic, "numpy", 5,
+                                        paths)["data_dir"] is None
+
+
+def test_missing_mura_folder_gives_a_clear_error(tmp_path):
+    paths = pipeline.Paths.make(tmp_path, tmp_path, tmp_path)
+    with pytest.raises(pipeline.PipelineError, match="does not exist.*--data"):
+        pipeline.prepare_data(tmp_path / "nowhere", "smoke", 0, paths)
+
+
+def test_provenance_records_source_backend_seed_versions_commit_and_times(tmp_path):
+    source = pipeline.DataSource(root=tmp_path, synthetic=True, seed=7)
+    runs = [pipeline.NotebookRun("01_model", tmp_path / "x.ipynb", 1.26)]
+    prov = pipeline.provenance(source, "smoke", "numpy", 7, runs, total_s=3.0)
+    assert prov["data_source"] == "synthetic data, seed 7"
+    assert prov["backend"] == "numpy" and prov["device"].startswith("CPU")
+    assert prov["seed"] == 7
+    assert {"python", "numpy", "mura_core", "papermill", "nbconvert"} <= set(prov["versions"])
+    assert prov["git_commit"]
+    assert prov["notebooks"] == [{"name": "01_model", "wall_s": 1.3}]
+    json.dumps(prov)
+
+
+# --------------------------------------------------------------------------- end to end
+
+SMOKE_FIGURES = {
+    "01_model": ["samples"],
+    "02_training": ["loss"],
+    "03_evaluation": ["accuracy", "confusion"],
+    "04_architectures": ["curves"],
+    "05_hyperparameters": ["batch_size", "learning_rate", "momentum"],
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory):
+    """Run ``python -m mura_core report --profile smoke`` once into a temp folder."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    env = dict(os.environ, MPLBACKEND="agg", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "mura_core", "report", "--profile", "smoke", "--no-progress",
+           "--out", str(tmp / "report"), "--figures", str(tmp / "figures"),
+           "--work", str(tmp / "work")]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return tmp, proc.stdout
+
+
+@pytest.mark.slow
+def test_smoke_report_executes_every_notebook(smoke_report):
+    tmp, stdout = smoke_report
+    assert "generating a synthetic set" in stdout
+    for name in profiles.NOTEBOOKS:
+        executed = tmp / "report" / "executed" / f"{name}.ipynb"
+        nb = nbformat.read(str(executed), 4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(c.execution_count for c in code), f"{name}: a cell did not run"
+        assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+
+
+@pytest.mark.slow
+def test_smoke_report_writes_every_figure_as_png_and_pdf(smoke_report):
+    tmp, _ = smoke_report
+    for name, stems in SMOKE_FIGURES.items():
+        for stem in stems:
+            for ext in ("png", "pdf"):
+                path = tmp / "figures" / f"{name}_{stem}.{ext}"
+                assert path.exists() and path.stat().st_size > 1000, path
+
+
+@pytest.mark.slow
+def test_smoke_report_results_hold_sane_numbers(smoke_report):
+    tmp, _ = smoke_report
+    results = {n: json.loads((tmp / "report" / "results" / f"{n}.json").read_text())
+               for n in profiles.NOTEBOOKS}
+    for name, res in results.items():
+        assert res["synthetic"] is True and res["data_source"] == "synthetic data, seed 0"
+
+    model = results["01_model"]
+    assert model["params"] > 0
+    assert all(r["relative_error"] < 1e-5 for r in model["gradcheck"])
+
+    training = results["02_training"]
+    assert len(training["history"]["loss"]) == training["settings"]["steps"]
+    assert all(0 < loss < 10 for loss in training["history"]["loss"])
+    assert len(training["predictions"]) == training["settings"]["predict_images"]
+    assert all(0 <= p["p_normal"] <= 1 for p in training["predictions"])
+
+    evaluation = results["03_evaluation"]
+    for split in ("train", "valid"):
+        table = evaluation["metrics"][split]
+        for key in ("image_accuracy", "patient_accuracy", "study_accuracy"):
+            assert 0 <= table[key] <= 1, (split, key)
+
+    arch = results["04_architectures"]
+    assert [r["name"] for r in arch["table"]] == profiles.ARCHITECTURES
+    assert len({r["steps"] for r in arch["table"]}) == 1, "every variant: the same steps"
+    assert all(0 <= r["valid_accuracy"] <= 1 and r["params"] > 0 and r["seconds_per_step"] > 0
+               for r in arch["table"])
+    assert "%" in arch["discussion"]
+
+    sweep = results["05_hyperparameters"]
+    for knob in ("batch_size", "learning_rate", "momentum"):
+        examples = {r["examples"] for r in sweep["sweeps"][knob]["rows"]}
+        assert len(examples) == 1, f"{knob}: every run sees the same number of examples"
+        assert "%" in sweep["sweeps"][knob]["discussion"]
+
+    prov = json.loads((tmp / "report" / "results" / "provenance.json").read_text())
+    assert [n["name"] for n in prov["notebooks"]] == list(profiles.NOTEBOOKS)
+    assert prov["data_source"] == "synthetic data, seed 0"
+
+
+@pytest.mark.slow
+def test_smoke_report_html_shows_no_code(smoke_report):
+    tmp, _ = smoke_report
+    html = (tmp / "report" / "report.html").read_text()
+    assert "open_notebook" not in html and "import mura_core" not in html
+    assert "Provenance" in html and "synthetic data, seed 0" in html
+
+
+@pytest.mark.slow
+def test_smoke_report_pdf_has_pages_and_images(smoke_report):
+    missing = [t for t in ("xelatex", "pandoc", "pdfimages") if shutil.which(t) is None]
+    assert not missing, f"{', '.join(missing)} missing: run `make tex` (the PDF is required)"
+    tmp, _ = smoke_report
+    pdf = tmp / "report" / "report.pdf"
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True)
+    pages = int(next(ln.split()[-1] for ln in info.stdout.splitlines()
+                     if ln.startswith("Pages:")))
+    assert pages >= 5
+    images = subprocess.run(["pdfimages", "-list", str(pdf)], capture_output=True, text=True,
+                            check=True).stdout.splitlines()[2:]
+    assert len([ln for ln in images if " image " in ln]) >= 8
+    text = subprocess.run(["pdftotext", str(pdf), "-"], capture_output=True, text=True,
+                          check=True).stdout
+    assert "open_notebook" not in text and "Provenance" in text
