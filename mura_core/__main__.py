@@ -11,6 +11,7 @@ import sys
 
 COMMAND_MODULES = (
     "mura_core.data.cli",  # data synth | index | cache
+    "mura_core.cli_train",  # train | evaluate | predict
     "mura_core.pipeline",  # report
 )
 
