@@ -58,10 +58,16 @@ BENCH_ARGS ?=
 bench: setup
 	$(PY) -m benchmarks.bench_step $(BENCH_ARGS)
 
-lab: setup
+# JupyterLab and the project's kernel ("Python (mura-core)", the kernel the notebooks name).
+LAB_STAMP := $(VENV)/.lab-installed
+
+$(LAB_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[lab]'
 	$(PY) -m ipykernel install --user --name mura-core --display-name "Python (mura-core)"
-	$(VENV)/bin/jupyter lab notebooks/
+	touch $(LAB_STAMP)
+
+lab: $(LAB_STAMP)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 clean:
-	rm -rf figures/*.png figures/*.pdf report/executed report/report.* .pytest_cache
+	rm -rf figures/*.png figures/*.pdf report/executed report/results report/report.* .pytest_cache

@@ -119,14 +119,19 @@ def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr
                        weight_decay=settings["weight_decay"], eval_every=eval_every,
                        train_eval_size=train_eval_size, augment=augment, seed=seed,
                        out_dir=str(folder), resume=True, progress=progress)
-    except TrainingDiverged as exc:
+    except (TrainingDiverged, ValueError) as exc:
+        # Weights blown up by one step can also surface as non-finite probabilities in the
+        # evaluation that follows it, before the next loss is computed.
+        if isinstance(exc, ValueError) and "finite" not in str(exc):
+            raise
+        step = getattr(exc, "step", None)
         history = load_history(folder) if (folder / "history.json").exists() else {
             "loss": [], "evals": []}
         history["status"] = "diverged"
-        history["error"] = str(exc)
-        history["diverged_at_step"] = exc.step
+        history["error"] = str(exc) if step is not None else f"non-finite output: {exc}"
+        history["diverged_at_step"] = step
         diverged.write_text(json.dumps(history))
-        log(f"{label}: diverged at step {exc.step} (lr {exc.lr:g})")
+        log(f"{label}: diverged" + (f" at step {step}" if step else "") + f" (lr {lr:g})")
         return Run(label, settings, history, folder)
     return Run(label, settings, result.history, folder)
 
@@ -195,7 +200,7 @@ def architecture_table(runs: dict[str, Run], models: dict | None = None) -> list
             "params": params,
             "seconds_per_step": run.seconds_per_step,
             "steps": int(run.history.get("step", 0)),
-            "final_train_loss": final_train_loss(run.history),
+            "final_train_loss": None if run.diverged else final_train_loss(run.history),
             "train_accuracy": _final(run, "train", "image_accuracy"),
             "valid_accuracy": _final(run, "valid", "image_accuracy"),
             "valid_patient_accuracy": _final(run, "valid", "patient_accuracy"),
@@ -219,7 +224,7 @@ def sweep_table(knob: str, runs: dict) -> list[dict]:
             "momentum": run.settings["momentum"],
             "steps": run.settings["steps"],
             "examples": run.settings["steps"] * run.settings["batch_size"],
-            "final_train_loss": final_train_loss(run.history),
+            "final_train_loss": None if run.diverged else final_train_loss(run.history),
             "train_accuracy": _final(run, "train", "image_accuracy"),
             "valid_accuracy": _final(run, "valid", "image_accuracy"),
             "seconds_per_step": run.seconds_per_step,
@@ -287,16 +292,6 @@ def pick_samples(split, per_class: int, seed: int = 0) -> np.ndarray:
                 picked.append(int(row))
         chosen += picked
     return np.array(chosen, dtype=np.int64)
-
-
-def predict_files(model, paths, mean: float, std: float, size: int,
-                  mode: str = "pad") -> np.ndarray:
-    """P(normal) of image files, preprocessed and standardized exactly as in training."""
-    from .data import preprocess_image  # noqa: PLC0415
-
-    x = np.stack([preprocess_image(p, size, mode) for p in paths]).astype(np.float32)
-    x = ((x - np.float32(mean)) / np.float32(std))[:, None]
-    return np.asarray(model.predict_proba(x), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- notebook views

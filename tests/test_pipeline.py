@@ -219,7 +219,7 @@ def test_smoke_report_results_hold_sane_numbers(smoke_report):
             assert 0 <= table[key] <= 1, (split, key)
 
     arch = results["04_architectures"]
-    assert [r["name"] for r in arch["table"]] == profiles.ARCHITECTURES
+    assert [r["name"] for r in arch["table"]] == list(profiles.ARCHITECTURES)
     assert len({r["steps"] for r in arch["table"]}) == 1, "every variant: the same steps"
     assert all(0 <= r["valid_accuracy"] <= 1 and r["params"] > 0 and r["seconds_per_step"] > 0
                for r in arch["table"])
