@@ -117,8 +117,10 @@ class DataSource:
 def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> DataSource:
     """The data folder to use; generates the synthetic set when ``data_dir`` is None.
 
-    Generation is skipped when the folder already holds a complete set from the same
-    settings (the generator is deterministic in its seed).
+    A given folder written by the synthetic generator (it holds ``SYNTHETIC.json``) is
+    reported as synthetic data with the seed it was made from. Generation is skipped when
+    the profile's synthetic folder already holds a set made with the same seed and counts
+    (the generator is deterministic in its seed).
     """
     from . import data as data_mod  # noqa: PLC0415
 
@@ -130,23 +132,40 @@ def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> 
                 f"MURA folder {root} does not exist. Pass the folder that holds MURA-v1.1 "
                 "(or MURA-v1.1 itself) with --data / MURA_DIR, or leave it out to use "
                 "synthetic data.")
+        marker = _synthetic_marker(root)
+        if marker is not None:
+            return DataSource(root=root, synthetic=True, seed=marker.get("seed"))
         return DataSource(root=root, synthetic=False)
     if prof.real_data:
         log(f"note: profile {profile!r} is sized for real MURA; with no --data it runs on a "
             "synthetic set, which takes long and means little.")
     root = paths.synthetic_data(profile, seed)
-    stamp = root / ".generated.json"
-    settings = {"n_train": prof.synthetic_train, "n_valid": prof.synthetic_valid, "seed": seed}
-    if stamp.exists() and json.loads(stamp.read_text()) == settings:
+    marker = _synthetic_marker(root)
+    wanted = (seed, prof.synthetic_train, prof.synthetic_valid)
+    if marker is not None and (marker.get("seed"), marker["train"]["images"],
+                               marker["valid"]["images"]) == wanted:
         log(f"data: no MURA folder given; using the synthetic set in {root} (seed {seed})")
     else:
         log(f"data: no MURA folder given; generating a synthetic set with MURA's layout "
             f"({prof.synthetic_train} train / {prof.synthetic_valid} valid images, seed "
             f"{seed}) in {root}")
+        t0 = time.perf_counter()
         data_mod.generate_synthetic(root, n_train=prof.synthetic_train,
-                                    n_valid=prof.synthetic_valid, seed=seed)
-        stamp.write_text(json.dumps(settings))
+                                    n_valid=prof.synthetic_valid, seed=seed,
+                                    overwrite=marker is not None)
+        log(f"data: generated in {time.perf_counter() - t0:.0f} s")
     return DataSource(root=root, synthetic=True, seed=seed)
+
+
+def _synthetic_marker(root: Path) -> dict | None:
+    """The generator's ``SYNTHETIC.json`` for a set at ``root`` (or its MURA-v1.1), if any."""
+    from .data import is_synthetic  # noqa: PLC0415
+    from .data.synthetic import MARKER_NAME  # noqa: PLC0415
+
+    if not is_synthetic(root):
+        return None
+    folder = root if (root / MARKER_NAME).is_file() else root.parent
+    return json.loads((folder / MARKER_NAME).read_text())
 
 
 def build_cache(source: DataSource, input_size: int, paths: Paths, progress: bool = False,
@@ -159,9 +178,10 @@ def build_cache(source: DataSource, input_size: int, paths: Paths, progress: boo
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", data_mod.SkippedImageWarning)
+        # One folder per (data folder, size, mode), named as the data package names it.
+        folder = data_mod.default_cache_dir(source.root, input_size, "pad").name
         cache = data_mod.build_cache(source.root, size=input_size, mode="pad",
-                                     cache_dir=paths.cache / f"{input_size}-pad",
-                                     progress=progress)
+                                     cache_dir=paths.cache / folder, progress=progress)
     what = "built" if cache.built else "reused"
     log(f"cache: {cache.n_images} images at {input_size}x{input_size} {what} in "
         f"{time.perf_counter() - t0:.1f} s ({cache.cache_dir})")
@@ -185,7 +205,7 @@ def notebook_parameters(name: str, profile: str, source: DataSource | None, back
                         seed: int, paths: Paths) -> dict:
     """The papermill parameters of notebook ``name``: common ones plus its profile knobs."""
     params = {
-        "data_dir": None if source is None or source.synthetic else str(source.root),
+        "data_dir": None if source is None else str(source.root),
         "profile": profile,
         "backend": backend,
         "seed": seed,

@@ -110,7 +110,7 @@ PROFILES: dict[str, Profile] = {
         knobs=_knobs(input_size=32, steps=4, batch_size=4, lr=0.01, momentum=0.9,
                      eval_every=2, eval_images=16, arch_steps=4, sweep_examples=16,
                      sweep_eval_every=8, batch_sizes=[2, 4], learning_rates=[0.01, 0.001],
-                     momenta=[0.9, 0.0], gradcheck_size=32, gradcheck_width=1.0,
+                     momenta=[0.9, 0.0], gradcheck_size=32, gradcheck_width=0.25,
                      eval_max_images=None),
     ),
     "quick": Profile(

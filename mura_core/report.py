@@ -83,14 +83,20 @@ def markdown_table(rows: list[dict], columns: list[str] | dict | None = None,
             numeric = all(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
                           for r in rows if r.get(key) is not None)
             align[key] = "r" if numeric and any(r.get(key) is not None for r in rows) else "l"
-    rule = {"l": ":--", "r": "--:", "c": ":-:"}
+    body = [[_escape_cell(formats.get(k, format_value)(row.get(k))) for k in headers]
+            for row in rows]
+    head = [_escape_cell(str(h)) for h in headers.values()]
+    # pandoc sizes the columns of a wide table by the dashes of this rule: make them follow
+    # the longest cell (the longest word of the header), so no column is starved.
+    widths = [max([len(r[i]) for r in body] + [max(map(len, head[i].split() or [""]))] + [3])
+              for i in range(len(head))]
+    rule = {"l": ":{}", "r": "{}:", "c": ":{}:"}
     lines = [
-        "| " + " | ".join(_escape_cell(str(h)) for h in headers.values()) + " |",
-        "|" + "|".join(rule[align[k]] for k in headers) + "|",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(rule[align[k]].format("-" * (w - (2 if align[k] == "c" else 1)))
+                       for k, w in zip(headers, widths)) + "|",
     ]
-    for row in rows:
-        cells = [formats.get(k, format_value)(row.get(k)) for k in headers]
-        lines.append("| " + " | ".join(_escape_cell(c) for c in cells) + " |")
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
 
 
@@ -321,7 +327,10 @@ def export_report(nb: nbformat.NotebookNode, out_dir: Path, stem: str = "report"
                 f"report is {written['html']}. Install texlive-xetex texlive-fonts-recommended "
                 "texlive-plain-generic pandoc (Debian/Ubuntu: `make tex`) for the PDF.")
         else:
-            body, _ = PDFExporter(config=_exporter_config()).from_notebook_node(nb)
+            exporter = PDFExporter(config=_exporter_config())
+            # The PDF goes through LaTeX, so it takes the LaTeX raw cells too.
+            exporter.raw_mimetypes = [*exporter.raw_mimetypes, "text/latex"]
+            body, _ = exporter.from_notebook_node(nb)
             path = out_dir / f"{stem}.pdf"
             _atomic_write_bytes(path, body)
             written["pdf"] = path
@@ -403,7 +412,7 @@ def headline_rows(results: dict[str, dict]) -> list[dict]:
     evaluation = results.get("03_evaluation", {})
     valid = evaluation.get("metrics", {}).get("valid")
     if valid:
-        rows.append({"what": "baseline (02/03, evaluated on all of valid)",
+        rows.append({"what": "baseline (section 3)",
                      "image": valid.get("image_accuracy"),
                      "patient": valid.get("patient_accuracy"),
                      "study": valid.get("study_accuracy"), "kappa": valid.get("study_kappa")})

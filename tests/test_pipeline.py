@@ -126,7 +126,19 @@ def test_notebook_parameters_pass_paths_and_profile_knobs(tmp_path):
     assert params["steps"] == profiles.get_profile("smoke").notebook_knobs("02_training")["steps"]
     synthetic = pipeline.DataSource(root=tmp_path / "s", synthetic=True, seed=5)
     assert pipeline.notebook_parameters("01_model", "smoke", synthetic, "numpy", 5,
-                                        paths)["data_dir"] is None
+                                        paths)["data_dir"] == str(tmp_path / "s")
+
+
+def test_synthetic_data_is_generated_once_and_recognized_when_given(tmp_path):
+    paths = pipeline.Paths.make(tmp_path, tmp_path, tmp_path)
+    logs = []
+    first = pipeline.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    assert first.synthetic and first.seed == 4 and "generating" in logs[-2]
+    again = pipeline.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    assert again == first and "using the synthetic set" in logs[-1]
+    given = pipeline.prepare_data(first.root / "MURA-v1.1", "smoke", 0, paths)
+    assert given.synthetic and given.seed == 4
+    assert given.label == "synthetic data, seed 4"
 
 
 def test_missing_mura_folder_gives_a_clear_error(tmp_path):

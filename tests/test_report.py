@@ -30,7 +30,7 @@ def test_markdown_table_formats_numbers_and_aligns_them_right():
         {"name": "layer", "params": "parameters", "acc": "accuracy"})
     lines = text.splitlines()
     assert lines[0] == "| layer | parameters | accuracy |"
-    assert lines[1] == "|:--|--:|--:|"
+    assert lines[1] == "|:----|---------:|-------:|", "dashes follow the widest cell"
     assert lines[2] == "| conv1 | 3,200 | 0.500 |"
     assert lines[3] == "| fc\\|1 | 12 | – |", "a pipe in a cell must not split it"
 
@@ -38,6 +38,7 @@ def test_markdown_table_formats_numbers_and_aligns_them_right():
 def test_markdown_table_uses_custom_formats():
     text = report.markdown_table([{"a": 0.6712}], formats={"a": report.percent})
     assert text.splitlines()[-1] == "| 67.1 % |"
+    assert text.splitlines()[1] == "|-----:|"
 
 
 def test_markdown_table_refuses_no_rows():
