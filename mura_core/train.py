@@ -238,25 +238,30 @@ def _params_finite(params: dict, xp) -> bool:
 class _SigintDeferral:
     """While active (main thread only), Ctrl+C sets ``requested`` instead of raising, so a step
     is never cut in half; the loop checkpoints and raises KeyboardInterrupt between steps. A
-    second Ctrl+C raises at once."""
+    second Ctrl+C raises at once (``forced``), wherever the loop is."""
 
     def __init__(self):
         self.requested = False
+        self.forced = False
+        self._installed = False
         self._previous = None
 
     def _handler(self, signum, frame):
         if self.requested:
+            self.forced = True
             raise KeyboardInterrupt
         self.requested = True
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._installed = True
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        if self._installed:
+            previous = self._previous if self._previous is not None else signal.default_int_handler
+            signal.signal(signal.SIGINT, previous)
         return False
 
 
@@ -490,8 +495,9 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=s.step, desc=f"train {self.model.spec['arch']}",
                    unit="step", disable=not c.progress, dynamic_ncols=True)
         smooth_loss = None
+        sigint = _SigintDeferral()
         try:
-            with _SigintDeferral() as sigint:
+            with sigint:
                 while s.step < self.total_steps:
                     epoch, first = divmod(s.step, self.steps_per_epoch)
                     batches = iterate_batches(self.train_split, c.batch_size, mean=self.mean, std=self.std,
@@ -535,11 +541,15 @@ class Trainer:
         except KeyboardInterrupt:
             bar.close()
             s.history["status"] = "interrupted"
-            if self._checkpoint_step != s.step:
+            if sigint.forced:
+                # Stopped at once, maybe in the middle of an update: keep the last checkpoint.
+                kept = f"; the checkpoint of step {self._checkpoint_step} is kept" if self._checkpoint_step else ""
+                print(f"stopped at once during step {s.step + 1}{kept}")
+            elif self._checkpoint_step != s.step:
                 self._save_checkpoint()
             else:
                 self._write_history()
-            where = f"; resume from {ckpt}" if ckpt is not None else ""
+            where = f"; resume from {ckpt}" if ckpt is not None and self._checkpoint_step is not None else ""
             print(f"interrupted at step {s.step} of {self.total_steps}{where}")
             raise
         except TrainingDiverged as exc:
