@@ -235,16 +235,16 @@ def render_radiograph(spec: ImageSpec) -> np.ndarray:
             tilt = rng.uniform(-0.6, 0.6)
             direction = (axis[1] * math.cos(tilt) + axis[0] * math.sin(tilt),
                          -axis[0] * math.cos(tilt) + axis[1] * math.sin(tilt))
-            width = long_side * rng.uniform(0.007, 0.014)
-            _dark_line(bone_layer, center, direction, radius * 1.25, width, rng.uniform(0.55, 0.9), rng)
+            width = long_side * rng.uniform(0.010, 0.018)
+            _dark_line(bone_layer, center, direction, radius * 1.25, width, rng.uniform(0.7, 0.95), rng)
         else:
             metal_layer = np.zeros((h, w), dtype=np.float32)
-            level = rng.uniform(0.85, 1.0)
+            level = 1.0  # a mask; metal is drawn near white after the contrast change
             t0 = rng.uniform(0.1, 0.45)
             t1 = min(0.95, t0 + rng.uniform(0.25, 0.5))
             q0, q1 = p0 + t0 * (p1 - p0), p0 + t1 * (p1 - p0)
             if rng.random() < 0.6:  # plate with screws
-                _capsule(metal_layer, tuple(q0), tuple(q1), max(2.0, radius * rng.uniform(0.35, 0.5)), level, cortex=False)
+                _capsule(metal_layer, tuple(q0), tuple(q1), max(2.0, radius * rng.uniform(0.45, 0.65)), level, cortex=False)
                 normal = np.array([-axis[1], axis[0]])
                 for t in np.linspace(0.1, 0.9, int(rng.integers(2, 5))):
                     c = q0 + t * (q1 - q0)
@@ -261,17 +261,17 @@ def render_radiograph(spec: ImageSpec) -> np.ndarray:
     background = rng.uniform(0.02, 0.09)
     gy = np.linspace(-1, 1, h, dtype=np.float32)[:, None] * np.float32(rng.uniform(-0.03, 0.03))
     image += np.float32(background) + gy
-    if metal_layer is not None:
-        np.maximum(image, metal_layer, out=image)
-    if rng.random() < 0.35:  # side marker: bright, in a corner, in either class
+    if rng.random() < 0.25:  # side marker: bright, in a corner, in either class
         mh, mw = int(long_side * rng.uniform(0.04, 0.07)), int(long_side * rng.uniform(0.03, 0.05))
         y = int(rng.uniform(0.03, 0.1) * h) if rng.random() < 0.5 else h - mh - int(rng.uniform(0.03, 0.1) * h)
         x = int(rng.uniform(0.03, 0.1) * w) if rng.random() < 0.5 else w - mw - int(rng.uniform(0.03, 0.1) * w)
-        image[max(0, y):y + mh, max(0, x):x + mw] = np.float32(rng.uniform(0.7, 1.0))
+        image[max(0, y):y + mh, max(0, x):x + mw] = np.float32(rng.uniform(0.55, 0.85))
         image[max(0, y) + mh // 4:y + mh, max(0, x) + mw // 3:x + mw] *= np.float32(0.3)  # an "L" shape
     np.clip(image, 0.0, 1.0, out=image)
     image **= np.float32(rng.uniform(0.75, 1.35))
     image *= np.float32(rng.uniform(0.8, 1.0) * 255.0)
+    if metal_layer is not None:  # metal stops nearly all X-rays: near white whatever the contrast
+        np.maximum(image, metal_layer * np.float32(rng.uniform(225.0, 250.0)), out=image)
     image += rng.standard_normal((h, w), dtype=np.float32) * np.float32(rng.uniform(2.0, 9.0))
     return np.clip(image, 0, 255).astype(np.uint8)
 
