@@ -44,17 +44,20 @@ def test_profiles_sizes():
     assert profiles.DEFAULT_PROFILE == "quick"
 
 
-def test_comparisons_share_the_settings_of_the_baseline_run():
-    # 04 and 05 reuse the baseline run of 02 only when the settings agree.
+def test_sweep_centre_is_the_baseline_run_of_the_architecture_comparison():
+    # 05 reuses 04's baseline run only when every setting agrees.
     for profile in profiles.PROFILES.values():
         train = profile.notebook_knobs("02_training")
         arch = profile.notebook_knobs("04_architectures")
         sweep = profile.notebook_knobs("05_hyperparameters")
-        for key in ("batch_size", "lr", "momentum", "input_size"):
+        for key in ("batch_size", "lr", "momentum", "input_size", "eval_images"):
             assert train[key] == arch[key] == sweep[key], (profile.name, key)
-        assert train["batch_size"] in sweep["batch_sizes"]
-        assert train["lr"] in sweep["learning_rates"]
-        assert train["momentum"] in sweep["momenta"]
+        assert sweep["examples"] == arch["steps"] * arch["batch_size"]
+        assert sweep["eval_every_examples"] == arch["eval_every"] * arch["batch_size"]
+        assert arch["batch_size"] in sweep["batch_sizes"]
+        assert arch["lr"] in sweep["learning_rates"]
+        assert arch["momentum"] in sweep["momenta"]
+        assert sweep["examples"] % max(sweep["batch_sizes"]) == 0, "whole batches for all"
 
 
 def test_notebook_settings_take_given_values_over_the_profile():
