@@ -124,10 +124,11 @@ def run_ours(backend: str, args) -> dict:
                            width=args.width)
     x_host, t_host = make_batch(args.batch, args.size)
     x, t = model.xp.asarray(x_host), model.xp.asarray(t_host)
-    opt = mc.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = mc.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    last = {}
 
     def train_step():
-        _, grads = mc.loss_and_grads(model, x, t, training=True)
+        last["loss"], grads = mc.loss_and_grads(model, x, t, training=True)
         opt.step(grads)
 
     def inference_step():
@@ -140,7 +141,7 @@ def run_ours(backend: str, args) -> dict:
     infer = time_calls(inference_step, args.steps, args.warmup, sync)
     result.update({"device": device, "baseline_mb": baseline_mb, "train_ms": summarize_ms(train),
                    "infer_ms": summarize_ms(infer), "parameters": model.num_parameters(),
-                   "blas": blas_info()})
+                   "last_loss": float(last["loss"]), "blas": blas_info()})
     if args.layers:
         result["layers"] = layer_breakdown(model, x, t, opt, args.steps, sync)
     return result
@@ -172,12 +173,14 @@ def run_torch(backend: str, args) -> dict:
     x_host, t_host = make_batch(args.batch, args.size)
     x, t = torch.from_numpy(x_host).to(device), torch.from_numpy(t_host).to(device)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9)
+    last = {}
 
     def train_step():
         net.train()
         opt.zero_grad(set_to_none=True)
-        loss_fn(net(x), t).backward()
+        last["loss"] = loss_fn(net(x), t)
+        last["loss"].backward()
         opt.step()
 
     def inference_step():
@@ -193,6 +196,7 @@ def run_torch(backend: str, args) -> dict:
     result.update({"device": device_label, "baseline_mb": baseline_mb,
                    "train_ms": summarize_ms(train), "infer_ms": summarize_ms(infer),
                    "parameters": sum(p.numel() for p in net.parameters()),
+                   "last_loss": float(last["loss"].item()),
                    "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                    "blas": blas_info()})
     if backend == "torch-cuda":
@@ -243,7 +247,7 @@ def spawn_worker(backend: str, args) -> dict:
         cmd = [sys.executable, "-m", "benchmarks.bench_step", "--_worker", backend,
                "--_result", str(out), "--arch", args.arch, "--batch", str(args.batch),
                "--size", str(args.size), "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads), "--lr", str(args.lr)]
         if args.width is not None:
             cmd += ["--width", str(args.width)]
         if args.layers:
@@ -287,7 +291,7 @@ def flatten_row(r: dict) -> dict:
         "infer_images_per_s": r["batch"] / r["infer_ms"]["median"] * 1e3,
         "peak_mb": r["peak_mb"], "baseline_mb": r["baseline_mb"],
         "train_ms_all": r["train_ms"]["all"], "infer_ms_all": r["infer_ms"]["all"],
-        "parameters": r["parameters"], "blas": r["blas"],
+        "parameters": r["parameters"], "last_loss": r["last_loss"], "blas": r["blas"],
     }
     for key in ("gpu_mb", "torch", "torch_threads", "tf32", "reference", "train_ratio", "infer_ratio",
                 "memory_ratio", "memory_ratio_of"):
@@ -354,6 +358,9 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=227, help="input side in pixels (default: 227)")
     p.add_argument("--steps", type=int, default=5, help="timed steps (default: 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first (default: 1)")
+    p.add_argument("--lr", type=float, default=1e-4,
+                   help="SGD learning rate (default: 1e-4; the work does not depend on it, but "
+                        "repeated steps on one random batch diverge to inf/NaN at 0.01)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for BLAS and torch (default: NumPy's BLAS threads now)")
     p.add_argument("--backends", default=",".join(ALL_BACKENDS),
@@ -433,6 +440,10 @@ def main(argv=None) -> int:
     if machine["torch"] is None:
         print(f"PyTorch is absent: no comparison was made. Install it with {INSTALL_TORCH}, "
               "then run `make bench` again.")
+    for r in rows:
+        if not np.isfinite(r["last_loss"]):
+            print(f"warning: {r['backend']}: the loss became {r['last_loss']}: the steps ran on "
+                  "inf/NaN, whose timing may not be representative (lower --lr)")
     for s in skipped + failed:
         print(f"{s['backend']}: {'failed' if s in failed else 'skipped'}: {s['reason']}")
     for r in results:
@@ -445,6 +456,7 @@ def main(argv=None) -> int:
         "config": {"arch": args.arch, "width": args.width, "batch": args.batch,
                    "size": args.size, "dtype": "float32", "steps": args.steps,
                    "warmup": args.warmup, "threads": args.threads, "backends": args.backends,
+                   "lr": args.lr, "momentum": 0.9,
                    "tf32": args.tf32},
         "machine": machine,
         "code": code,

@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is not installed; it lives beside t
 from benchmarks import bench_step  # noqa: E402
 ROW_FIELDS = {"backend", "device", "threads", "batch", "size", "arch", "train_ms", "train_ms_min",
               "infer_ms", "infer_ms_min", "train_images_per_s", "infer_images_per_s", "peak_mb",
-              "baseline_mb", "parameters"}
+              "baseline_mb", "parameters", "last_loss"}
 
 
 def test_harness_writes_record_and_tables_for_a_tiny_numpy_run(tmp_path):
