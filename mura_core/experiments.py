@@ -133,6 +133,10 @@ def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr
         diverged.write_text(json.dumps(history))
         log(f"{label}: diverged" + (f" at step {step}" if step else "") + f" (lr {lr:g})")
         return Run(label, settings, history, folder)
+    # The resume checkpoint (model + momentum) and the best-so-far model are only needed while
+    # the run is unfinished; last.npz and history.json are what the notebooks read.
+    for name in ("checkpoint.npz", "best.npz"):
+        (folder / name).unlink(missing_ok=True)
     return Run(label, settings, result.history, folder)
 
 
