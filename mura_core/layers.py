@@ -21,24 +21,25 @@ import numpy as np
 
 from .backend import get_array_module
 from .conv import col2im, conv_output_size, im2col
+from .rng import keep_mask, stream_key
 
 
 class RandomStream:
-    """A counter-based source of NumPy generators: call ``next()`` for a fresh generator.
+    """A counter-based source of random streams: ``next_key()`` names a fresh one.
 
-    The n-th generator depends only on (seed, n), so the whole state is two integers: a
-    checkpoint stores them and a resumed run draws the very same dropout masks. Masks are
-    drawn on the CPU and moved to the layer's backend, so NumPy and CuPy see equal masks.
+    The n-th stream depends only on (seed, n) (see ``rng.py``), so the whole state is two
+    integers: a checkpoint stores them and a resumed run draws the very same dropout masks,
+    and NumPy and CuPy draw the same masks from the same state.
     """
 
     def __init__(self, seed: int = 0):
         self.seed = int(seed)
         self.counter = 0
 
-    def next(self) -> np.random.Generator:
-        rng = np.random.default_rng([self.seed, self.counter])
+    def next_key(self) -> int:
+        key = stream_key(self.seed, self.counter)
         self.counter += 1
-        return rng
+        return key
 
     def state(self) -> dict:
         return {"seed": self.seed, "counter": self.counter}
@@ -96,14 +97,21 @@ class Layer:
         return type(self).__name__
 
 
-def he_normal(rng: np.random.Generator, shape: tuple, fan_in: int, dtype) -> np.ndarray:
-    """He (Kaiming) normal initialization for layers followed by a ReLU: std sqrt(2/fan_in)."""
-    return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
+#: Standard deviation of the output layer's weights (as AlexNet): the first logits are then
+#: small, P(normal) starts near 0.5 and the first losses near log 2.
+OUTPUT_INIT_STD = 0.01
 
 
-def glorot_normal(rng: np.random.Generator, shape: tuple, fan_in: int, fan_out: int, dtype):
-    """Glorot normal initialization for a layer followed by the logistic: std sqrt(2/(in+out))."""
-    return (rng.standard_normal(shape) * math.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
+def init_weights(rng: np.random.Generator, shape: tuple, fan_in: int, init: str, dtype) -> np.ndarray:
+    """``"he"``: N(0, 2/fan_in), for layers followed by a ReLU (He et al., 2015);
+    ``"output"``: N(0, 0.01^2), for the layer that feeds the logistic."""
+    if init == "he":
+        std = math.sqrt(2.0 / fan_in)
+    elif init == "output":
+        std = OUTPUT_INIT_STD
+    else:
+        raise ValueError(f"unknown initialization {init!r}; use 'he' or 'output'")
+    return (rng.standard_normal(shape) * std).astype(dtype)
 
 
 class Conv2D(Layer):
@@ -123,12 +131,8 @@ class Conv2D(Layer):
         self.d_in, self.d_out, self.k, self.stride = int(d_in), int(d_out), int(k), int(stride)
         self.pad = self.k // 2
         self.input_grad = input_grad
-        fan_in = self.d_in * self.k * self.k
         shape = (self.d_out, self.d_in, self.k, self.k)
-        if init == "he":
-            w = he_normal(rng, shape, fan_in, dtype)
-        else:
-            w = glorot_normal(rng, shape, fan_in, self.d_out * self.k * self.k, dtype)
+        w = init_weights(rng, shape, self.d_in * self.k * self.k, init, dtype)
         self.params = {"W": w, "b": np.zeros(self.d_out, dtype=dtype)}
         self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
         self._cache = None
@@ -177,7 +181,8 @@ class MaxPool2D(Layer):
     The maximum is taken over the size*size strided slices of the input (one slice per window
     offset), remembering in an int8 array which offset won; backward routes each gradient to
     that offset only (the first one on ties), so a tie never duplicates gradient.
-    Element-wise arithmetic on masks is used instead of ``where`` (several times faster).
+    Element-wise arithmetic on masks is used instead of ``where`` (several times faster); on
+    CuPy, forward and backward are one fused kernel each (``cuda_kernels``).
     """
 
     def __init__(self, size: int = 2, stride: int | None = None):
@@ -196,6 +201,11 @@ class MaxPool2D(Layer):
     def forward(self, x, training: bool = False):
         xp = get_array_module(x)
         _, h, w = self.output_shape(x.shape[1:])
+        if xp is not np:
+            from . import cuda_kernels  # noqa: PLC0415
+            out, winner = cuda_kernels.maxpool_forward(x, self.size, self.stride, h, w)
+            self._cache = (x.shape, winner)
+            return out
         slices = self._slices(h, w)
         out = xp.ascontiguousarray(x[next(slices)])
         winner = xp.zeros(out.shape, dtype=np.int8)
@@ -212,6 +222,10 @@ class MaxPool2D(Layer):
     def backward(self, dy):
         xp = get_array_module(dy)
         x_shape, winner = self._cache
+        if xp is not np:
+            from . import cuda_kernels  # noqa: PLC0415
+            self._cache = None
+            return cuda_kernels.maxpool_backward(dy, winner, x_shape, self.size, self.stride)
         h, w = dy.shape[2], dy.shape[3]
         covered = self.stride == self.size and h * self.stride == x_shape[2] \
             and w * self.stride == x_shape[3]
@@ -288,10 +302,7 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             self._mask = None
             return x
-        xp = get_array_module(x)
-        keep = self.stream.next().random(x.shape, dtype=np.float32) >= self.p
-        scale = np.asarray(1.0 / (1.0 - self.p), dtype=x.dtype)
-        self._mask = xp.asarray(keep.astype(x.dtype) * scale)
+        self._mask = keep_mask(x, self.p, self.stream.next_key())
         return x * self._mask
 
     def backward(self, dy):
@@ -310,10 +321,7 @@ class Linear(Layer):
         super().__init__()
         rng = rng if rng is not None else np.random.default_rng(0)
         self.d_in, self.d_out = int(d_in), int(d_out)
-        if init == "he":
-            w = he_normal(rng, (self.d_in, self.d_out), self.d_in, dtype)
-        else:
-            w = glorot_normal(rng, (self.d_in, self.d_out), self.d_in, self.d_out, dtype)
+        w = init_weights(rng, (self.d_in, self.d_out), self.d_in, init, dtype)
         self.params = {"W": w, "b": np.zeros(self.d_out, dtype=dtype)}
         self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
 

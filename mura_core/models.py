@@ -235,7 +235,7 @@ def _assemble(layers: list[dict], input_size: int, seed: int, dropout: float, dt
                 built.append(("flatten", Flatten()))
                 flat = Sequential(built).output_shape((1, input_size, input_size))[0]
             is_output = spec.get("act") == "sigmoid"
-            fc = Linear(flat, spec["out"], rng=rng, dtype=dtype, init="glorot" if is_output else "he")
+            fc = Linear(flat, spec["out"], rng=rng, dtype=dtype, init="output" if is_output else "he")
             built.append((next_name("fc"), fc))
             built.append(("sigmoid", Sigmoid()) if is_output else (next_name("relu"), ReLU()))
             flat = spec["out"]
@@ -274,7 +274,7 @@ def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
     input_size: side of the square one-channel input (227 in the assignment; any size at which
     every layer keeps a non-empty output works). width: multiplier of the feature maps of every
     convolution (None: the architecture's default, 2.0 for "wider", 1.0 otherwise; "wider" at
-    1.0 is the baseline). Weights: He normal before ReLUs, Glorot normal before the logistic,
+    1.0 is the baseline). Weights: He normal before ReLUs, N(0, 0.01^2) before the logistic,
     biases zero, drawn on the CPU from ``seed`` so every backend starts from the same numbers.
     backend: "numpy", "cupy" or "auto". dtype: "float32" (default) or "float64" (gradient checks).
     """
