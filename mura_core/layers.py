@@ -154,9 +154,7 @@ class Conv2D(Layer):
         # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product.
         dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.d_out, -1)
         col2 = col.reshape(-1, dy2.shape[1])
-        # dW = dy2 @ col2.T, computed as (col2 @ dy2.T).T: BLAS is several times faster with
-        # the long N*OH*OW axis as the inner dimension of a non-transposed left operand.
-        self.grads["W"][...] = (col2 @ dy2.T).T.reshape(self.params["W"].shape)
+        xp.matmul(dy2, col2.T, out=self.grads["W"].reshape(self.d_out, -1))
         self.grads["b"][...] = dy2.sum(axis=1)
         self._cache = None
         if not self.input_grad:
