@@ -211,6 +211,7 @@ def architecture_table(runs: dict[str, Run], models: dict | None = None) -> list
             "valid_study_accuracy": _final(run, "valid", "study_accuracy"),
             "valid_kappa": _final(run, "valid", "study_kappa"),
             "diverged": run.diverged,
+            "diverged_at_step": run.history.get("diverged_at_step"),
             "reused": run.reused,
         })
     return rows

@@ -147,7 +147,14 @@ def architecture_discussion(rows: list[dict], metric: str = "valid_accuracy",
                                   "connected layer)"),
                        ("wider", "Width (more feature maps at every level)"),
                        ("residual", "Residual connections")):
-        if name not in by_name or name not in acc:
+        if name in by_name and by_name[name].get("diverged"):
+            step = by_name[name].get("diverged_at_step")
+            parts.append(f"With {what[0].lower() + what[1:]}, training diverged (a non-finite "
+                         f"loss{f' at step {step}' if step else ''}) with these optimizer "
+                         "settings, so that variant has no validation accuracy to compare; a "
+                         "smaller learning rate would be needed.")
+            continue
+        if name not in by_name or name not in acc or "baseline" not in acc:
             continue
         r = by_name[name]
         diff = 100 * (acc[name] - acc["baseline"])
@@ -164,6 +171,8 @@ def architecture_discussion(rows: list[dict], metric: str = "valid_accuracy",
             cost += (", " if cost else "") + (
                 f"{r['seconds_per_step'] / base['seconds_per_step']:.2f}x the time per step")
         parts.append(f"{what} {effect}" + (f", at {cost}." if cost else "."))
+    if "baseline" not in acc:
+        return " ".join(parts)
     if all(r.get("train_accuracy") is not None for r in rows) and len(acc) == len(rows):
         gaps = {r["name"]: r["train_accuracy"] - r[metric] for r in rows}
         widest = max(gaps, key=lambda k: gaps[k])

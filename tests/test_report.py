@@ -87,6 +87,16 @@ def test_architecture_discussion_calls_small_spreads_noise():
     assert "do not establish a ranking" in text
 
 
+def test_architecture_discussion_says_when_a_variant_diverged():
+    rows = _arch_rows({"baseline": 0.60, "deeper": 0.62, "wider": 0.58, "residual": 0.5})
+    rows[3].update(valid_accuracy=None, train_accuracy=None, diverged=True, diverged_at_step=3)
+    text = report.architecture_discussion(rows, steps=20)
+    assert "residual connections, training diverged (a non-finite loss at step 3)" in text
+    assert "residual 50" not in text and "deeper 62.0 %" in text
+    rows[0].update(valid_accuracy=None, diverged=True, diverged_at_step=2)
+    assert "deeper 62.0 %" in report.architecture_discussion(rows)
+
+
 def test_sweep_discussion_names_best_and_worst_setting_and_divergence():
     rows = [{"value": 0.1, "valid_accuracy": 0.5, "final_train_loss": float("nan"),
              "diverged": True},
