@@ -9,9 +9,11 @@ laid out per body part (phalanges with joint gaps, two forearm bones, carpals, a
 low-frequency texture, noise, and random contrast, gamma, rotation and size. Some images of
 either class carry a bright side marker in a corner. An abnormal image carries one sign:
 
-- a fracture: a thin, slightly jagged dark line across a long bone (normal joints are dark gaps
-  too, so darkness alone does not give the label away), or
-- an implant: a very bright plate with screws, or a thin bright wire, along a bone.
+- a fracture (a quarter of the signs): a slightly jagged dark line across a long bone (normal
+  joints are dark gaps too, so darkness alone does not give the label away; on the thin bones
+  of hands and fingers it is barely visible), or
+- an implant (three quarters): a broad metal plate with screws, or a bright wire, along a
+  bone; metal is drawn near white after the contrast change, above the brightest bone.
 
 In an abnormal study each image carries the sign with probability 0.8 (at least one does), as
 in real studies where a finding shows on some views only; so no image classifier reaches 100 %.
@@ -43,6 +45,7 @@ MARKER_NAME = "SYNTHETIC.json"
 _PART_WEIGHTS = np.array([4931, 5106, 1825, 5543, 1272, 8379, 9752], dtype=np.float64)
 _ABNORMAL_STUDY_P = 0.38  # about 60 / 40 normal / abnormal images, like MURA
 _SIGN_P = 0.8
+_FRACTURE_P = 0.25  # of the visible signs; the others are implants
 _IMAGES_PER_STUDY = (np.array([1, 2, 3, 4]), np.array([0.15, 0.35, 0.35, 0.15]))
 _STUDIES_PER_PATIENT = (np.array([1, 2, 3]), np.array([0.80, 0.15, 0.05]))
 _SECOND_PART_P = 0.08  # the same patient id under a second body part
@@ -235,23 +238,23 @@ def render_radiograph(spec: ImageSpec) -> np.ndarray:
             tilt = rng.uniform(-0.6, 0.6)
             direction = (axis[1] * math.cos(tilt) + axis[0] * math.sin(tilt),
                          -axis[0] * math.cos(tilt) + axis[1] * math.sin(tilt))
-            width = long_side * rng.uniform(0.010, 0.018)
-            _dark_line(bone_layer, center, direction, radius * 1.25, width, rng.uniform(0.7, 0.95), rng)
+            width = long_side * rng.uniform(0.022, 0.035)
+            _dark_line(bone_layer, center, direction, radius * 1.4, width, rng.uniform(0.85, 1.0), rng)
         else:
             metal_layer = np.zeros((h, w), dtype=np.float32)
             level = 1.0  # a mask; metal is drawn near white after the contrast change
             t0 = rng.uniform(0.1, 0.45)
-            t1 = min(0.95, t0 + rng.uniform(0.25, 0.5))
+            t1 = min(0.95, t0 + rng.uniform(0.35, 0.6))
             q0, q1 = p0 + t0 * (p1 - p0), p0 + t1 * (p1 - p0)
             if rng.random() < 0.6:  # plate with screws
-                _capsule(metal_layer, tuple(q0), tuple(q1), max(2.0, radius * rng.uniform(0.45, 0.65)), level, cortex=False)
+                _capsule(metal_layer, tuple(q0), tuple(q1), max(long_side * rng.uniform(0.03, 0.045), radius * 0.9), level, cortex=False)
                 normal = np.array([-axis[1], axis[0]])
                 for t in np.linspace(0.1, 0.9, int(rng.integers(2, 5))):
                     c = q0 + t * (q1 - q0)
                     _capsule(metal_layer, tuple(c - normal * radius * 1.1), tuple(c + normal * radius * 1.1),
                              max(1.5, radius * 0.12), level, cortex=False)
             else:  # a wire
-                _capsule(metal_layer, tuple(q0), tuple(q1), max(1.5, long_side * rng.uniform(0.003, 0.006)), level,
+                _capsule(metal_layer, tuple(q0), tuple(q1), max(2.0, long_side * rng.uniform(0.01, 0.015)), level,
                          cortex=False)
 
     # Low-frequency texture over bone and tissue.
@@ -269,9 +272,9 @@ def render_radiograph(spec: ImageSpec) -> np.ndarray:
         image[max(0, y) + mh // 4:y + mh, max(0, x) + mw // 3:x + mw] *= np.float32(0.3)  # an "L" shape
     np.clip(image, 0.0, 1.0, out=image)
     image **= np.float32(rng.uniform(0.75, 1.35))
-    image *= np.float32(rng.uniform(0.8, 1.0) * 255.0)
+    image *= np.float32(rng.uniform(0.6, 0.8) * 255.0)  # bone stays below metal
     if metal_layer is not None:  # metal stops nearly all X-rays: near white whatever the contrast
-        np.maximum(image, metal_layer * np.float32(rng.uniform(225.0, 250.0)), out=image)
+        np.maximum(image, metal_layer * np.float32(rng.uniform(235.0, 255.0)), out=image)
     image += rng.standard_normal((h, w), dtype=np.float32) * np.float32(rng.uniform(2.0, 9.0))
     return np.clip(image, 0, 255).astype(np.uint8)
 
@@ -306,7 +309,7 @@ def _plan_split(rng, split: str, n_images: int, first_patient: int):
                 if abnormal:
                     shown = rng.random(n) < _SIGN_P
                     shown[int(rng.integers(n))] = True
-                    signs = [("fracture" if rng.random() < 0.5 else "implant") if s else "" for s in shown]
+                    signs = [("fracture" if rng.random() < _FRACTURE_P else "implant") if s else "" for s in shown]
                 study_dir = f"{split}/{part}/patient{patient:05d}/study{study_no}_{'positive' if abnormal else 'negative'}"
                 specs = []
                 for k in range(n):
