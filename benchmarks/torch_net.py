@@ -4,21 +4,16 @@ Conv2d with padding k//2 followed by ReLU (or, for ``residual`` specs, relu(conv
 shortcut(x)) with a 1x1 projection where channels or stride change), MaxPool2d 2x2 in floor
 mode, Dropout, Flatten before the first Linear, ReLU after every Linear but the output one,
 which returns the logit (``BCEWithLogitsLoss`` applies the logistic). Weights are He normal
-(std sqrt(2/fan_in)) before ReLUs, and before the logistic whatever mura_core uses there
-(N(0, OUTPUT_INIT_STD^2) where mura_core.layers defines it, Glorot normal in versions before
-it), biases zero: the same scale as ``mura_core.models``. Importing this module imports torch.
+(std sqrt(2/fan_in)) before ReLUs and N(0, OUTPUT_INIT_STD^2) before the logistic, biases
+zero: the same scale as ``mura_core.models``. Importing this module imports torch.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from mura_core.layers import OUTPUT_INIT_STD
 from mura_core.models import architecture_layers
-
-try:
-    from mura_core.layers import OUTPUT_INIT_STD
-except ImportError:  # older mura_core: the output layer had Glorot normal weights
-    OUTPUT_INIT_STD = None
 
 
 class ResidualConv(nn.Module):
@@ -74,10 +69,7 @@ def build_torch_net(arch: str = "baseline", input_size: int = 227, width: float 
                 flattened = True
             fc = nn.Linear(d_in, spec["out"])
             if spec.get("act") == "sigmoid":
-                if OUTPUT_INIT_STD is None:
-                    nn.init.xavier_normal_(fc.weight)
-                else:
-                    nn.init.normal_(fc.weight, std=OUTPUT_INIT_STD)
+                nn.init.normal_(fc.weight, std=OUTPUT_INIT_STD)
                 nn.init.zeros_(fc.bias)
                 modules.append(fc)
             else:
