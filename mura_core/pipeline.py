@@ -308,7 +308,7 @@ def provenance(source: DataSource, profile: str, backend: str, seed: int,
 
     return {
         "data_source": source.label,
-        "data_root": str(source.root),
+        "data_root": _short_path(source.root),
         "synthetic": source.synthetic,
         "profile": profile,
         "input_size": profiles_mod.get_profile(profile).input_size,
@@ -323,6 +323,17 @@ def provenance(source: DataSource, profile: str, backend: str, seed: int,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "command": "python -m mura_core " + " ".join(sys.argv[1:]) if sys.argv else "",
     }
+
+
+def _short_path(path: Path) -> str:
+    """``path`` relative to the project (or current) folder when inside it, else absolute:
+    a long absolute path does not fit a report table's column."""
+    for base in (_default_root(), Path.cwd()):
+        try:
+            return str(Path(path).resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def write_json(path: Path, obj) -> Path:

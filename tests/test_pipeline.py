@@ -160,6 +160,9 @@ def test_provenance_records_source_backend_seed_versions_commit_and_times(tmp_pa
     assert {"python", "numpy", "mura_core", "papermill", "nbconvert"} <= set(prov["versions"])
     assert prov["git_commit"]
     assert prov["notebooks"] == [{"name": "01_model", "wall_s": 1.3}]
+    inside = pipeline.provenance(pipeline.DataSource(root=ROOT / "data" / "x", synthetic=True,
+                                                     seed=7), "smoke", "numpy", 7, runs)
+    assert inside["data_root"] == "data/x", "paths inside the project are shown relative"
     json.dumps(prov)
 
 
