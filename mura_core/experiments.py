@@ -119,19 +119,14 @@ def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr
                        weight_decay=settings["weight_decay"], eval_every=eval_every,
                        train_eval_size=train_eval_size, augment=augment, seed=seed,
                        out_dir=str(folder), resume=True, progress=progress)
-    except (TrainingDiverged, ValueError) as exc:
-        # Weights blown up by one step can also surface as non-finite probabilities in the
-        # evaluation that follows it, before the next loss is computed.
-        if isinstance(exc, ValueError) and "finite" not in str(exc):
-            raise
-        step = getattr(exc, "step", None)
+    except TrainingDiverged as exc:
         history = load_history(folder) if (folder / "history.json").exists() else {
             "loss": [], "evals": []}
         history["status"] = "diverged"
-        history["error"] = str(exc) if step is not None else f"non-finite output: {exc}"
-        history["diverged_at_step"] = step
+        history["error"] = str(exc)
+        history["diverged_at_step"] = exc.step
         diverged.write_text(json.dumps(history))
-        log(f"{label}: diverged" + (f" at step {step}" if step else "") + f" (lr {lr:g})")
+        log(f"{label}: diverged at step {exc.step} (lr {lr:g})")
         return Run(label, settings, history, folder)
     # The resume checkpoint (model + momentum) and the best-so-far model are only needed while
     # the run is unfinished; last.npz and history.json are what the notebooks read.

@@ -69,7 +69,8 @@ RESUMABLE_CHANGES = ("epochs", "steps", "progress", "checkpoint_every", "out_dir
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss (or a gradient) became NaN or infinite; the message names the step and lr."""
+    """The loss, a gradient, a weight or an evaluated probability became NaN or infinite; the
+    message names the step and lr."""
 
     def __init__(self, message: str, step: int, lr: float):
         super().__init__(message)
@@ -217,12 +218,20 @@ def evaluate(model, split, mean: float, std: float, batch_size: int = 64,
     (default all rows), table the ``metrics.metric_table`` dict of those rows. majority: the
     class the majority-class baseline predicts (default: the majority of these labels).
     """
-    rows = np.arange(len(split.labels), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+    rows = _rows(split, indices)
     probs = predict_split(model, split, mean, std, batch_size, rows)
-    table = metrics.metric_table(
+    return probs, _score(probs, split, rows, majority)
+
+
+def _rows(split, indices: np.ndarray | None) -> np.ndarray:
+    return np.arange(len(split.labels), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
+
+
+def _score(probs: np.ndarray, split, rows: np.ndarray, majority: int | None) -> dict:
+    """The ``metrics.metric_table`` of probs (N,), the predictions for the rows ``rows``."""
+    return metrics.metric_table(
         probs, np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
         np.asarray(split.study_ids)[rows], np.asarray(split.body_parts)[rows], majority=majority)
-    return probs, table
 
 
 def _grads_finite(grads: dict, xp) -> bool:
@@ -444,13 +453,23 @@ class Trainer:
             f"stopped and {kept}. Lower the learning rate (e.g. {lr / 10:g}) "
             "and train again.", step, lr)
 
+    def _evaluate_split(self, split, indices: np.ndarray | None) -> dict:
+        rows = _rows(split, indices)
+        # An update can blow the weights up after its own loss was computed, so the evaluation
+        # right after it is the first to see them: stop here with the loss guard's message.
+        with np.errstate(over="ignore", invalid="ignore"):
+            probs = predict_split(self.model, split, self.mean, self.std, self.config.eval_batch_size, rows)
+        if not np.isfinite(probs).all():
+            raise self._diverged(f"the predicted probability on {split.name}", "non-finite", self.state.step)
+        return _score(probs, split, rows, self.majority)
+
     def _evaluate(self, epoch_end: bool) -> None:
         start = time.perf_counter()
         c, s = self.config, self.state
-        _, train_table = evaluate(self.model, self.train_split, self.mean, self.std, c.eval_batch_size,
-                                  self.eval_rows, self.majority)
-        _, valid_table = evaluate(self.model, self.valid_split, self.mean, self.std, c.eval_batch_size,
-                                  None, self.majority)
+        if not _params_finite(self.model.parameters(), self.model.xp):
+            raise self._diverged("a weight", "non-finite", s.step)
+        train_table = self._evaluate_split(self.train_split, self.eval_rows)
+        valid_table = self._evaluate_split(self.valid_split, None)
         point = {"step": s.step, "epoch": s.step / self.steps_per_epoch, "epoch_end": epoch_end,
                  "lr": s.lr, "train": train_table, "valid": valid_table}
         s.history["evals"].append(point)
@@ -582,8 +601,9 @@ def train(model, cache, config: TrainConfig | dict | None = None, *,
     config: a TrainConfig, a dict of its fields, or None; keyword overrides win, e.g.
     ``train(model, cache, steps=100, lr=0.01, out_dir="runs/a")``. Every setting is checked
     before any work. on_step(step, loss): called after every step (progress hooks, tests).
-    Raises TrainingDiverged on a NaN/inf loss, re-raises KeyboardInterrupt after writing a
-    checkpoint, FileExistsError when out_dir holds a run and neither resume nor overwrite is set.
+    Raises TrainingDiverged on a NaN/inf loss, gradient, weight or evaluated probability,
+    re-raises KeyboardInterrupt after writing a checkpoint, FileExistsError when out_dir holds
+    a run and neither resume nor overwrite is set.
     """
     if config is None:
         config = TrainConfig()

@@ -204,6 +204,39 @@ def test_nan_guard_names_step_and_lr_and_keeps_checkpoint(cache, tmp_path):
     assert len(h["loss"]) == step - 1
 
 
+def _blow_up_weights_at(model, k, how):
+    """on_step hook: after step k's update, leave the weights as a much too large step would."""
+    def on_step(step, loss):
+        if step == k:
+            params = list(model.parameters().values())
+            if how == "inf":
+                params[0][(0,) * params[0].ndim] = np.inf
+            else:  # finite weights whose activations overflow float32 in the forward pass
+                for p in params:
+                    p *= np.float32(1e12)
+    return on_step
+
+
+@pytest.mark.parametrize("how, what", [("inf", "a weight"),
+                                       ("huge", "the predicted probability on train")])
+def test_weights_blown_up_by_a_step_stop_the_evaluation_after_it(cache, tmp_path, how, what):
+    out = tmp_path / how
+    model = small_model()
+    with pytest.raises(TrainingDiverged, match=what + r" is non-finite at step 5 \(learning rate 0\.01\)"
+                       r".*last good checkpoint.*\(step 4\), is kept") as info:
+        train(model, cache, BASE, steps=12, eval_every=5, checkpoint_every=1, out_dir=str(out),
+              on_step=_blow_up_weights_at(model, 5, how))
+    assert info.value.step == 5 and info.value.lr == 0.01
+    kept = mc.load_model(out / "checkpoint.npz")
+    assert kept.metadata["trained"]["step"] == 4
+    assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in kept.parameters().values())
+    probs, _ = evaluate(kept, cache.split("valid"), cache.mean, cache.std)
+    assert np.isfinite(probs).all()
+    h = load_history(out)
+    assert h["status"] == "diverged" and "at step 5" in h["error"]
+    assert h["evals"] == []
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(lr=0.0), "learning rate must be a positive"),
     (dict(lr=-0.1), "learning rate must be a positive"),
