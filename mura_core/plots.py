@@ -13,7 +13,7 @@ per step, ``evals`` a list of ``{"step", "epoch", "train": table, "valid": table
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -169,6 +169,39 @@ def plot_accuracy(
     return _finish(fig, title, caption, path)
 
 
+def _divergence_step(history) -> int | None:
+    """The step a run diverged at: ``diverged_at_step`` (as ``experiments`` records it), else
+    the first step with a non-finite loss; None when neither tells."""
+    if isinstance(history, Mapping) and history.get("diverged_at_step") is not None:
+        return int(history["diverged_at_step"])
+    bad = np.flatnonzero(~np.isfinite(_losses(history)))
+    return int(bad[0]) + 1 if bad.size else None
+
+
+def _is_diverged(history) -> bool:
+    return (isinstance(history, Mapping) and history.get("status") == "diverged") \
+        or not np.all(np.isfinite(_losses(history)))
+
+
+def _steps_per_epoch(history) -> float | None:
+    if isinstance(history, Mapping):
+        if history.get("steps_per_epoch"):
+            return float(history["steps_per_epoch"])
+        for point in history.get("evals", []):
+            if point.get("epoch"):
+                return point["step"] / point["epoch"]
+    return None
+
+
+def _loss_limit(curves: Sequence[np.ndarray], diverged: Sequence[bool]) -> float:
+    """Top of the loss axis from the runs that did not diverge (all runs when every one did):
+    their curves stay in view, but a spike above 3 times their 95th percentile does not
+    flatten the rest."""
+    kept = [c for c, d in zip(curves, diverged) if not d] or list(curves)
+    reference = np.concatenate(kept)
+    return 1.05 * float(min(reference.max(), 3.0 * np.percentile(reference, 95)))
+
+
 def plot_runs(
     histories: Mapping[str, Mapping],
     *,
@@ -181,28 +214,24 @@ def plot_runs(
     caption: str | None = None,
     path=None,
 ) -> Figure:
-    """Several runs on one figure: smoothed training loss per step (left, with ``show_loss``)
-    and ``metric`` at each evaluation point (right); one color per run, train dashed, valid
-    solid.
+    """Several runs on one figure: smoothed training loss (left, with ``show_loss``) and
+    ``metric`` at each evaluation point (right); one color per run, train dashed, valid solid.
 
-    ``histories``: run name -> history dict, in legend order.
+    ``histories``: run name -> history dict, in legend order. ``x``: ``"step"`` or ``"epoch"``
+    for both panels (epochs compare runs whose steps hold different numbers of images).
+    A diverged run (history ``status`` "diverged", or non-finite losses) keeps the loss panel
+    readable: the axis is scaled to the other runs, the run's curve stops at the top edge, an
+    'x' on the top edge marks the step it diverged at and its legend entry names that step.
     """
     if not histories:
         raise ValueError("plot_runs needs at least one history")
+    if x not in ("epoch", "step"):
+        raise ValueError("x must be 'epoch' or 'step'")
     fig, axes = _new_figure(2 if show_loss else 1, width=5.6)
     colors = [f"C{i % 10}" for i in range(len(histories))]
     styles = {"train": "--", "valid": "-"}
     if show_loss:
-        ax = axes[0]
-        for color, (name, hist) in zip(colors, histories.items()):
-            loss = _losses(hist)
-            if loss.size:
-                ax.plot(np.arange(1, loss.size + 1), smooth(loss, smooth_weight), color=color, label=name)
-        ax.set_xlabel("step")
-        ax.set_ylabel(f"train loss (EMA {smooth_weight:g})")
-        ax.set_title("training loss")
-        ax.grid(True, alpha=0.3)
-        ax.legend()
+        _plot_run_losses(axes[0], histories, colors, x, smooth_weight)
     ax = axes[-1]
     for color, (name, hist) in zip(colors, histories.items()):
         for split in splits:
@@ -216,6 +245,65 @@ def plot_runs(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")
     return _finish(fig, title, caption, path)
+
+
+class _LossCurve(NamedTuple):
+    name: str
+    color: str
+    xs: np.ndarray  # step or epoch of each point
+    ys: np.ndarray  # smoothed loss of the finite steps before any divergence
+    diverged: bool
+    step: int | None  # the step it diverged at, when known
+    x_per_step: float | None  # 1 for x="step", 1 / steps_per_epoch for x="epoch"
+
+
+def _loss_curve(name: str, color: str, history, x: str, smooth_weight: float) -> _LossCurve:
+    loss = _losses(history)
+    bad = np.flatnonzero(~np.isfinite(loss))
+    # Smooth only the finite losses before the divergence: an inf or NaN would carry on.
+    finite = loss[: bad[0]] if bad.size else loss
+    steps_per_epoch = _steps_per_epoch(history) if x == "epoch" else 1.0
+    per_step = None if steps_per_epoch is None else 1.0 / steps_per_epoch
+    if finite.size and per_step is None:
+        raise ValueError(f"run {name!r}: x='epoch' needs the history's steps_per_epoch "
+                         "(or an evaluation point)")
+    xs = np.arange(1, finite.size + 1) * (per_step or 1.0)  # no points when per_step is None
+    return _LossCurve(name, color, xs, smooth(finite, smooth_weight), _is_diverged(history),
+                      _divergence_step(history), per_step)
+
+
+def _plot_run_losses(ax, histories: Mapping[str, Mapping], colors, x: str,
+                     smooth_weight: float) -> None:
+    """The loss panel of ``plot_runs``: smoothed loss per run against ``x``."""
+    curves = [_loss_curve(name, color, hist, x, smooth_weight)
+              for color, (name, hist) in zip(colors, histories.items())]
+    drawn = [c for c in curves if c.ys.size]
+    top = _loss_limit([c.ys for c in drawn], [c.diverged for c in drawn]) if drawn else None
+    for c in curves:
+        if not c.diverged:
+            if c.ys.size:
+                ax.plot(c.xs, c.ys, color=c.color, label=c.name)
+            continue
+        xs, ys = c.xs, c.ys
+        if ys.size:
+            # Up to the first point off the scale, drawn on the top edge, then nothing.
+            above = np.flatnonzero(ys > top)
+            cut = above[0] + 1 if above.size else ys.size
+            xs, ys = xs[:cut], np.minimum(ys[:cut], top)
+        label = f"{c.name} (diverged at step {c.step})" if c.step is not None else f"{c.name} (diverged)"
+        ax.plot(xs, ys, color=c.color, label=label)
+        if top is not None and c.step is not None and c.x_per_step is not None:
+            ax.plot([c.step * c.x_per_step], [top], "x", color=c.color, markersize=9,
+                    markeredgewidth=2, clip_on=False)
+    if top is not None and any(c.diverged or c.ys.max() > top for c in drawn):
+        low = min(float(c.ys.min()) for c in drawn)
+        bottom = low - 0.05 * (top - low)
+        ax.set_ylim(max(bottom, 0.0) if low >= 0.0 else bottom, top)
+    ax.set_xlabel(x)
+    ax.set_ylabel(f"train loss (EMA {smooth_weight:g})")
+    ax.set_title("training loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
 
 
 def plot_confusion(

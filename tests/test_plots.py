@@ -80,3 +80,53 @@ def test_plot_confusion_shows_counts(tmp_path):
     assert (tmp_path / "cm.png").exists() and (tmp_path / "cm.pdf").exists()
     with pytest.raises(ValueError):
         plots.plot_confusion(np.zeros((3, 3)))
+
+
+def _loss_panel_legend(fig) -> list[str]:
+    return [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+@pytest.mark.parametrize("blow_up", [1e9, np.inf, np.nan])
+def test_plot_runs_keeps_the_loss_axis_of_the_other_runs_when_one_diverges(blow_up):
+    ok = {"lr 0.01": _history(), "lr 0.1": _history(shift=0.1)}
+    bad = _history()
+    bad["loss"] = bad["loss"][:25] + [4e8, blow_up]
+    bad.update(status="diverged", diverged_at_step=27)
+    fig = plots.plot_runs({**ok, "lr 10": bad})
+    curves = [plots.smooth(h["loss"]) for h in ok.values()]
+    bottom, top = fig.axes[0].get_ylim()
+    assert max(c.max() for c in curves) <= top <= 1.5 * max(c.max() for c in curves)
+    assert 0.0 <= bottom <= min(c.min() for c in curves)
+    assert _loss_panel_legend(fig) == ["lr 0.01", "lr 0.1", "lr 10 (diverged at step 27)"]
+    diverged_line, marker = fig.axes[0].get_lines()[2:]
+    assert np.all(diverged_line.get_ydata() <= top) and diverged_line.get_ydata()[-1] == top
+    assert marker.get_marker() == "x"
+    assert marker.get_xdata().tolist() == [27] and marker.get_ydata().tolist() == [top]
+
+
+def test_plot_runs_finds_the_divergence_step_from_a_non_finite_loss():
+    bad = _history()
+    bad["loss"] = bad["loss"][:12] + [np.inf, np.nan]
+    fig = plots.plot_runs({"ok": _history(), "bad": bad})
+    assert _loss_panel_legend(fig) == ["ok", "bad (diverged at step 13)"]
+    assert fig.axes[0].get_ylim()[1] < 1.0
+
+
+def test_plot_runs_leaves_the_loss_axis_alone_without_divergence():
+    runs = {"a": _history(), "b": _history(shift=0.2)}
+    fig = plots.plot_runs(runs)
+    top = fig.axes[0].get_ylim()[1]
+    assert top >= max(float(plots.smooth(h["loss"]).max()) for h in runs.values())
+
+
+def test_plot_runs_loss_panel_follows_x_epoch():
+    bad = dict(_history(), status="diverged", diverged_at_step=30)  # 10 steps per epoch
+    bad["loss"] = bad["loss"][:29] + [1e9]
+    fig = plots.plot_runs({"batch 16": _history(), "batch 64": bad}, x="epoch")
+    loss_ax, acc_ax = fig.axes
+    assert loss_ax.get_xlabel() == acc_ax.get_xlabel() == "epoch"
+    line = loss_ax.get_lines()[0]
+    assert line.get_xdata()[[0, -1]] == pytest.approx([0.1, 4.0])
+    assert loss_ax.get_lines()[-1].get_xdata().tolist() == pytest.approx([3.0])
+    with pytest.raises(ValueError, match="x must be"):
+        plots.plot_runs({"a": _history()}, x="time")
