@@ -119,10 +119,12 @@ def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> 
 
     A given folder written by the synthetic generator (it holds ``SYNTHETIC.json``) is
     reported as synthetic data with the seed it was made from. Generation is skipped when
-    the profile's synthetic folder already holds a set made with the same seed and counts
-    (the generator is deterministic in its seed).
+    the profile's synthetic folder already holds a set made by the same generator version
+    with the same seed and counts (the generator is deterministic in them); a set that
+    differs in any of them is generated again.
     """
     from . import data as data_mod  # noqa: PLC0415
+    from .data.synthetic import marker_mismatch  # noqa: PLC0415
 
     prof = profiles_mod.get_profile(profile)
     if data_dir is not None:
@@ -141,14 +143,17 @@ def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> 
             "synthetic set, which takes long and means little.")
     root = paths.synthetic_data(profile, seed)
     marker = _synthetic_marker(root)
-    wanted = (seed, prof.synthetic_train, prof.synthetic_valid)
-    if marker is not None and (marker.get("seed"), marker["train"]["images"],
-                               marker["valid"]["images"]) == wanted:
+    mismatch = None if marker is None else marker_mismatch(
+        marker, seed, prof.synthetic_train, prof.synthetic_valid)
+    if marker is not None and mismatch is None:
         log(f"data: no MURA folder given; using the synthetic set in {root} (seed {seed})")
     else:
-        log(f"data: no MURA folder given; generating a synthetic set with MURA's layout "
-            f"({prof.synthetic_train} train / {prof.synthetic_valid} valid images, seed "
-            f"{seed}) in {root}")
+        if mismatch is not None:
+            log(f"data: the synthetic set in {root} is out of date ({mismatch}); generating it again")
+        else:
+            log(f"data: no MURA folder given; generating a synthetic set with MURA's layout "
+                f"({prof.synthetic_train} train / {prof.synthetic_valid} valid images, seed "
+                f"{seed}) in {root}")
         t0 = time.perf_counter()
         data_mod.generate_synthetic(root, n_train=prof.synthetic_train,
                                     n_valid=prof.synthetic_valid, seed=seed,

@@ -17,6 +17,7 @@ from mura_core.data import (
     is_synthetic,
     read_split,
 )
+from mura_core.data.synthetic import GENERATOR_VERSION, marker_mismatch
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +109,13 @@ def test_same_seed_same_files_other_seed_other_files(tmp_path: Path) -> None:
     assert len(read_split(tmp_path / "a", "train")) == 9
     marker = json.loads((tmp_path / "a" / "SYNTHETIC.json").read_text())
     assert marker["train"]["images"] == 9 and "synthetic" in marker["note"]
+    assert marker["generator_version"] == GENERATOR_VERSION
+    assert marker_mismatch(marker, seed=0, n_train=9, n_valid=2) is None
+    assert marker_mismatch(marker, seed=1, n_train=8, n_valid=2) == \
+        "seed 0 instead of 1, train images 9 instead of 8"
+    old = dict(marker, generator_version=GENERATOR_VERSION - 1)
+    assert marker_mismatch(old, seed=0, n_train=9, n_valid=2) == \
+        f"generator version {GENERATOR_VERSION - 1} instead of {GENERATOR_VERSION}"
 
 
 def line_features(images: np.ndarray) -> np.ndarray:

@@ -144,6 +144,41 @@ def test_synthetic_data_is_generated_once_and_recognized_when_given(tmp_path):
     assert given.label == "synthetic data, seed 4"
 
 
+@pytest.mark.parametrize("stale, reason", [
+    (dict(generator_version=1), "generator version 1 instead of 2"),
+    (dict(), "generator version unknown instead of 2"),  # written before markers had a version
+    (dict(generator_version=2, seed=5), "seed 5 instead of 4"),
+    (dict(generator_version=2, valid={"images": 15}), "valid images 15 instead of 16"),
+])
+def test_a_synthetic_set_from_another_generator_version_seed_or_count_is_regenerated(
+        tmp_path, stale, reason):
+    from mura_core.data.synthetic import GENERATOR_VERSION, MARKER_NAME
+
+    assert GENERATOR_VERSION == 2
+    paths = pipeline.Paths.make(tmp_path, tmp_path, tmp_path)
+    prof = profiles.get_profile("smoke")
+    root = paths.synthetic_data("smoke", 4)
+    old_image = root / "MURA-v1.1" / "train" / "old.png"
+    old_image.parent.mkdir(parents=True)
+    old_image.write_bytes(b"an image of the old generator")
+    marker = {"generator": "mura_core.data.synthetic", "seed": 4,
+              "train": {"images": prof.synthetic_train}, "valid": {"images": prof.synthetic_valid},
+              **stale}
+    (root / MARKER_NAME).write_text(json.dumps(marker))
+    logs = []
+    source = pipeline.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    assert source.root == root and source.seed == 4
+    assert [line for line in logs if "out of date" in line] == [
+        f"data: the synthetic set in {root} is out of date ({reason}); generating it again"]
+    assert not old_image.exists()
+    written = json.loads((root / MARKER_NAME).read_text())
+    assert (written["generator_version"], written["seed"]) == (GENERATOR_VERSION, 4)
+    assert (written["train"]["images"], written["valid"]["images"]) == (
+        prof.synthetic_train, prof.synthetic_valid)
+    pipeline.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    assert "using the synthetic set" in logs[-1]
+
+
 def test_missing_mura_folder_gives_a_clear_error(tmp_path):
     paths = pipeline.Paths.make(tmp_path, tmp_path, tmp_path)
     with pytest.raises(pipeline.PipelineError, match="does not exist.*--data"):

@@ -2,7 +2,8 @@
 
 ``generate_synthetic(out)`` writes ``out/MURA-v1.1/`` (four header-less CSVs, ``train/`` and
 ``valid/`` with the seven ``XR_*`` body parts, ``patientNNNNN/studyK_positive|negative/imageM.png``)
-and ``out/SYNTHETIC.json`` (seed, counts, and which abnormal images carry a visible sign).
+and ``out/SYNTHETIC.json`` (generator version, seed, counts, and which abnormal images carry a
+visible sign).
 
 Images are radiograph-like: dark background, soft tissue, bright bones with a brighter cortex
 laid out per body part (phalanges with joint gaps, two forearm bones, carpals, a humeral head),
@@ -19,7 +20,8 @@ In an abnormal study each image carries the sign with probability 0.8 (at least 
 in real studies where a finding shows on some views only; so no image classifier reaches 100 %.
 
 Everything is drawn with NumPy array operations on the bounding box of each shape; images are
-rendered by a process pool. The output depends only on the seed (and the counts).
+rendered by a process pool. The output depends only on the generator version, the seed and
+the counts; ``marker_mismatch`` tells whether an existing set still is the one asked for.
 """
 from __future__ import annotations
 
@@ -40,6 +42,10 @@ from .mura import BODY_PARTS, ROOT_NAME
 DEFAULT_TRAIN = 2000
 DEFAULT_VALID = 500
 MARKER_NAME = "SYNTHETIC.json"
+# Bump whenever the images (or their layout or labels) change for the same seed and counts:
+# a set on disk is reused only when its marker holds this version, so an old set is not
+# mistaken for the current one.
+GENERATOR_VERSION = 2
 
 # MURA's train images per body part, as sampling weights.
 _PART_WEIGHTS = np.array([4931, 5106, 1825, 5543, 1272, 8379, 9752], dtype=np.float64)
@@ -347,6 +353,23 @@ def is_synthetic(root: str | os.PathLike) -> bool:
     return (folder / MARKER_NAME).is_file() or (folder.name == ROOT_NAME and (folder.parent / MARKER_NAME).is_file())
 
 
+def marker_mismatch(marker: dict, seed: int, n_train: int, n_valid: int) -> str | None:
+    """None when ``marker`` (a ``SYNTHETIC.json`` dict) describes the set this generator writes
+    for ``seed`` and these image counts, else what differs, e.g. ``"generator version 1 instead of
+    2"``."""
+    found = {
+        "generator version": marker.get("generator_version"),
+        "seed": marker.get("seed"),
+        "train images": (marker.get("train") or {}).get("images"),
+        "valid images": (marker.get("valid") or {}).get("images"),
+    }
+    wanted = {"generator version": GENERATOR_VERSION, "seed": seed, "train images": n_train,
+              "valid images": n_valid}
+    differs = [f"{key} {'unknown' if found[key] is None else found[key]} instead of {value}"
+               for key, value in wanted.items() if found[key] != value]
+    return ", ".join(differs) or None
+
+
 def generate_synthetic(
     out: str | os.PathLike,
     n_train: int = DEFAULT_TRAIN,
@@ -430,6 +453,7 @@ def generate_synthetic(
     }
     marker = {
         "generator": "mura_core.data.synthetic",
+        "generator_version": GENERATOR_VERSION,
         "note": "synthetic data with MURA v1.1's layout; not radiographs",
         **{k: v for k, v in summary.items() if k != "root"},
         "signs": {s.relpath: s.sign for s in specs if s.sign},
