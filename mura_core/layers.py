@@ -204,16 +204,17 @@ class MaxPool2D(Layer):
             out, winner = cuda_kernels.maxpool_forward(x, self.size, self.stride, h, w)
             self._cache = (x.shape, winner)
             return out
-        slices = self._slices(h, w)
-        out = xp.ascontiguousarray(x[next(slices)])
-        winner = xp.zeros(out.shape, dtype=np.int8)
-        for offset, sl in enumerate(slices, start=1):
-            window = x[sl]
-            better = window > out
-            xp.maximum(out, window, out=out)
-            # winner = offset where better, else unchanged
-            winner *= ~better
-            winner += better.astype(np.int8) * np.int8(offset)
+        slices = list(self._slices(h, w))
+        out = xp.ascontiguousarray(x[slices[0]])
+        for sl in slices[1:]:
+            xp.maximum(out, x[sl], out=out)
+        # The winner is the first offset holding the maximum: count the offsets passed over
+        # before it, i.e. sum over k of "none of offsets 0..k holds it".
+        missed = x[slices[0]] != out
+        winner = missed.astype(np.int8)
+        for sl in slices[1:-1]:
+            missed &= x[sl] != out
+            winner += missed
         self._cache = (x.shape, winner)
         return out
 
