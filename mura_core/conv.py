@@ -33,6 +33,27 @@ def _padded_extent(size: int, k: int, stride: int, pad: int) -> int:
     return -(-extent // stride) * stride
 
 
+def _phase_pairs(phases, pixels, stride: int, pad: int):
+    """For each phase (a, b): the view of ``pixels`` (C, N, H, W) that lands on it, and the
+    matching window of ``phases[a, b]``. Input row r sits on padded row r + pad, i.e. in phase
+    (r + pad) % s at row (r + pad) // s; likewise for columns."""
+    for a in range(stride):
+        for b in range(stride):
+            r0, c0 = (a - pad) % stride, (b - pad) % stride
+            view = pixels[:, :, r0::stride, c0::stride]
+            i0, j0 = (r0 + pad) // stride, (c0 + pad) // stride
+            yield view, phases[a, b, :, :, i0:i0 + view.shape[2], j0:j0 + view.shape[3]]
+
+
+def _kernel_windows(phases, k: int, stride: int, oh: int, ow: int):
+    """For each kernel offset (i, j): the (C, N, OH, OW) window of the phase planes that the
+    offset reads, i.e. padded[:, :, i + s*y, j + s*x] for every output (y, x)."""
+    for i in range(k):
+        for j in range(k):
+            yield i, j, phases[i % stride, j % stride, :, :,
+                               i // stride:i // stride + oh, j // stride:j // stride + ow]
+
+
 def im2col(x, k: int, stride: int, pad: int):
     """x (N, C, H, W) -> col (C, K, K, N, OH, OW), zero padded by ``pad`` on every side."""
     xp = get_array_module(x)
@@ -44,19 +65,11 @@ def im2col(x, k: int, stride: int, pad: int):
     hp, wp = _padded_extent(h, k, stride, pad), _padded_extent(w, k, stride, pad)
     # phases[a, b, c, n] = padded[c, n, a::s, b::s]: channels before batch, as in col.
     phases = xp.zeros((stride, stride, c, n, hp // stride, wp // stride), dtype=x.dtype)
-    xt = x.transpose(1, 0, 2, 3)
-    for a in range(stride):
-        for b in range(stride):
-            # rows r of the input land on padded row r + pad, i.e. phase (r + pad) % s
-            r0, c0 = (a - pad) % stride, (b - pad) % stride
-            src = xt[:, :, r0::stride, c0::stride]
-            i0, j0 = (r0 + pad) // stride, (c0 + pad) // stride
-            phases[a, b, :, :, i0:i0 + src.shape[2], j0:j0 + src.shape[3]] = src
+    for pixels, phase in _phase_pairs(phases, x.transpose(1, 0, 2, 3), stride, pad):
+        phase[...] = pixels
     col = xp.empty((c, k, k, n, oh, ow), dtype=x.dtype)
-    for i in range(k):
-        for j in range(k):
-            plane = phases[i % stride, j % stride]
-            col[:, i, j] = plane[:, :, i // stride:i // stride + oh, j // stride:j // stride + ow]
+    for i, j, window in _kernel_windows(phases, k, stride, oh, ow):
+        col[:, i, j] = window
     return col
 
 
@@ -73,16 +86,9 @@ def col2im(col, x_shape, k: int, stride: int, pad: int):
     oh, ow = col.shape[4], col.shape[5]
     hp, wp = _padded_extent(h, k, stride, pad), _padded_extent(w, k, stride, pad)
     phases = xp.zeros((stride, stride, c, n, hp // stride, wp // stride), dtype=col.dtype)
-    for i in range(k):
-        for j in range(k):
-            plane = phases[i % stride, j % stride]
-            plane[:, :, i // stride:i // stride + oh, j // stride:j // stride + ow] += col[:, i, j]
+    for i, j, window in _kernel_windows(phases, k, stride, oh, ow):
+        window += col[:, i, j]
     dx = xp.empty((n, c, h, w), dtype=col.dtype)
-    dxt = dx.transpose(1, 0, 2, 3)
-    for a in range(stride):
-        for b in range(stride):
-            r0, c0 = (a - pad) % stride, (b - pad) % stride
-            dst = dxt[:, :, r0::stride, c0::stride]
-            i0, j0 = (r0 + pad) // stride, (c0 + pad) // stride
-            dst[...] = phases[a, b, :, :, i0:i0 + dst.shape[2], j0:j0 + dst.shape[3]]
+    for pixels, phase in _phase_pairs(phases, dx.transpose(1, 0, 2, 3), stride, pad):
+        pixels[...] = phase
     return dx
