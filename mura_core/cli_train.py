@@ -214,7 +214,7 @@ def add_commands(subparsers) -> None:
     tr.add_argument("--epochs", type=int, default=1, help="passes over train (default 1)")
     tr.add_argument("--steps", type=int, default=None, help="total SGD steps (overrides --epochs)")
     tr.add_argument("--batch-size", type=int, default=32)
-    tr.add_argument("--lr", type=float, default=0.01, help="learning rate (default 0.01)")
+    tr.add_argument("--lr", type=float, default=0.002, help="learning rate (default 0.002)")
     tr.add_argument("--momentum", type=float, default=0.9)
     tr.add_argument("--weight-decay", type=float, default=0.0)
     tr.add_argument("--schedule", choices=("none", "step", "plateau"), default="none",

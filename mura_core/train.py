@@ -100,7 +100,7 @@ class TrainConfig:
     epochs: int = 1
     steps: int | None = None
     batch_size: int = 32
-    lr: float = 0.01
+    lr: float = 0.002
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "none"
