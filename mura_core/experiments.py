@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import metrics
+
 #: Training settings that enter a run's identity (besides arch, input size, seed, backend,
 #: and the cache key).
 RUN_SETTINGS = ("steps", "batch_size", "lr", "momentum", "weight_decay", "eval_every",
@@ -382,43 +384,12 @@ def evaluate_splits(model, cache, max_images: int | None = None, seed: int = 0) 
     return tables
 
 
-METRIC_ROWS = (
-    ("images", "n_images", "int"),
-    ("patients", "n_patients", "int"),
-    ("studies", "n_studies", "int"),
-    ("loss (BCE)", "loss", "float"),
-    ("accuracy per image", "image_accuracy", "pct"),
-    ("accuracy per patient", "patient_accuracy", "pct"),
-    ("accuracy per study", "study_accuracy", "pct"),
-    ("Cohen's kappa per study", "study_kappa", "float"),
-    ("AUROC per image", "image_auc", "float"),
-    ("majority class: accuracy per image", ("baseline", "image_accuracy"), "pct"),
-    ("majority class: accuracy per patient", ("baseline", "patient_accuracy"), "pct"),
-    ("majority class: accuracy per study", ("baseline", "study_accuracy"), "pct"),
-)
-
-
-def _lookup(table: dict, key):
-    if isinstance(key, tuple):
-        return (table.get(key[0]) or {}).get(key[1])
-    return table.get(key)
-
-
-def _format(value, kind: str) -> str:
-    if value is None:
-        return "–"
-    if kind == "int":
-        return f"{int(value):,}"
-    if kind == "pct":
-        return _pct(value)
-    return f"{value:.3f}"
-
-
 def metric_rows(tables: dict) -> list[dict]:
     """Rows ``{"metric", "train", "valid"}`` (formatted strings) of ``evaluate_splits``."""
-    return [{"metric": label, **{split: _format(_lookup(t, key), kind)
+    return [{"metric": label, **{split: metrics.format_metric(metrics.metric_value(t, key), kind,
+                                                              missing="–")
                                  for split, t in tables.items()}}
-            for label, key, kind in METRIC_ROWS]
+            for label, key, kind in metrics.METRIC_ROWS]
 
 
 def body_part_rows(table: dict) -> list[dict]:

@@ -314,38 +314,51 @@ def metric_table(
     return table
 
 
-_ROWS = (
-    ("images", "n_images", "d"),
-    ("patients", "n_patients", "d"),
-    ("studies", "n_studies", "d"),
-    ("loss (BCE)", "loss", ".4f"),
-    ("accuracy per image", "image_accuracy", "%"),
-    ("accuracy per patient", "patient_accuracy", "%"),
-    ("accuracy per study", "study_accuracy", "%"),
-    ("kappa per study", "study_kappa", ".3f"),
-    ("AUROC per study", "study_auc", ".3f"),
-    ("majority class: per image", ("baseline", "image_accuracy"), "%"),
-    ("majority class: per patient", ("baseline", "patient_accuracy"), "%"),
-    ("majority class: per study", ("baseline", "study_accuracy"), "%"),
+#: The rows of a metric table as shown to people (command line and report alike):
+#: (label, key into a ``metric_table`` dict, or a (section, key) pair, kind "int"|"pct"|"float").
+METRIC_ROWS = (
+    ("images", "n_images", "int"),
+    ("patients", "n_patients", "int"),
+    ("studies", "n_studies", "int"),
+    ("loss (BCE)", "loss", "float"),
+    ("accuracy per image", "image_accuracy", "pct"),
+    ("accuracy per patient", "patient_accuracy", "pct"),
+    ("accuracy per study", "study_accuracy", "pct"),
+    ("Cohen's kappa per study", "study_kappa", "float"),
+    ("AUROC per image", "image_auc", "float"),
+    ("AUROC per study", "study_auc", "float"),
+    ("majority class: accuracy per image", ("baseline", "image_accuracy"), "pct"),
+    ("majority class: accuracy per patient", ("baseline", "patient_accuracy"), "pct"),
+    ("majority class: accuracy per study", ("baseline", "study_accuracy"), "pct"),
 )
 
 
-def _cell(table: dict, key, fmt: str) -> str:
-    value = table[key[0]][key[1]] if isinstance(key, tuple) else table[key]
+def metric_value(table: dict, key):
+    """The value of a ``METRIC_ROWS`` key in a metric table (None when absent)."""
+    if isinstance(key, tuple):
+        return (table.get(key[0]) or {}).get(key[1])
+    return table.get(key)
+
+
+def format_metric(value, kind: str, missing: str = "n/a") -> str:
+    """A metric as text: "int" 1,234; "pct" 64.5 %; "float" 0.123; ``missing`` for None."""
     if value is None:
-        return "n/a"
-    if fmt == "%":
+        return missing
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "pct":
         return f"{100.0 * value:.1f} %"
-    return format(value, fmt)
+    return f"{value:.3f}"
 
 
 def format_metric_table(tables: dict[str, dict], per_body_part: bool = False) -> str:
     """A plain-text table, one column per split (e.g. ``{"train": t, "valid": v}``)."""
     names = list(tables)
-    width = max(len(r[0]) for r in _ROWS)
+    width = max(len(r[0]) for r in METRIC_ROWS)
     lines = [f"{'':<{width}}  " + "  ".join(f"{n:>10}" for n in names)]
-    for label, key, fmt in _ROWS:
-        lines.append(f"{label:<{width}}  " + "  ".join(f"{_cell(tables[n], key, fmt):>10}" for n in names))
+    for label, key, kind in METRIC_ROWS:
+        cells = (format_metric(metric_value(tables[n], key), kind) for n in names)
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{c:>10}" for c in cells))
     major = {tables[n]["majority_class"] for n in names}
     lines.append(
         "majority class predicted: "
@@ -364,8 +377,10 @@ def format_metric_table(tables: dict[str, dict], per_body_part: bool = False) ->
                     cells.append(f"{n}: -")
                     continue
                 cells.append(
-                    f"{n}: {_cell(t, 'image_accuracy', '%')} / {_cell(t, 'patient_accuracy', '%')}"
-                    f" / {_cell(t, 'study_accuracy', '%')}, kappa {_cell(t, 'study_kappa', '.3f')}"
+                    f"{n}: {format_metric(t.get('image_accuracy'), 'pct')}"
+                    f" / {format_metric(t.get('patient_accuracy'), 'pct')}"
+                    f" / {format_metric(t.get('study_accuracy'), 'pct')},"
+                    f" kappa {format_metric(t.get('study_kappa'), 'float')}"
                 )
             lines.append(f"  {part:<12} " + "; ".join(cells))
     return "\n".join(lines)
