@@ -371,10 +371,9 @@ def prediction_rows(split, rows, probs) -> list[dict]:
 def evaluate_splits(model, cache, max_images: int | None = None, seed: int = 0) -> dict:
     """``metrics.metric_table`` of train and valid (at most ``max_images`` images each, whole
     patients). The majority-class baseline of both predicts the train split's majority."""
-    from .metrics import majority_class  # noqa: PLC0415
     from .train import evaluate, train_eval_indices  # noqa: PLC0415
 
-    majority = majority_class(np.asarray(cache.split("train").labels).astype(np.int64))
+    majority = metrics.majority_class(np.asarray(cache.split("train").labels).astype(np.int64))
     tables = {}
     for name in ("train", "valid"):
         split = cache.split(name)
