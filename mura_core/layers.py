@@ -208,19 +208,28 @@ class MaxPool2D(Layer):
         out = xp.ascontiguousarray(x[slices[0]])
         for sl in slices[1:]:
             xp.maximum(out, x[sl], out=out)
-        # The winner is the first offset holding the maximum: count the offsets passed over
-        # before it, i.e. sum over k of "none of offsets 0..k holds it".
+        # In training the winners are found now, so the input can be freed; in evaluation
+        # (usually no backward follows) they are found only if a backward asks for them.
+        self._cache = (x.shape, self._winner(x, out, slices) if training else (x, out))
+        return out
+
+    @staticmethod
+    def _winner(x, out, slices):
+        """int8 index of the first offset holding the maximum: the number of offsets passed
+        over before it, i.e. the sum over k of "none of offsets 0..k holds it"."""
         missed = x[slices[0]] != out
         winner = missed.astype(np.int8)
         for sl in slices[1:-1]:
             missed &= x[sl] != out
             winner += missed
-        self._cache = (x.shape, winner)
-        return out
+        return winner
 
     def backward(self, dy):
         xp = get_array_module(dy)
         x_shape, winner = self._cache
+        if isinstance(winner, tuple):  # forward ran in evaluation mode
+            x, out = winner
+            winner = self._winner(x, out, list(self._slices(dy.shape[2], dy.shape[3])))
         if xp is not np:
             from . import cuda_kernels  # noqa: PLC0415
             self._cache = None
