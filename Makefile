@@ -7,7 +7,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# One stamp per set of extras (pyproject.toml): a target installs what it needs, once.
 STAMP := $(VENV)/.installed
+REPORT_STAMP := $(VENV)/.installed-report
+TEST_STAMP := $(VENV)/.installed-test
 PROFILE ?= quick
 BACKEND ?= numpy
 SEED ?= 0
@@ -21,8 +24,16 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(REPORT_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[report]'
+	touch $(REPORT_STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[report,cluster,dev]'
+	touch $(TEST_STAMP)
 
 # XeLaTeX and pandoc for nbconvert's PDF export; installed through apt where possible.
 tex:
@@ -39,30 +50,32 @@ tex:
 		echo "     Install them yourself ($(TEX_PACKAGES)); until then only the HTML report is built."; \
 	fi
 
-test: setup tex
+test: $(TEST_STAMP) tex
 	MPLBACKEND=agg $(PY) -m pytest -q
 
-report: setup tex
+report: $(REPORT_STAMP) tex
 	MPLBACKEND=agg $(PY) -m mura_core report --profile $(PROFILE) --backend $(BACKEND) --seed $(SEED) $(if $(MURA_DIR),--data $(MURA_DIR),)
 
-# PyTorch only for the comparison, never a dependency of mura_core itself.
+# PyTorch only for the comparison, never a dependency of mura_core itself. The CPU build
+# 2.13.0 is pinned first, so the bench extra's torch>=2.1 fetches nothing larger.
 bench-deps: setup
 	@if $(PY) -c 'import torch' 2>/dev/null; then \
 		echo "bench-deps: torch $$($(PY) -c 'import torch; print(torch.__version__)') is installed"; \
 	else \
 		$(PY) -m pip install --quiet 'torch==2.13.0' || $(PY) -m pip install --quiet 'torch>=2.1'; \
 	fi
+	$(PY) -m pip install --quiet -e '.[bench]'
 
 # e.g. make bench BENCH_ARGS='--steps 10 --warmup 2 --layers --json benchmarks/results/run.json'
 BENCH_ARGS ?=
-bench: setup
+bench: bench-deps
 	$(PY) -m benchmarks.bench_step $(BENCH_ARGS)
 
 # JupyterLab and the project's kernel ("Python (mura-core)", the kernel the notebooks name).
 LAB_STAMP := $(VENV)/.lab-installed
 
-$(LAB_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[lab]'
+$(LAB_STAMP): $(REPORT_STAMP)
+	$(PY) -m pip install --quiet -e '.[report,lab]'
 	$(PY) -m ipykernel install --user --name mura-core --display-name "Python (mura-core)"
 	touch $(LAB_STAMP)
 

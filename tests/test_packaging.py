@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Extras a conda user gets from environment.yml; the others are documented there as optional
 # (gpu: cupy matching the user's CUDA; bench: torch for the benchmarks only).
-CONDA_EXTRAS = ("dev", "lab")
+CONDA_EXTRAS = ("report", "cluster", "dev", "lab")
 # pip name -> conda-forge name, where they differ.
 CONDA_NAMES: dict[str, str] = {}
 # environment.yml entries that are not Python packages of the project.
@@ -20,7 +20,8 @@ CONDA_ONLY = {"python", "pip"}
 
 def _split(requirement: str) -> tuple[str, str]:
     """'numpy>=1.24' -> ('numpy', '>=1.24'); names are normalized (PEP 503)."""
-    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(.*)$", requirement)
+    # Extras are pip's ("dask[distributed]"); conda-forge's dask package includes distributed.
+    match = re.match(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^]]*\])?\s*(.*)$", requirement)
     assert match, f"cannot parse requirement {requirement!r}"
     name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
     return name, match.group(2).replace(" ", "")
