@@ -51,19 +51,17 @@ def make_batch(batch: int, size: int, seed: int = 0):
 
 # --- our backends ------------------------------------------------------------------------
 def layer_breakdown(model, x, t, opt, steps: int, sync=None) -> list[dict]:
-    """Forward and backward time of each layer of ``model.net.layers`` over ``steps`` training
+    """Forward and backward time of each layer of ``model.body`` over ``steps`` training
     steps (the same work as ``loss_and_grads`` + ``SGD.step``), in ms per step, sorted by cost.
 
     Rows: name, layer (description), forward_ms, backward_ms, total_ms, percent (of the sum of
     all rows); the loss and the SGD update are rows of their own.
     """
-    from mura_core import Sigmoid, bce_from_probabilities, bce_with_logits  # noqa: PLC0415
+    from mura_core import bce_with_logits  # noqa: PLC0415
     import time  # noqa: PLC0415
 
     sync = sync or (lambda: None)
-    layers = model.net.layers
-    from_logits = isinstance(layers[-1][1], Sigmoid)
-    body = layers[:-1] if from_logits else layers
+    body = model.body.layers
     forward, backward = defaultdict(float), defaultdict(float)
     describe = {name: layer.describe() for name, layer in body}
 
@@ -79,15 +77,14 @@ def layer_breakdown(model, x, t, opt, steps: int, sync=None) -> list[dict]:
         h = x
         for name, layer in body:
             h = clock(forward, name, lambda layer=layer, h=h: layer.forward(h, True))
-        loss_fn = bce_with_logits if from_logits else bce_from_probabilities
-        _, dy = clock(forward, "loss", lambda h=h: loss_fn(h, t))
+        _, dy = clock(forward, "loss", lambda h=h: bce_with_logits(h, t))
         for name, layer in reversed(body):
             dy = clock(backward, name, lambda layer=layer, dy=dy: layer.backward(dy))
             if dy is None:
                 break
         grads = model.gradients()
         clock(backward, "sgd", lambda: opt.step(grads))
-    describe["loss"] = "BCE with logits" if from_logits else "BCE on probabilities"
+    describe["loss"] = "BCE with logits"
     describe["sgd"] = "SGD momentum update"
     names = [name for name, _ in body] + ["loss", "sgd"]
     total = sum(forward.values()) + sum(backward.values())
@@ -106,7 +103,7 @@ def run_ours(backend: str, args) -> dict:
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     import mura_core as mc  # noqa: PLC0415
-    from mura_core.backend import _cupy_status, device_name  # noqa: PLC0415
+    from mura_core.nn.backend import _cupy_status, device_name  # noqa: PLC0415
     from .measure import cpu_model  # noqa: PLC0415
 
     limits = threadpool_limits(limits=args.threads, user_api="blas")  # noqa: F841 (kept alive)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mura_core.layers import OUTPUT_INIT_STD
-from mura_core.models import architecture_layers
+from mura_core.nn.layers import OUTPUT_INIT_STD
+from mura_core.nn.models import architecture_layers
 
 
 class ResidualConv(nn.Module):
@@ -88,7 +88,7 @@ def copy_weights(model, net: nn.Sequential) -> None:
     """
     import numpy as np  # noqa: PLC0415
 
-    from mura_core.backend import to_numpy  # noqa: PLC0415
+    from mura_core.nn.backend import to_numpy  # noqa: PLC0415
 
     ours = list(model.parameters().items())
     theirs = list(net.parameters())

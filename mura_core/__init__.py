@@ -7,20 +7,56 @@
     mc.SGD(model.parameters(), lr=0.01, momentum=0.9).step(grads)
     mc.save_model(model, "models/baseline.npz"); model = mc.load_model("models/baseline.npz")
     result = mc.train(model, mc.data.build_cache("path/to/MURA-v1.1"), steps=100, lr=0.002)
+
+The package's shape is its architecture:
+
+    nn/          the hand-written framework (layers and their backward passes, the optimizer,
+                 models, gradient check, model files); imports nothing but NumPy
+    data/        MURA on disk, the synthetic generator, preprocessing, cache, batches
+    train.py, checkpoint.py, evaluation.py, metrics.py, stats.py, saliency.py, plots.py,
+    experiments.py, profiles.py
+                 the application: training, evaluation, statistics, comparisons
+    report/      the notebook pipeline and the report document (the Jupyter stack lives here)
+    cli/         the command line (``python -m mura_core``)
+
+The framework's names are imported here; the trainer's (``train``, ``TrainConfig``,
+``evaluate`` ...) on first use, so ``import mura_core`` stays as light as ``mura_core.nn``.
 """
-from .backend import get_array_module, resolve_backend, seed_all, to_numpy
-from .checkpoint import ModelFileError, load_model, save_model
-from .layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU, Residual, Sequential,
-                     Sigmoid)
-from .losses import bce_from_probabilities, bce_with_logits
-from .models import ARCHITECTURES, Model, build_model, loss_and_grads
-from .optim import SGD
-from .train import TrainConfig, TrainingDiverged, evaluate, load_history, train
+from __future__ import annotations
+
+import importlib
+
+from .nn import (ARCHITECTURES, BACKENDS, SGD, Conv2D, Dropout, Flatten, Linear, MaxPool2D, Model,
+                 ModelFileError, ReLU, Residual, Sequential, Sigmoid, bce_from_probabilities,
+                 bce_with_logits, build_model, get_array_module, load_model, loss_and_grads,
+                 resolve_backend, save_model, seed_all, to_numpy)
 
 __version__ = "0.1.0"
 
+#: name -> module of the names loaded on first use (they import Pillow, tqdm ...).
+_LAZY = {
+    "TrainConfig": "train", "TrainingDiverged": "train", "load_history": "train", "train": "train",
+    "evaluate": "evaluation",
+}
+
+
+#: submodules reachable as attributes (``mc.data.build_cache``), imported on first use.
+_SUBMODULES = {"checkpoint", "data", "evaluation", "experiments", "files", "formatting", "metrics",
+               "plots", "profiles", "report", "saliency", "stats", "train"}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "ARCHITECTURES", "Conv2D", "Dropout", "Flatten", "Linear", "MaxPool2D", "Model",
+    "ARCHITECTURES", "BACKENDS", "Conv2D", "Dropout", "Flatten", "Linear", "MaxPool2D", "Model",
     "ModelFileError", "ReLU", "Residual", "SGD", "Sequential", "Sigmoid", "TrainConfig",
     "TrainingDiverged",
     "bce_from_probabilities", "bce_with_logits", "build_model", "evaluate", "get_array_module",

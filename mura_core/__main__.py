@@ -1,7 +1,8 @@
 """Command line: ``python -m mura_core COMMAND ...`` (also installed as ``mura-core``).
 
-Each command group lives next to the code it drives and registers itself through an
-``add_commands(subparsers)`` function that sets ``func`` on its parsers.
+Only the module of the command that runs is imported (``train`` never loads the report's
+Jupyter stack); ``--help`` lists every command from the table below without importing any.
+Each command module registers its parsers with ``add_commands(subparsers)``.
 """
 from __future__ import annotations
 
@@ -9,26 +10,38 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = (
-    "mura_core.data.cli",  # data synth | index | cache
-    "mura_core.cli_train",  # train | evaluate | predict
-    "mura_core.pipeline",  # report
-)
+#: command -> (module that implements it, one-line help)
+COMMANDS = {
+    "data": ("mura_core.cli.data", "generate, index and cache MURA-layout data"),
+    "train": ("mura_core.cli.train", "train a network on a MURA folder (real or synthetic)"),
+    "evaluate": ("mura_core.cli.train", "print the metric table of a saved model on train and valid"),
+    "predict": ("mura_core.cli.train", "P(normal) for image files with a saved model"),
+    "report": ("mura_core.cli.report", "run the notebooks and build report/report.pdf and report.html"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_name(argv: list[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser, with the full options of the command named in ``argv`` (if any)."""
     parser = argparse.ArgumentParser(
         prog="python -m mura_core",
         description="Train and evaluate a from-scratch CNN on MURA radiographs.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).add_commands(sub)
+    wanted = _command_name(sys.argv[1:] if argv is None else argv)
+    if wanted in COMMANDS:
+        importlib.import_module(COMMANDS[wanted][0]).add_commands(sub)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     return int(args.func(args) or 0)
 
 

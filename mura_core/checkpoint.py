@@ -1,135 +1,82 @@
-"""Saving and loading models as ``.npz`` files (no pickle), written atomically.
+"""Training checkpoints: everything a run needs to continue exactly where it stopped.
 
-A model file holds ``__model__`` (JSON text: format tag, architecture spec, metadata) and one
-array per parameter (``param/conv1.W`` ...). ``load_model`` rebuilds the network from the
-spec and checks every stored array against it, so a truncated file, a file of another kind
-or weights of another architecture give a ``ModelFileError`` that names the file.
+A checkpoint is a model file (``nn.serialization``: ``__model__`` header and ``param/*``
+weights, so ``mc.load_model`` reads it as a model) plus:
+
+    __trainer__           JSON: format tag, the trainer's state (step, learning rate, plateau
+                          and best-so-far bookkeeping, config, history), the dropout stream's
+                          state and the optimizer's hyper-parameters
+    opt/velocity/<name>   the momentum buffer of every parameter
+
+written atomically, so a crash leaves the previous checkpoint or the new one, never half.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from .nn.serialization import (atomic_save_npz, json_array, load_weights, model_arrays,
+                               read_npz)
 
-from .backend import to_numpy
-from .models import Model, build_model
-
-MODEL_FORMAT = "mura_core.model/1"
-
-
-class ModelFileError(ValueError):
-    """A file that is not a loadable model (or not the expected one); the message says which."""
+CHECKPOINT_FORMAT = "mura_core.checkpoint/1"
+VELOCITY = "opt/velocity/"
+PARAM = "param/"
 
 
-def _atomic_replace(path, write) -> None:
-    """Write through ``write(file_object)`` to a temp file beside ``path``, then os.replace."""
+@dataclass
+class Checkpoint:
+    """A checkpoint read back: ``state`` (the trainer's JSON state, with ``rng`` and
+    ``optimizer``), ``header`` (the model file header: spec, metadata), weights and
+    velocities (name -> NumPy array)."""
+
+    path: Path
+    state: dict
+    header: dict
+    weights: dict
+    velocity: dict
+
+    @property
+    def spec(self) -> dict:
+        return self.header["spec"]
+
+
+def save_checkpoint(path, model, optimizer, state: dict) -> None:
+    """Write ``model`` (weights, spec, metadata), the optimizer's velocities and hyper-
+    parameters, the dropout stream and the trainer's ``state`` (JSON-able) to ``path``."""
+    opt = optimizer.state_dict()
+    meta = {"format": CHECKPOINT_FORMAT, **state, "rng": model.rng_state(),
+            "optimizer": {k: opt[k] for k in ("lr", "momentum", "weight_decay")}}
+    arrays = model_arrays(model)
+    arrays["__trainer__"] = json_array(meta)
+    arrays.update({VELOCITY + name: v for name, v in opt["velocity"].items()})
+    atomic_save_npz(path, arrays)
+
+
+def read_checkpoint(path) -> Checkpoint:
+    """Read a checkpoint; ValueError (naming the file) for a model file or a damaged one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    arrays = read_npz(path)
+    if "__trainer__" not in arrays:
+        raise ValueError(f"{path} is a model file, not a training checkpoint")
+    state = json.loads(str(arrays["__trainer__"]))
+    header = json.loads(str(arrays["__model__"]))
+    weights = {k[len(PARAM):]: v for k, v in arrays.items() if k.startswith(PARAM)}
+    velocity = {k[len(VELOCITY):]: v for k, v in arrays.items() if k.startswith(VELOCITY)}
+    return Checkpoint(path, state, header, weights, velocity)
 
 
-def atomic_save_npz(path, arrays: dict) -> None:
-    """np.savez ``arrays`` (name -> array, NumPy or CuPy) to ``path`` atomically."""
-    host = {name: to_numpy(a) for name, a in arrays.items()}
-    _atomic_replace(path, lambda f: np.savez(f, **host))
-
-
-def atomic_write_text(path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    _atomic_replace(path, lambda f: f.write(text.encode("utf-8")))
-
-
-def json_array(obj) -> np.ndarray:
-    """A JSON document as a 0-d unicode array, storable in an npz without pickle."""
-    return np.array(json.dumps(obj))
-
-
-def model_arrays(model: Model) -> dict:
-    """The arrays that describe ``model`` in a file: ``__model__`` and ``param/<name>``."""
-    header = {"format": MODEL_FORMAT, "spec": model.spec, "metadata": model.metadata}
-    arrays = {"__model__": json_array(header)}
-    arrays.update({f"param/{name}": to_numpy(value) for name, value in model.parameters().items()})
-    return arrays
-
-
-def save_model(model: Model, path) -> None:
-    """Write ``model`` (spec, metadata, weights) to ``path`` (.npz), atomically."""
-    atomic_save_npz(path, model_arrays(model))
-
-
-def read_npz(path) -> dict:
-    """All arrays of an .npz file, loaded without pickle; a ModelFileError names a bad file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return {name: f[name] for name in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise ModelFileError(f"{path}: not a readable .npz model file "
-                             f"({exc.__class__.__name__}: {exc}); was it truncated?") from None
-
-
-def model_from_arrays(arrays: dict, path, backend: str = "numpy", expect_arch: str | None = None) -> Model:
-    """Rebuild a model from ``model_arrays`` output read from ``path`` (for messages)."""
-    if "__model__" not in arrays:
-        raise ModelFileError(f"{path}: not a mura_core model file (no '__model__' entry)")
-    try:
-        header = json.loads(str(arrays["__model__"]))
-        spec = header["spec"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ModelFileError(f"{path}: unreadable model header ({exc})") from None
-    if header.get("format") != MODEL_FORMAT:
-        raise ModelFileError(f"{path}: unknown model format {header.get('format')!r}")
-    if expect_arch is not None and spec["arch"] != expect_arch:
-        raise ModelFileError(f"{path} holds a '{spec['arch']}' model, not '{expect_arch}': "
-                             "pick the file trained for that architecture")
-    model = build_model(spec["arch"], input_size=spec["input_size"], seed=spec["seed"],
-                        backend=backend, width=spec["width"], dropout=spec["dropout"],
-                        dtype=spec["dtype"])
-    load_weights(model, {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")},
-                 path)
-    model.metadata = dict(header.get("metadata") or {})
-    return model
-
-
-def load_weights(model: Model, weights: dict, path="weights") -> None:
-    """Copy ``weights`` (name -> array) into ``model``; names and shapes must match exactly."""
-    params = model.parameters()
-    missing = sorted(set(params) - set(weights))
-    extra = sorted(set(weights) - set(params))
-    if missing or extra:
-        raise ModelFileError(
-            f"{path}: its weights do not fit a '{model.spec['arch']}' network "
-            f"(missing: {missing[:4]}{'...' if len(missing) > 4 else ''}, "
-            f"unexpected: {extra[:4]}{'...' if len(extra) > 4 else ''}); "
-            "it was saved for another architecture or input size")
-    for name, value in params.items():
-        if weights[name].shape != value.shape:
-            raise ModelFileError(
-                f"{path}: '{name}' has shape {weights[name].shape}, the '{model.spec['arch']}' "
-                f"network expects {value.shape}; it was saved for another architecture, "
-                "width or input size")
-        value[...] = model.xp.asarray(weights[name], dtype=value.dtype)
-
-
-def load_model(path, backend: str = "numpy", expect_arch: str | None = None) -> Model:
-    """Load a model saved by ``save_model`` onto ``backend`` ("numpy", "cupy", "auto").
-
-    ``expect_arch``: raise a ModelFileError naming the file unless it holds that architecture.
-    """
-    return model_from_arrays(read_npz(path), path, backend=backend, expect_arch=expect_arch)
+def restore_checkpoint(checkpoint: Checkpoint, model, optimizer) -> None:
+    """Put the checkpoint's weights, metadata, dropout stream and momentum into ``model`` and
+    ``optimizer``. The model must have the checkpoint's architecture (its own seed only chose
+    the initial weights, which the checkpoint replaces); ValueError otherwise."""
+    spec = checkpoint.spec
+    if {**spec, "seed": None} != {**model.spec, "seed": None}:
+        raise ValueError(f"{checkpoint.path} was written for another model ({spec['arch']}, input "
+                         f"{spec['input_size']}, width {spec['width']}); build the same model to "
+                         "resume, or train into another out_dir")
+    model.spec["seed"] = spec["seed"]
+    load_weights(model, checkpoint.weights, checkpoint.path)
+    model.metadata = dict(checkpoint.header.get("metadata") or {})
+    optimizer.load_state_dict({**checkpoint.state["optimizer"], "velocity": checkpoint.velocity})
+    model.set_rng_state(checkpoint.state["rng"])

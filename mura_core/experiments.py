@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics
 
 #: Training settings that enter a run's identity (besides arch, input size, seed, backend,
 #: and the cache key).
@@ -92,7 +91,7 @@ def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr
     exactly them. A NaN/inf loss does not raise: the run comes back with ``diverged`` set and
     the history up to its last evaluation (so a sweep can show a learning rate that is too
     large)."""
-    from .models import build_model  # noqa: PLC0415
+    from .nn.models import build_model  # noqa: PLC0415
     from .train import TrainingDiverged, load_history, train  # noqa: PLC0415
 
     settings = dict(steps=int(steps), batch_size=int(batch_size), lr=float(lr),
@@ -241,185 +240,6 @@ def histories(runs: dict) -> dict[str, dict]:
     return {run.name: run.history for run in runs.values()}
 
 
-# --------------------------------------------------------------------------- data views
-
-
-def data_counts(cache) -> list[dict]:
-    """Studies and images per body part and split (normal / abnormal), plus a total row.
-
-    Counted from the cache, i.e. the images the network actually sees (undecodable files
-    left out)."""
-    rows = {}
-    for split in ("train", "valid"):
-        part = cache.split(split)
-        labels = np.asarray(part.labels)
-        for body in np.unique(part.body_parts).tolist():
-            mask = part.body_parts == body
-            row = rows.setdefault(body, {"body_part": body.removeprefix("XR_").lower()})
-            studies = {sid: lab for sid, lab in zip(part.study_ids[mask], labels[mask])}
-            row[f"{split}_studies"] = len(studies)
-            row[f"{split}_images"] = int(mask.sum())
-            row[f"{split}_normal"] = int((labels[mask] == 1).sum())
-            row[f"{split}_abnormal"] = int((labels[mask] == 0).sum())
-    table = [rows[k] for k in sorted(rows)]
-    total = {"body_part": "all"}
-    for key in {k for r in table for k in r if k != "body_part"}:
-        total[key] = sum(r.get(key, 0) for r in table)
-    for r in table:
-        for split in ("train", "valid"):
-            for kind in ("studies", "images", "normal", "abnormal"):
-                r.setdefault(f"{split}_{kind}", 0)
-    return table + [total]
-
-
-def pick_samples(split, per_class: int, seed: int = 0) -> np.ndarray:
-    """Row indices of ``per_class`` normal and ``per_class`` abnormal images of a cached split,
-    each from a different body part where possible (normal ones first)."""
-    rng = np.random.default_rng([seed, 11])
-    labels = np.asarray(split.labels)
-    chosen = []
-    for label in (1, 0):
-        rows = rng.permutation(np.flatnonzero(labels == label))
-        seen, picked = set(), []
-        for row in rows:  # first pass: one per body part
-            if split.body_parts[row] not in seen:
-                seen.add(split.body_parts[row])
-                picked.append(int(row))
-            if len(picked) == per_class:
-                break
-        for row in rows:  # then fill up
-            if len(picked) == per_class:
-                break
-            if int(row) not in picked:
-                picked.append(int(row))
-        chosen += picked
-    return np.array(chosen, dtype=np.int64)
-
-
-# --------------------------------------------------------------------------- notebook views
-
-
-def gradcheck_batch(cache, size: int, n: int = 2, seed: int = 0):
-    """``n`` train images (normal and abnormal alternating), resized to ``size`` and
-    standardized, as float64 ``(n, 1, size, size)``, with their float64 labels ``(n,)``."""
-    from PIL import Image  # noqa: PLC0415
-
-    split = cache.split("train")
-    rows = pick_samples(split, max(1, (n + 1) // 2), seed)[:n]
-    small = [np.asarray(Image.fromarray(np.asarray(split.images[i])).resize((size, size),
-                                                                            Image.BILINEAR))
-             for i in rows]
-    x = (np.stack(small).astype(np.float64) - cache.mean) / cache.std
-    return x[:, None], np.asarray(split.labels[rows], dtype=np.float64)
-
-
-def _duration(seconds) -> str:
-    if seconds is None:
-        return "an unknown time"
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
-
-
-def _pct(value) -> str:
-    return "–" if value is None else f"{100 * value:.1f} %"
-
-
-def training_summary(run: Run, cache) -> str:
-    """A few sentences on a training run, from its history."""
-    h = run.history
-    timing = h.get("timing") or {}
-    n_train = len(cache.split("train"))
-    steps = int(h.get("step", 0))
-    epochs = steps * run.settings["batch_size"] / max(1, n_train)
-    text = (f"The {h.get('model', {}).get('arch', run.name)} network "
-            f"({(h.get('model') or {}).get('num_parameters', 0):,} parameters) was trained for "
-            f"{steps:,} steps of {run.settings['batch_size']} images, {epochs:.1f} epochs of the "
-            f"{n_train:,} train images, in {_duration(timing.get('wall_s'))} "
-            f"({timing.get('time_per_step_s') or float('nan'):.2f} s per training step).")
-    loss = h.get("loss") or []
-    if loss:
-        text += (f" The training loss went from {float(np.mean(loss[:5])):.3f} (mean of the "
-                 f"first 5 steps) to {final_train_loss(h):.3f} (mean of the last 10).")
-    last = run.last_eval
-    if last:
-        valid = last["valid"]
-        text += (f" At the last evaluation the valid accuracy per image was "
-                 f"{_pct(valid.get('image_accuracy'))} (always predicting the majority class: "
-                 f"{_pct((valid.get('baseline') or {}).get('image_accuracy'))}).")
-    if run.diverged:
-        text += f" **Training diverged:** {h.get('error')}"
-    if run.reused:
-        text += (" (These numbers come from a completed run with exactly these settings, "
-                 f"`{run.folder.name}`, loaded rather than trained again.)")
-    return text
-
-
-def prediction_rows(split, rows, probs) -> list[dict]:
-    """One dict per predicted file: where it is (body part, patient, study, image, path),
-    P(normal), the predicted and the true label."""
-    out = []
-    for row, prob in zip(rows, probs):
-        path = Path(split.records[row].path)
-        body, patient, study, image = path.parts[-4:]
-        out.append({"body_part": body.removeprefix("XR_").lower(),
-                    "patient": patient.removeprefix("patient"), "study": study,
-                    "image": image, "path": str(path), "p_normal": float(prob),
-                    "predicted": "normal" if prob >= 0.5 else "abnormal",
-                    "truth": "normal" if split.labels[row] == 1 else "abnormal"})
-    return out
-
-
-def evaluate_splits(model, cache, max_images: int | None = None, seed: int = 0) -> dict:
-    """``metrics.metric_table`` of train and valid (at most ``max_images`` images each, whole
-    patients). The majority-class baseline of both predicts the train split's majority."""
-    from .train import evaluate, train_eval_indices  # noqa: PLC0415
-
-    majority = metrics.majority_class(np.asarray(cache.split("train").labels).astype(np.int64))
-    tables = {}
-    for name in ("train", "valid"):
-        split = cache.split(name)
-        rows = train_eval_indices(split, max_images, seed)
-        _, tables[name] = evaluate(model, split, cache.mean, cache.std, indices=rows,
-                                   majority=majority)
-    return tables
-
-
-def metric_rows(tables: dict) -> list[dict]:
-    """Rows ``{"metric", "train", "valid"}`` (formatted strings) of ``evaluate_splits``."""
-    return [{"metric": label, **{split: metrics.format_metric(metrics.metric_value(t, key), kind,
-                                                              missing="–")
-                                 for split, t in tables.items()}}
-            for label, key, kind in metrics.METRIC_ROWS]
-
-
-def body_part_rows(table: dict) -> list[dict]:
-    """One row per body part of a metric table (counts and accuracies)."""
-    return [{"body_part": part.removeprefix("XR_").lower(), **{
-        k: t.get(k) for k in ("n_images", "image_accuracy", "patient_accuracy",
-                              "study_accuracy", "study_kappa")}}
-            for part, t in sorted(table["per_body_part"].items())]
-
-
-def evaluation_summary(tables: dict) -> str:
-    """A paragraph on the evaluation, from the numbers of ``evaluate_splits``."""
-    valid, train = tables["valid"], tables["train"]
-    base = valid.get("baseline") or {}
-    cls = "normal" if valid.get("majority_class", 1) == 1 else "abnormal"
-    gap = None
-    if train.get("image_accuracy") is not None and valid.get("image_accuracy") is not None:
-        gap = 100 * (train["image_accuracy"] - valid["image_accuracy"])
-    kappa = valid.get("study_kappa")
-    text = (f"On valid the network classifies {_pct(valid.get('image_accuracy'))} of the "
-            f"images, {_pct(valid.get('patient_accuracy'))} of the patients and "
-            f"{_pct(valid.get('study_accuracy'))} of the studies correctly (study kappa "
-            f"{'–' if kappa is None else f'{kappa:.3f}'}), against "
-            f"{_pct(base.get('image_accuracy'))}, {_pct(base.get('patient_accuracy'))} and "
-            f"{_pct(base.get('study_accuracy'))} for always predicting {cls}.")
-    if gap is not None:
-        text += (f" Train accuracy per image is {_pct(train['image_accuracy'])}, "
-                 f"{abs(gap):.1f} points {'above' if gap >= 0 else 'below'} valid.")
-    return text
-
-
 def compact_history(history: dict) -> dict:
     """The loss per step and the headline metrics at each evaluation point of a history."""
     keys = ("image_accuracy", "patient_accuracy", "study_accuracy", "loss")
@@ -428,32 +248,3 @@ def compact_history(history: dict) -> dict:
                        **{split: {k: e[split].get(k) for k in keys}
                           for split in ("train", "valid") if split in e}}
                       for e in history.get("evals", [])]}
-
-
-SWEEP_FORMATS = {"train_accuracy": _pct, "valid_accuracy": _pct,
-                 "final_train_loss": lambda v: "–" if v is None else f"{v:.3f}",
-                 "seconds_per_step": lambda v: "–" if v is None else f"{v:.2f}",
-                 "value": lambda v: f"{v:g}"}
-
-
-def sweep_report(knob: str, runs: dict) -> dict:
-    """Rows, column headers, caption and discussion of one sweep (JSON-ready)."""
-    from .report import sweep_discussion  # noqa: PLC0415
-
-    label = SWEEP_KNOBS[knob]
-    rows = sweep_table(knob, runs)
-    examples = rows[0]["examples"] if rows else 0
-    values = ", ".join(f"{r['value']:g}" for r in rows)
-    return {
-        "knob": knob,
-        "rows": rows,
-        "columns": {"value": label, "steps": "steps", "examples": "examples",
-                    "final_train_loss": "final loss", "train_accuracy": "train acc.",
-                    "valid_accuracy": "valid acc.", "seconds_per_step": "s / step",
-                    "diverged": "diverged"},
-        "caption": (f"{label.capitalize()} at {values}, "
-                    f"every run seeing {examples:,} training examples: smoothed training loss "
-                    "per step (left) and accuracy per image on train (dashed) and valid "
-                    "(solid) against the epoch (right)"),
-        "discussion": sweep_discussion(label, rows),
-    }

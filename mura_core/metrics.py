@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from .formatting import format_metric
+
 NORMAL = 1
 ABNORMAL = 0
 CLASS_NAMES = ("abnormal", "normal")  # index = label value
@@ -338,17 +340,6 @@ def metric_value(table: dict, key):
     if isinstance(key, tuple):
         return (table.get(key[0]) or {}).get(key[1])
     return table.get(key)
-
-
-def format_metric(value, kind: str, missing: str = "n/a") -> str:
-    """A metric as text: "int" 1,234; "pct" 64.5 %; "float" 0.123; ``missing`` for None."""
-    if value is None:
-        return missing
-    if kind == "int":
-        return f"{int(value):,}"
-    if kind == "pct":
-        return f"{100.0 * value:.1f} %"
-    return f"{value:.3f}"
 
 
 def format_metric_table(tables: dict[str, dict], per_body_part: bool = False) -> str:

@@ -12,6 +12,7 @@ per step, ``evals`` a list of ``{"step", "epoch", "train": table, "valid": table
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
@@ -333,3 +334,31 @@ def plot_confusion(
     ax.set_ylabel("true")
     fig.colorbar(image, ax=ax, label="share of the true class")
     return _finish(fig, title, caption, path)
+
+
+def image_grid(images, titles, ncols: int = 4, title: str | None = None,
+               caption: str | None = None, cell: float = 2.1):
+    """A grid of grayscale images (uint8 or float, (N, H, W)) with a title over each.
+
+    Returns a ``matplotlib.figure.Figure`` (not registered with pyplot)."""
+    from matplotlib.figure import Figure  # noqa: PLC0415
+
+    images = list(images)
+    if len(images) != len(titles):
+        raise ValueError("image_grid needs one title per image")
+    ncols = max(1, min(ncols, len(images)))
+    nrows = max(1, math.ceil(len(images) / ncols))
+    fig = Figure(figsize=(cell * ncols, cell * nrows + (0.5 if title else 0)
+                          + (0.3 if caption else 0)), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, img, text in zip(axes.ravel(), images, titles):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255 if getattr(img, "dtype", None) == "uint8"
+                  else None)
+        ax.set_title(text, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    if caption:
+        fig.supxlabel(caption, fontsize=8)
+    return fig

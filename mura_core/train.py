@@ -51,15 +51,16 @@ from typing import Callable
 import numpy as np
 
 from . import metrics
-from .backend import device_name
-from .checkpoint import (atomic_save_npz, atomic_write_text, json_array, load_weights,
-                         model_arrays, read_npz, save_model)
+from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
 from .data.batches import iterate_batches, num_batches
-from .models import loss_and_grads
-from .optim import SGD
+from .evaluation import predict_split, score_split, split_rows, train_eval_indices
+from .files import atomic_write_text
+from .nn.backend import device_name
+from .nn.models import loss_and_grads
+from .nn.optim import SGD
+from .nn.serialization import save_model
 
 HISTORY_FORMAT = "mura_core.history/1"
-CHECKPOINT_FORMAT = "mura_core.checkpoint/1"
 SCHEDULES = ("none", "step", "plateau")
 HISTORY_NAME, CHECKPOINT_NAME, BEST_NAME, LAST_NAME = "history.json", "checkpoint.npz", "best.npz", "last.npz"
 
@@ -78,46 +79,52 @@ class TrainingDiverged(FloatingPointError):
         self.lr = lr
 
 
+def _option(default, help: str, **extra):
+    """A config field with the help text its command-line option shows."""
+    return field(default=default, metadata={"help": help, **extra})
+
+
 @dataclass
 class TrainConfig:
-    """Settings of one training run.
+    """Settings of one training run (also the ``train`` command's options, with this help).
 
-    epochs: passes over train (ignored when ``steps`` is given). steps: total SGD steps.
-    batch_size, lr, momentum, weight_decay: SGD's (see optim.SGD).
-    schedule: "none"; "step" (lr times ``lr_gamma`` every ``lr_step_size`` steps, default one
-    epoch); "plateau" (lr times ``lr_gamma`` when the valid per-image accuracy has not improved
-    for more than ``plateau_patience`` evaluations), never below ``min_lr``.
-    eval_every: also evaluate every this many steps (evaluation always follows each epoch and
-    the last step). train_eval_size: about this many train images, whole patients drawn with
-    the seed, are evaluated (None: all of train). checkpoint_every: also checkpoint every this
-    many steps. out_dir: where the files go (None: nothing is written, no resume).
-    seed: data order, augmentation and the train-eval subset (the model has its own seed).
-    augment: random flips/rotations in training. progress: tqdm bar.
-    resume: continue from out_dir/checkpoint.npz when it exists. overwrite: start afresh even
-    though out_dir holds a checkpoint (otherwise that is an error, so nothing is lost).
+    Learning-rate schedules: "step" multiplies lr by ``lr_gamma`` every ``lr_step_size``
+    steps (default one epoch); "plateau" multiplies it by ``lr_gamma`` when the valid per-image
+    accuracy has not improved for more than ``plateau_patience`` evaluations; never below
+    ``min_lr``. Evaluation always follows each epoch and the last step. ``seed`` decides the
+    data order, augmentation and the train-eval subset (the model has its own seed).
     """
 
-    epochs: int = 1
-    steps: int | None = None
-    batch_size: int = 32
-    lr: float = 0.002
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "none"
-    lr_gamma: float = 0.1
-    lr_step_size: int | None = None
-    plateau_patience: int = 2
-    min_lr: float = 0.0
-    eval_every: int | None = None
-    train_eval_size: int | None = 2000
-    eval_batch_size: int = 64
-    checkpoint_every: int | None = None
-    out_dir: str | None = None
-    seed: int = 0
-    augment: bool = False
-    progress: bool = True
-    resume: bool = False
-    overwrite: bool = False
+    epochs: int = _option(1, "passes over train (ignored when --steps is given)")
+    steps: int | None = _option(None, "total SGD steps (overrides --epochs)")
+    batch_size: int = _option(32, "images per SGD step")
+    lr: float = _option(0.002, "learning rate")
+    momentum: float = _option(0.9, "SGD momentum, in [0, 1)")
+    weight_decay: float = _option(0.0, "L2 weight decay")
+    schedule: str = _option("none", "learning-rate schedule: step (lr x gamma every "
+                            "--lr-step-size steps, default one epoch) or plateau (lr x gamma when "
+                            "valid accuracy stalls for more than --plateau-patience evaluations)",
+                            choices=SCHEDULES)
+    lr_gamma: float = _option(0.1, "factor of a schedule's learning-rate drop")
+    lr_step_size: int | None = _option(None, "steps between drops of the step schedule")
+    plateau_patience: int = _option(2, "evaluations without improvement before a plateau drop")
+    min_lr: float = _option(0.0, "the schedules' lowest learning rate")
+    eval_every: int | None = _option(None, "also evaluate every N steps")
+    train_eval_size: int | None = _option(2000, "train images (whole patients) scored at each "
+                                          "evaluation; none or 0: all of train")
+    eval_batch_size: int = _option(64, "images per evaluation batch")
+    checkpoint_every: int | None = _option(None, "also checkpoint every N steps")
+    out_dir: str | None = _option(None, "run folder for history.json, checkpoint.npz, best.npz "
+                                  "and last.npz, e.g. runs/baseline")
+    seed: int = _option(0, "data order, augmentation and the train-eval subset")
+    augment: bool = _option(False, "random flips and rotations in training")
+    progress: bool = _option(True, "show a progress bar")
+    resume: bool = _option(False, "continue the run in --out from its checkpoint")
+    overwrite: bool = _option(False, "start afresh even though --out holds a run")
+
+    def __post_init__(self):
+        if self.train_eval_size == 0:
+            self.train_eval_size = None
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad setting."""
@@ -185,55 +192,6 @@ def _versions() -> dict:
     return {"python": platform.python_version(), "numpy": np.__version__, "mura_core": __version__}
 
 
-def train_eval_indices(split, size: int | None, seed: int) -> np.ndarray:
-    """Sorted row indices of a fixed train subset: whole patients, in an order drawn from
-    ``seed``, until at least ``size`` images (all rows when ``size`` is None or covers all).
-
-    Whole patients keep the per patient accuracy meaningful on the subset.
-    """
-    n = len(split.labels)
-    if size is None or size >= n:
-        return np.arange(n, dtype=np.int64)
-    patients, inverse = np.unique(np.asarray(split.patient_ids), return_inverse=True)
-    order = np.random.default_rng([seed, 7]).permutation(len(patients))
-    counts = np.bincount(inverse, minlength=len(patients))
-    take = order[: int(np.searchsorted(np.cumsum(counts[order]), size) + 1)]
-    return np.flatnonzero(np.isin(inverse, take)).astype(np.int64)
-
-
-def predict_split(model, split, mean: float, std: float, batch_size: int = 64,
-                  indices: np.ndarray | None = None) -> np.ndarray:
-    """P(normal) (float32, (N,)) for the rows ``indices`` (default all) of a cached split,
-    standardized like training, in evaluation mode (no dropout, no augmentation)."""
-    out = [model.predict_proba(b.x, batch_size=batch_size)
-           for b in iterate_batches(split, batch_size, mean=mean, std=std, indices=indices)]
-    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
-
-
-def evaluate(model, split, mean: float, std: float, batch_size: int = 64,
-             indices: np.ndarray | None = None, majority: int | None = None):
-    """Predict a split (or its rows ``indices``) and score it.
-
-    Returns ``(probs, table)``: probs (N,) float32 P(normal) in the order of ``indices``
-    (default all rows), table the ``metrics.metric_table`` dict of those rows. majority: the
-    class the majority-class baseline predicts (default: the majority of these labels).
-    """
-    rows = _rows(split, indices)
-    probs = predict_split(model, split, mean, std, batch_size, rows)
-    return probs, _score(probs, split, rows, majority)
-
-
-def _rows(split, indices: np.ndarray | None) -> np.ndarray:
-    return np.arange(len(split.labels), dtype=np.int64) if indices is None else np.asarray(indices, np.int64)
-
-
-def _score(probs: np.ndarray, split, rows: np.ndarray, majority: int | None) -> dict:
-    """The ``metrics.metric_table`` of probs (N,), the predictions for the rows ``rows``."""
-    return metrics.metric_table(
-        probs, np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
-        np.asarray(split.study_ids)[rows], np.asarray(split.body_parts)[rows], majority=majority)
-
-
 def _grads_finite(grads: dict, xp) -> bool:
     # One reduction per tensor: a NaN or inf anywhere makes the total non-finite.
     total = sum(float(xp.sum(g)) for g in grads.values())
@@ -275,7 +233,12 @@ class _SigintDeferral:
 
 
 class Trainer:
-    """One training run; ``train()`` is the usual entry point. See the module docstring."""
+    """One training run; ``train()`` is the usual entry point. See the module docstring.
+
+    ``run`` is the loop; each of its steps is a method: ``_start`` (resume or refuse, new
+    history), ``_train_step`` (one SGD update), ``_after_step`` (bookkeeping), ``_evaluate``,
+    ``_save_checkpoint``, and on the way out ``_on_interrupt``, ``_on_divergence``, ``_finish``.
+    """
 
     def __init__(self, model, cache, config: TrainConfig,
                  on_step: Callable[[int, float], None] | None = None):
@@ -304,6 +267,7 @@ class Trainer:
         self._train_s = self._eval_s = 0.0
         self._steps_timed = 0
         self._checkpoint_step = None
+        self._smooth_loss = None
 
     # --- files ---------------------------------------------------------------------------
     def _path(self, name: str) -> Path | None:
@@ -372,44 +336,22 @@ class Trainer:
         path = self._path(CHECKPOINT_NAME)
         if path is None:
             return
-        params = self.model.parameters()
-        if not _params_finite(params, self.model.xp):
+        if not _params_finite(self.model.parameters(), self.model.xp):
             raise self._diverged("a weight", "non-finite", self.state.step)
         self._stamp_metadata()
-        self.state.history["step"] = self.state.step
-        self.state.history["epoch"] = self.state.step / self.steps_per_epoch
+        s = self.state
+        s.history["step"] = s.step
+        s.history["epoch"] = s.step / self.steps_per_epoch
         self._write_history()
-        opt = self.opt.state_dict()
-        meta = {
-            "format": CHECKPOINT_FORMAT,
-            "step": self.state.step,
-            "lr": self.state.lr,
-            "plateau_best": self.state.plateau_best,
-            "plateau_bad": self.state.plateau_bad,
-            "best_accuracy": self.state.best_accuracy,
-            "rng": self.model.rng_state(),
-            "optimizer": {k: opt[k] for k in ("lr", "momentum", "weight_decay")},
-            "config": dataclasses.asdict(self.config),
-            "history": self.state.history,
-        }
-        arrays = model_arrays(self.model)
-        arrays["__trainer__"] = json_array(meta)
-        arrays.update({f"opt/velocity/{name}": v for name, v in opt["velocity"].items()})
-        atomic_save_npz(path, arrays)
-        self._checkpoint_step = self.state.step
+        save_checkpoint(path, self.model, self.opt, {
+            "step": s.step, "lr": s.lr, "plateau_best": s.plateau_best,
+            "plateau_bad": s.plateau_bad, "best_accuracy": s.best_accuracy,
+            "config": dataclasses.asdict(self.config), "history": s.history})
+        self._checkpoint_step = s.step
 
     def _restore(self, path: Path) -> None:
-        arrays = read_npz(path)
-        if "__trainer__" not in arrays:
-            raise ValueError(f"{path} is a model file, not a training checkpoint")
-        meta = json.loads(str(arrays["__trainer__"]))
-        header = json.loads(str(arrays["__model__"]))
-        # The model's own seed only chose initial weights, which the checkpoint replaces.
-        if {**header["spec"], "seed": None} != {**self.model.spec, "seed": None}:
-            raise ValueError(f"{path} was written for another model ({header['spec']['arch']}, input "
-                             f"{header['spec']['input_size']}, width {header['spec']['width']}); "
-                             "build the same model to resume, or train into another out_dir")
-        saved = meta["config"]
+        checkpoint = read_checkpoint(path)
+        saved = checkpoint.state["config"]
         mine = dataclasses.asdict(self.config)
         changed = [k for k in mine if k not in RESUMABLE_CHANGES + ("resume", "overwrite")
                    and saved.get(k) != mine[k]]
@@ -417,13 +359,8 @@ class Trainer:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {mine[k]!r}" for k in changed)
             raise ValueError(f"cannot resume {path} with other settings ({detail}): they change the "
                              "data order or the updates; resume with the run's settings or use another out_dir")
-        self.model.spec["seed"] = header["spec"]["seed"]
-        load_weights(self.model, {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")}, path)
-        self.model.metadata = dict(header.get("metadata") or {})
-        velocity = {k[len("opt/velocity/"):]: v for k, v in arrays.items() if k.startswith("opt/velocity/")}
-        self.opt.load_state_dict({**meta["optimizer"], "velocity": velocity})
-        self.model.set_rng_state(meta["rng"])
-        s = self.state
+        restore_checkpoint(checkpoint, self.model, self.opt)
+        meta, s = checkpoint.state, self.state
         s.step, s.lr = int(meta["step"]), float(meta["lr"])
         s.plateau_best, s.plateau_bad = float(meta["plateau_best"]), int(meta["plateau_bad"])
         s.best_accuracy = float(meta["best_accuracy"])
@@ -454,14 +391,14 @@ class Trainer:
             "and train again.", step, lr)
 
     def _evaluate_split(self, split, indices: np.ndarray | None) -> dict:
-        rows = _rows(split, indices)
+        rows = split_rows(split, indices)
         # An update can blow the weights up after its own loss was computed, so the evaluation
         # right after it is the first to see them: stop here with the loss guard's message.
         with np.errstate(over="ignore", invalid="ignore"):
             probs = predict_split(self.model, split, self.mean, self.std, self.config.eval_batch_size, rows)
         if not np.isfinite(probs).all():
             raise self._diverged(f"the predicted probability on {split.name}", "non-finite", self.state.step)
-        return _score(probs, split, rows, self.majority)
+        return score_split(probs, split, rows, self.majority)
 
     def _evaluate(self, epoch_end: bool) -> None:
         start = time.perf_counter()
@@ -475,16 +412,7 @@ class Trainer:
         s.history["evals"].append(point)
         accuracy = valid_table["image_accuracy"]
         if accuracy > s.best_accuracy:
-            s.best_accuracy = accuracy
-            best = self._path(BEST_NAME)
-            s.history["best"] = {"step": s.step, "epoch": point["epoch"], "valid_image_accuracy": accuracy,
-                                 "file": None if best is None else best.name}
-            if best is not None:
-                self._stamp_metadata()
-                self.model.metadata["valid"] = {k: valid_table[k] for k in (
-                    "image_accuracy", "patient_accuracy", "study_accuracy", "study_kappa")}
-                save_model(self.model, best)
-                self.model.metadata.pop("valid")
+            self._save_best(point, valid_table)
         if c.schedule == "plateau":
             if accuracy > s.plateau_best:
                 s.plateau_best, s.plateau_bad = accuracy, 0
@@ -495,8 +423,66 @@ class Trainer:
                     s.plateau_bad = 0
         self._eval_s += time.perf_counter() - start
 
+    def _save_best(self, point: dict, valid_table: dict) -> None:
+        s = self.state
+        s.best_accuracy = valid_table["image_accuracy"]
+        best = self._path(BEST_NAME)
+        s.history["best"] = {"step": s.step, "epoch": point["epoch"],
+                             "valid_image_accuracy": s.best_accuracy,
+                             "file": None if best is None else best.name}
+        if best is not None:
+            self._stamp_metadata()
+            self.model.metadata["valid"] = {k: valid_table[k] for k in (
+                "image_accuracy", "patient_accuracy", "study_accuracy", "study_kappa")}
+            save_model(self.model, best)
+            self.model.metadata.pop("valid")
+
+    def _train_step(self, batch) -> float:
+        """One SGD update on ``batch``; the loss. Raises TrainingDiverged on a non-finite loss
+        or gradient, before the update touches the weights."""
+        s = self.state
+        s.lr = self._scheduled_lr()
+        self.opt.lr = s.lr
+        # Overflow is caught below, with a message that says what to do.
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, grads = loss_and_grads(self.model, batch.x, batch.t, training=True)
+        if not math.isfinite(loss):
+            raise self._diverged("the loss", loss, s.step + 1)
+        if not _grads_finite(grads, self.model.xp):
+            raise self._diverged("a gradient", "non-finite", s.step + 1)
+        self.opt.step(grads)
+        s.step += 1
+        s.history["loss"].append(float(loss))
+        s.history["lr"].append(s.lr)
+        return float(loss)
+
+    def _after_step(self, loss: float, seconds: float, bar) -> None:
+        self._train_s += seconds
+        self._steps_timed += 1
+        self._smooth_loss = loss if self._smooth_loss is None else 0.9 * self._smooth_loss + 0.1 * loss
+        bar.set_postfix(loss=f"{self._smooth_loss:.4f}", lr=f"{self.state.lr:.3g}",
+                        img_s=f"{self.config.batch_size / max(seconds, 1e-9):.1f}", refresh=False)
+        bar.update(1)
+        if self.on_step is not None:
+            self.on_step(self.state.step, loss)
+
+    def _epoch_batches(self):
+        """The remaining batches of the current epoch (a resumed run starts mid-epoch)."""
+        c = self.config
+        epoch, first = divmod(self.state.step, self.steps_per_epoch)
+        return iterate_batches(self.train_split, c.batch_size, mean=self.mean, std=self.std,
+                               shuffle=True, seed=c.seed, epoch=epoch, augment=c.augment,
+                               drop_last=True, start_batch=first)
+
+    def _due(self, every: int | None) -> bool:
+        """True after the last step, at an epoch end, or every ``every`` steps."""
+        step = self.state.step
+        return (step == self.total_steps or step % self.steps_per_epoch == 0
+                or bool(every and step % every == 0))
+
     # --- the loop ------------------------------------------------------------------------
-    def run(self) -> TrainResult:
+    def _start(self) -> None:
+        """Resume from the checkpoint, or refuse a folder that holds a run, or start afresh."""
         c, s = self.config, self.state
         ckpt = self._path(CHECKPOINT_NAME)
         if ckpt is not None and ckpt.exists():
@@ -509,74 +495,63 @@ class Trainer:
             s.history = self._new_history()
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        from tqdm.auto import tqdm
 
+    def run(self) -> TrainResult:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        self._start()
+        s = self.state
         bar = tqdm(total=self.total_steps, initial=s.step, desc=f"train {self.model.spec['arch']}",
-                   unit="step", disable=not c.progress, dynamic_ncols=True)
-        smooth_loss = None
+                   unit="step", disable=not self.config.progress, dynamic_ncols=True)
         sigint = _SigintDeferral()
         try:
             with sigint:
                 while s.step < self.total_steps:
-                    epoch, first = divmod(s.step, self.steps_per_epoch)
-                    batches = iterate_batches(self.train_split, c.batch_size, mean=self.mean, std=self.std,
-                                              shuffle=True, seed=c.seed, epoch=epoch, augment=c.augment,
-                                              drop_last=True, start_batch=first)
-                    for batch in batches:
+                    for batch in self._epoch_batches():
                         start = time.perf_counter()
-                        s.lr = self._scheduled_lr()
-                        self.opt.lr = s.lr
-                        # Overflow is caught below, with a message that says what to do.
-                        with np.errstate(over="ignore", invalid="ignore"):
-                            loss, grads = loss_and_grads(self.model, batch.x, batch.t, training=True)
-                        if not math.isfinite(loss):
-                            raise self._diverged("the loss", loss, s.step + 1)
-                        if not _grads_finite(grads, self.model.xp):
-                            raise self._diverged("a gradient", "non-finite", s.step + 1)
-                        self.opt.step(grads)
-                        s.step += 1
-                        s.history["loss"].append(float(loss))
-                        s.history["lr"].append(s.lr)
-                        self._train_s += time.perf_counter() - start
-                        self._steps_timed += 1
-                        smooth_loss = loss if smooth_loss is None else 0.9 * smooth_loss + 0.1 * loss
-                        bar.set_postfix(loss=f"{smooth_loss:.4f}", lr=f"{s.lr:.3g}",
-                                        img_s=f"{c.batch_size / max(time.perf_counter() - start, 1e-9):.1f}",
-                                        refresh=False)
-                        bar.update(1)
-                        if self.on_step is not None:
-                            self.on_step(s.step, float(loss))
-                        epoch_end = s.step % self.steps_per_epoch == 0
-                        last = s.step == self.total_steps
-                        if epoch_end or last or (c.eval_every and s.step % c.eval_every == 0):
-                            self._evaluate(epoch_end)
+                        loss = self._train_step(batch)
+                        self._after_step(loss, time.perf_counter() - start, bar)
+                        if self._due(self.config.eval_every):
+                            self._evaluate(epoch_end=s.step % self.steps_per_epoch == 0)
                             self._write_history()
-                        if epoch_end or last or (c.checkpoint_every and s.step % c.checkpoint_every == 0):
+                        if self._due(self.config.checkpoint_every):
                             self._save_checkpoint()
                         if sigint.requested:
                             raise KeyboardInterrupt
-                        if last:
+                        if s.step == self.total_steps:
                             break
         except KeyboardInterrupt:
             bar.close()
-            s.history["status"] = "interrupted"
-            if sigint.forced:
-                # Stopped at once, maybe in the middle of an update: keep the last checkpoint.
-                kept = f"; the checkpoint of step {self._checkpoint_step} is kept" if self._checkpoint_step else ""
-                print(f"stopped at once during step {s.step + 1}{kept}")
-            elif self._checkpoint_step != s.step:
-                self._save_checkpoint()
-            else:
-                self._write_history()
-            where = f"; resume from {ckpt}" if ckpt is not None and self._checkpoint_step is not None else ""
-            print(f"interrupted at step {s.step} of {self.total_steps}{where}")
+            self._on_interrupt(forced=sigint.forced)
             raise
         except TrainingDiverged as exc:
-            s.history["status"], s.history["error"] = "diverged", str(exc)
-            self._write_history()
+            self._on_divergence(exc)
             raise
         finally:
             bar.close()
+        return self._finish()
+
+    def _on_interrupt(self, forced: bool) -> None:
+        s = self.state
+        s.history["status"] = "interrupted"
+        if forced:
+            # Stopped at once, maybe in the middle of an update: keep the last checkpoint.
+            kept = f"; the checkpoint of step {self._checkpoint_step} is kept" if self._checkpoint_step else ""
+            print(f"stopped at once during step {s.step + 1}{kept}")
+        elif self._checkpoint_step != s.step:
+            self._save_checkpoint()
+        else:
+            self._write_history()
+        ckpt = self._path(CHECKPOINT_NAME)
+        where = f"; resume from {ckpt}" if ckpt is not None and self._checkpoint_step is not None else ""
+        print(f"interrupted at step {s.step} of {self.total_steps}{where}")
+
+    def _on_divergence(self, exc: TrainingDiverged) -> None:
+        self.state.history["status"], self.state.history["error"] = "diverged", str(exc)
+        self._write_history()
+
+    def _finish(self) -> TrainResult:
+        s = self.state
         s.history["status"] = "completed"
         s.history["step"], s.history["epoch"] = s.step, s.step / self.steps_per_epoch
         if self._checkpoint_step != s.step:
@@ -587,7 +562,7 @@ class Trainer:
             save_model(self.model, last_path)
         self._write_history()
         best = s.history["best"]
-        return TrainResult(s.history, self.model, self.out_dir, ckpt,
+        return TrainResult(s.history, self.model, self.out_dir, self._path(CHECKPOINT_NAME),
                            None if best is None or best["file"] is None else self.out_dir / best["file"],
                            last_path)
 
@@ -623,5 +598,4 @@ def load_history(path) -> dict:
         return json.load(fh)
 
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "evaluate", "load_history",
-           "predict_split", "train", "train_eval_indices"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "load_history", "train"]

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from mura_core.backend import cupy_available
+from mura_core.nn.backend import cupy_available
 
 os.environ.setdefault("MPLBACKEND", "agg")
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mura_core.backend import cupy_available, get_array_module, resolve_backend, to_numpy, xp_for
+from mura_core.nn.backend import cupy_available, get_array_module, resolve_backend, to_numpy, xp_for
 
 
 def test_numpy_backend_and_array_module():

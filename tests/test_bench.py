@@ -45,7 +45,7 @@ def test_harness_writes_record_and_tables_for_a_tiny_numpy_run(tmp_path):
     layers = record["layers"]["numpy"]
     model = mc.build_model("baseline", input_size=67)
     # every layer of the step but the skipped output logistic, plus the loss and the update
-    expected = {name for name, _ in model.net.layers[:-1]} | {"loss", "sgd"}
+    expected = {name for name, _ in model.body.layers} | {"loss", "sgd"}
     assert {r["name"] for r in layers} == expected
     assert sum(r["percent"] for r in layers) == pytest.approx(100.0)
     totals = [r["total_ms"] for r in layers]

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import mura_core as mc
-from mura_core.checkpoint import load_weights, read_npz
+from mura_core.nn.serialization import load_weights, read_npz
 
 
 @pytest.fixture

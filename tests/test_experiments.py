@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from mura_core import experiments
+from mura_core.data import samples
+from mura_core.report import prose, tables
 from mura_core.data import build_cache, generate_synthetic
 
 SIZE = 32
@@ -109,7 +111,7 @@ def test_sweep_report_rows_caption_and_discussion(cache, tmp_path):
     base = dict(batch_size=4, lr=0.01, momentum=0.9, weight_decay=0.0, train_eval_size=8)
     runs = experiments.sweep("batch_size", [2, 4], cache, tmp_path, base=base, examples=8,
                              eval_every_examples=4, seed=0, log=lambda m: None)
-    rep = experiments.sweep_report("batch_size", runs)
+    rep = tables.sweep_report("batch_size", runs)
     assert [r["steps"] for r in rep["rows"]] == [4, 2]
     assert {r["examples"] for r in rep["rows"]} == {8}
     assert "8 training examples" in rep["caption"]
@@ -118,7 +120,7 @@ def test_sweep_report_rows_caption_and_discussion(cache, tmp_path):
 
 
 def test_data_counts_add_up_to_the_cache(cache):
-    rows = experiments.data_counts(cache)
+    rows = tables.data_counts(cache)
     total = rows[-1]
     assert total["body_part"] == "all"
     for split in ("train", "valid"):
@@ -129,7 +131,7 @@ def test_data_counts_add_up_to_the_cache(cache):
 
 def test_pick_samples_takes_both_classes_from_several_body_parts(cache):
     split = cache.split("train")
-    rows = experiments.pick_samples(split, 3, seed=0)
+    rows = samples.pick_samples(split, 3, seed=0)
     assert len(rows) == 6 and len(set(rows.tolist())) == 6
     assert list(split.labels[rows]) == [1, 1, 1, 0, 0, 0]
     assert len(set(split.body_parts[rows[:3]])) > 1
@@ -138,7 +140,7 @@ def test_pick_samples_takes_both_classes_from_several_body_parts(cache):
 def test_prediction_rows_name_the_file_and_both_labels(cache):
     split = cache.split("valid")
     rows = [0, 1, 2]
-    labels = experiments.prediction_rows(split, rows, [0.9, 0.2, 0.5])
+    labels = tables.prediction_rows(split, rows, [0.9, 0.2, 0.5])
     assert [r["predicted"] for r in labels] == ["normal", "abnormal", "normal"]
     assert [r["truth"] for r in labels] == [
         "normal" if split.labels[i] == 1 else "abnormal" for i in rows]
@@ -147,7 +149,7 @@ def test_prediction_rows_name_the_file_and_both_labels(cache):
 
 
 def test_gradcheck_batch_is_float64_and_small(cache):
-    x, t = experiments.gradcheck_batch(cache, 16, n=2, seed=0)
+    x, t = samples.gradcheck_batch(cache, 16, n=2, seed=0)
     assert x.shape == (2, 1, 16, 16) and x.dtype == np.float64
     assert sorted(t.tolist()) == [0.0, 1.0]
 
@@ -161,12 +163,12 @@ def _table(image, patient, study, kappa, base_image, n=10):
 
 
 def test_metric_rows_and_evaluation_summary_use_the_numbers():
-    tables = {"train": _table(0.9, 0.8, 0.85, 0.7, 0.6), "valid": _table(0.7, 0.6, 0.65, 0.3, 0.52)}
-    rows = {r["metric"]: r for r in experiments.metric_rows(tables)}
+    splits = {"train": _table(0.9, 0.8, 0.85, 0.7, 0.6), "valid": _table(0.7, 0.6, 0.65, 0.3, 0.52)}
+    rows = {r["metric"]: r for r in tables.metric_rows(splits)}
     assert rows["accuracy per image"] == {"metric": "accuracy per image", "train": "90.0 %",
                                           "valid": "70.0 %"}
     assert rows["majority class: accuracy per image"]["valid"] == "52.0 %"
-    text = experiments.evaluation_summary(tables)
+    text = prose.evaluation_summary(splits)
     assert "70.0 % of the images, 60.0 % of the patients and 65.0 % of the studies" in text
     assert "52.0 %" in text and "always predicting normal" in text
     assert "20.0 points above valid" in text

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from mura_core.backend import to_numpy
-from mura_core.layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU,
+from mura_core.nn.backend import to_numpy
+from mura_core.nn.layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU,
                               Residual, Sequential, Sigmoid)
 from reference import conv2d_reference, maxpool_reference, numeric_grad, rel_error
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import mura_core as mc
-from mura_core.backend import to_numpy
+from mura_core.nn.backend import to_numpy
 from reference import numeric_grad, rel_error
 
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import mura_core as mc
-from mura_core.backend import to_numpy
-from mura_core.gradcheck import check_model_gradients
+from mura_core.nn.backend import to_numpy
+from mura_core.nn.gradcheck import check_model_gradients
 
 BASELINE_SHAPES = {  # DESIGN.md, for a 227x227 input
     "conv1": (64, 114, 114), "pool1": (64, 57, 57), "conv2": (128, 29, 29),
@@ -150,7 +150,7 @@ def test_tiny_training_run_lowers_the_loss_and_learns(model_backend):
 
 
 def test_numpy_and_cupy_give_the_same_loss_and_gradients():
-    from mura_core.backend import cupy_available
+    from mura_core.nn.backend import cupy_available
     if not cupy_available():
         pytest.skip("CuPy with a CUDA device is not available")
     x = np.random.default_rng(0).standard_normal((4, 1, 67, 67)).astype(np.float32)

@@ -12,7 +12,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mura_core import pipeline, profiles
+from mura_core import profiles
+from mura_core.report import pipeline, provenance, workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,8 +99,8 @@ def test_a_failing_notebook_stops_the_pipeline_naming_notebook_cell_and_error(tm
     first = _notebook(tmp_path / "a_fails.ipynb", "x = 1", "raise ValueError('bad input 123')")
     second = _notebook(tmp_path / "b_after.ipynb",
                        "open(%r, 'w').write('ran')" % str(tmp_path / "second_ran"))
-    paths = pipeline.Paths.make(tmp_path / "out", tmp_path / "fig", tmp_path)
-    with pytest.raises(pipeline.PipelineError) as info:
+    paths = workspace.Paths.make(tmp_path / "out", tmp_path / "fig", tmp_path)
+    with pytest.raises(workspace.PipelineError) as info:
         pipeline.run_notebooks([first, second], paths, lambda name: {}, log=lambda *a, **k: None)
     message = str(info.value)
     assert "a_fails.ipynb" in message
@@ -115,31 +116,31 @@ def test_a_failing_notebook_stops_the_pipeline_naming_notebook_cell_and_error(tm
 
 
 def test_missing_notebook_is_named(tmp_path):
-    with pytest.raises(pipeline.PipelineError, match="99_none.ipynb"):
+    with pytest.raises(workspace.PipelineError, match="99_none.ipynb"):
         pipeline.notebook_paths(tmp_path, ["99_none"])
 
 
 def test_notebook_parameters_pass_paths_and_profile_knobs(tmp_path):
-    paths = pipeline.Paths.make(tmp_path / "o", tmp_path / "f", tmp_path / "w")
-    source = pipeline.DataSource(root=tmp_path / "mura", synthetic=False)
+    paths = workspace.Paths.make(tmp_path / "o", tmp_path / "f", tmp_path / "w")
+    source = workspace.DataSource(root=tmp_path / "mura", synthetic=False)
     params = pipeline.notebook_parameters("02_training", "smoke", source, "numpy", 5, paths)
     assert params["data_dir"] == str(tmp_path / "mura")
     assert params["seed"] == 5 and params["profile"] == "smoke"
     assert params["out_dir"] == str(tmp_path / "o")
     assert params["steps"] == profiles.get_profile("smoke").notebook_knobs("02_training")["steps"]
-    synthetic = pipeline.DataSource(root=tmp_path / "s", synthetic=True, seed=5)
+    synthetic = workspace.DataSource(root=tmp_path / "s", synthetic=True, seed=5)
     assert pipeline.notebook_parameters("01_model", "smoke", synthetic, "numpy", 5,
                                         paths)["data_dir"] == str(tmp_path / "s")
 
 
 def test_synthetic_data_is_generated_once_and_recognized_when_given(tmp_path):
-    paths = pipeline.Paths.make(tmp_path, tmp_path, tmp_path)
+    paths = workspace.Paths.make(tmp_path, tmp_path, tmp_path)
     logs = []
-    first = pipeline.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    first = workspace.prepare_data(None, "smoke", 4, paths, log=logs.append)
     assert first.synthetic and first.seed == 4 and "generating" in logs[-2]
-    again = pipeline.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    again = workspace.prepare_data(None, "smoke", 4, paths, log=logs.append)
     assert again == first and "using the synthetic set" in logs[-1]
-    given = pipeline.prepare_data(first.root / "MURA-v1.1", "smoke", 0, paths)
+    given = workspace.prepare_data(first.root / "MURA-v1.1", "smoke", 0, paths)
     assert given.synthetic and given.seed == 4
     assert given.label == "synthetic data, seed 4"
 
@@ -155,7 +156,7 @@ def test_a_synthetic_set_from_another_generator_version_seed_or_count_is_regener
     from mura_core.data.synthetic import GENERATOR_VERSION, MARKER_NAME
 
     assert GENERATOR_VERSION == 2
-    paths = pipeline.Paths.make(tmp_path, tmp_path, tmp_path)
+    paths = workspace.Paths.make(tmp_path, tmp_path, tmp_path)
     prof = profiles.get_profile("smoke")
     root = paths.synthetic_data("smoke", 4)
     old_image = root / "MURA-v1.1" / "train" / "old.png"
@@ -166,7 +167,7 @@ def test_a_synthetic_set_from_another_generator_version_seed_or_count_is_regener
               **stale}
     (root / MARKER_NAME).write_text(json.dumps(marker))
     logs = []
-    source = pipeline.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    source = workspace.prepare_data(None, "smoke", 4, paths, log=logs.append)
     assert source.root == root and source.seed == 4
     assert [line for line in logs if "out of date" in line] == [
         f"data: the synthetic set in {root} is out of date ({reason}); generating it again"]
@@ -175,27 +176,27 @@ def test_a_synthetic_set_from_another_generator_version_seed_or_count_is_regener
     assert (written["generator_version"], written["seed"]) == (GENERATOR_VERSION, 4)
     assert (written["train"]["images"], written["valid"]["images"]) == (
         prof.synthetic_train, prof.synthetic_valid)
-    pipeline.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    workspace.prepare_data(None, "smoke", 4, paths, log=logs.append)
     assert "using the synthetic set" in logs[-1]
 
 
 def test_missing_mura_folder_gives_a_clear_error(tmp_path):
-    paths = pipeline.Paths.make(tmp_path, tmp_path, tmp_path)
-    with pytest.raises(pipeline.PipelineError, match="does not exist.*--data"):
-        pipeline.prepare_data(tmp_path / "nowhere", "smoke", 0, paths)
+    paths = workspace.Paths.make(tmp_path, tmp_path, tmp_path)
+    with pytest.raises(workspace.PipelineError, match="does not exist.*--data"):
+        workspace.prepare_data(tmp_path / "nowhere", "smoke", 0, paths)
 
 
 def test_provenance_records_source_backend_seed_versions_commit_and_times(tmp_path):
-    source = pipeline.DataSource(root=tmp_path, synthetic=True, seed=7)
+    source = workspace.DataSource(root=tmp_path, synthetic=True, seed=7)
     runs = [pipeline.NotebookRun("01_model", tmp_path / "x.ipynb", 1.26)]
-    prov = pipeline.provenance(source, "smoke", "numpy", 7, runs, total_s=3.0)
+    prov = provenance.provenance(source, "smoke", "numpy", 7, runs, total_s=3.0)
     assert prov["data_source"] == "synthetic data, seed 7"
     assert prov["backend"] == "numpy" and prov["device"].startswith("CPU")
     assert prov["seed"] == 7
     assert {"python", "numpy", "mura_core", "papermill", "nbconvert"} <= set(prov["versions"])
     assert prov["git_commit"]
     assert prov["notebooks"] == [{"name": "01_model", "wall_s": 1.3}]
-    inside = pipeline.provenance(pipeline.DataSource(root=ROOT / "data" / "x", synthetic=True,
+    inside = provenance.provenance(workspace.DataSource(root=ROOT / "data" / "x", synthetic=True,
                                                      seed=7), "smoke", "numpy", 7, runs)
     assert inside["data_root"] == "data/x", "paths inside the project are shown relative"
     json.dumps(prov)

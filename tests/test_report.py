@@ -8,7 +8,8 @@ import re
 import nbformat
 import pytest
 
-from mura_core import report
+from mura_core import formatting
+from mura_core.report import document, prose, provenance, tables
 
 
 def _png_bytes() -> bytes:
@@ -25,7 +26,7 @@ def _png_bytes() -> bytes:
 
 
 def test_markdown_table_formats_numbers_and_aligns_them_right():
-    text = report.markdown_table(
+    text = tables.markdown_table(
         [{"name": "conv1", "params": 3200, "acc": 0.5}, {"name": "fc|1", "params": 12, "acc": None}],
         {"name": "layer", "params": "parameters", "acc": "accuracy"})
     lines = text.splitlines()
@@ -36,21 +37,21 @@ def test_markdown_table_formats_numbers_and_aligns_them_right():
 
 
 def test_markdown_table_uses_custom_formats():
-    text = report.markdown_table([{"a": 0.6712}], formats={"a": report.percent})
+    text = tables.markdown_table([{"a": 0.6712}], formats={"a": formatting.percent})
     assert text.splitlines()[-1] == "| 67.1 % |"
     assert text.splitlines()[1] == "|-----:|"
 
 
 def test_markdown_table_refuses_no_rows():
     with pytest.raises(ValueError):
-        report.markdown_table([])
+        tables.markdown_table([])
 
 
 def test_caption_says_synthetic_data_when_it_is():
-    assert report.caption("Loss", "Figure 2.1", synthetic=True) == \
+    assert tables.caption("Loss", "Figure 2.1", synthetic=True) == \
         "**Figure 2.1.** *Loss. Synthetic data.*"
-    assert report.caption("Loss on synthetic data", synthetic=True) == "*Loss on synthetic data.*"
-    assert "ynthetic" not in report.caption("Loss", synthetic=False)
+    assert tables.caption("Loss on synthetic data", synthetic=True) == "*Loss on synthetic data.*"
+    assert "ynthetic" not in tables.caption("Loss", synthetic=False)
 
 
 # --------------------------------------------------------------------------- discussions
@@ -63,7 +64,7 @@ def _arch_rows(valid: dict[str, float]) -> list[dict]:
 
 
 def test_architecture_discussion_reports_the_measured_numbers():
-    text = report.architecture_discussion(
+    text = prose.architecture_discussion(
         _arch_rows({"baseline": 0.60, "deeper": 0.55, "wider": 0.72, "residual": 0.61}),
         steps=100)
     assert "wider 72.0 %, residual 61.0 %, baseline 60.0 %, deeper 55.0 %" in text
@@ -75,14 +76,14 @@ def test_architecture_discussion_reports_the_measured_numbers():
 
 
 def test_architecture_discussion_follows_the_numbers_not_a_fixed_story():
-    text = report.architecture_discussion(
+    text = prose.architecture_discussion(
         _arch_rows({"baseline": 0.70, "deeper": 0.75, "wider": 0.60, "residual": 0.65}))
     assert "best variant here is deeper" in text
     assert "Width (more feature maps at every level) lowered" in text
 
 
 def test_architecture_discussion_calls_small_spreads_noise():
-    text = report.architecture_discussion(
+    text = prose.architecture_discussion(
         _arch_rows({"baseline": 0.600, "deeper": 0.605, "wider": 0.61, "residual": 0.598}))
     assert "do not establish a ranking" in text
 
@@ -90,11 +91,11 @@ def test_architecture_discussion_calls_small_spreads_noise():
 def test_architecture_discussion_says_when_a_variant_diverged():
     rows = _arch_rows({"baseline": 0.60, "deeper": 0.62, "wider": 0.58, "residual": 0.5})
     rows[3].update(valid_accuracy=None, train_accuracy=None, diverged=True, diverged_at_step=3)
-    text = report.architecture_discussion(rows, steps=20)
+    text = prose.architecture_discussion(rows, steps=20)
     assert "residual connections, training diverged (a non-finite loss at step 3)" in text
     assert "residual 50" not in text and "deeper 62.0 %" in text
     rows[0].update(valid_accuracy=None, diverged=True, diverged_at_step=2)
-    assert "deeper 62.0 %" in report.architecture_discussion(rows)
+    assert "deeper 62.0 %" in prose.architecture_discussion(rows)
 
 
 def test_sweep_discussion_names_best_and_worst_setting_and_divergence():
@@ -102,7 +103,7 @@ def test_sweep_discussion_names_best_and_worst_setting_and_divergence():
              "diverged": True},
             {"value": 0.01, "valid_accuracy": 0.7, "final_train_loss": 0.4},
             {"value": 0.001, "valid_accuracy": 0.6, "final_train_loss": 0.6}]
-    text = report.sweep_discussion("learning rate", rows)
+    text = prose.sweep_discussion("learning rate", rows)
     assert "best validation accuracy was 70.0 % at 0.01" in text
     assert "worst 50.0 % at 0.1" in text
     assert "from 0.400 (0.01) to 0.600 (0.001)" in text
@@ -132,7 +133,7 @@ def _executed_notebook() -> nbformat.NotebookNode:
 
 
 def test_report_cells_keep_prose_figures_and_tables_but_no_code():
-    cells = report.report_cells(_executed_notebook())
+    cells = document.report_cells(_executed_notebook())
     kinds = [(c.cell_type, c.source) for c in cells]
     assert kinds[0] == ("markdown", "# 02 Training\nSome prose.")
     assert ("markdown", "| a |\n|--:|\n| 1 |") in kinds
@@ -145,8 +146,8 @@ def test_report_cells_keep_prose_figures_and_tables_but_no_code():
 def test_export_report_writes_html_without_code(tmp_path):
     path = tmp_path / "executed.ipynb"
     nbformat.write(_executed_notebook(), str(path))
-    nb = report.build_report_notebook([path], ["# Front"], ["# Back\nprovenance"], title="T")
-    written = report.export_report(nb, tmp_path / "out", pdf=False)
+    nb = document.build_report_notebook([path], ["# Front"], ["# Back\nprovenance"], title="T")
+    written = document.export_report(nb, tmp_path / "out", pdf=False)
     html = written["html"].read_text()
     assert "secret_code_line" not in html and "steps = 5" not in html
     assert "step 1 loss" not in html and "a warning" not in html
@@ -155,22 +156,22 @@ def test_export_report_writes_html_without_code(tmp_path):
 
 
 def test_export_report_falls_back_to_html_when_xelatex_is_missing(tmp_path, monkeypatch):
-    monkeypatch.setattr(report.shutil, "which", lambda tool: None)
+    monkeypatch.setattr(document.shutil, "which", lambda tool: None)
     messages = []
-    nb = report.build_report_notebook([], ["# Front"], [], title="T")
-    written = report.export_report(nb, tmp_path, pdf=True, log=messages.append)
+    nb = document.build_report_notebook([], ["# Front"], [], title="T")
+    written = document.export_report(nb, tmp_path, pdf=True, log=messages.append)
     assert set(written) == {"ipynb", "html"}
     assert not (tmp_path / "report.pdf").exists()
     assert "xelatex and pandoc not found" in messages[0]
     assert "texlive-xetex" in messages[0] and "report.html" in messages[0]
 
 
-@pytest.mark.skipif(report.missing_pdf_tools() != [], reason="needs xelatex and pandoc")
+@pytest.mark.skipif(document.missing_pdf_tools() != [], reason="needs xelatex and pandoc")
 def test_export_report_builds_a_pdf_with_the_figure(tmp_path):
     path = tmp_path / "executed.ipynb"
     nbformat.write(_executed_notebook(), str(path))
-    nb = report.build_report_notebook([path], ["# Front"], [], title="T")
-    written = report.export_report(nb, tmp_path / "out", pdf=True)
+    nb = document.build_report_notebook([path], ["# Front"], [], title="T")
+    written = document.export_report(nb, tmp_path / "out", pdf=True)
     assert written["pdf"].read_bytes()[:5] == b"%PDF-"
 
 
@@ -180,7 +181,7 @@ def test_provenance_section_lists_every_item():
             "seed": 3, "git_commit": "abc123", "generated": "now",
             "versions": {"numpy": "2.0"},
             "notebooks": [{"name": "01_model", "wall_s": 12.3}], "total_wall_s": 300.0}
-    text = report.provenance_section(prov)
+    text = provenance.provenance_section(prov)
     for expected in ("synthetic data, seed 3", "numpy on CPU (x86_64)", "| seed | 3 |",
                      "abc123", "version of numpy | 2.0", "wall time of 01_model | 12 s",
                      "5.0 min"):

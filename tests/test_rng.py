@@ -1,8 +1,8 @@
 """Counter-based uniforms: SplitMix64 exactly, uniform in distribution, equal on every backend."""
 import numpy as np
 
-from mura_core.backend import to_numpy
-from mura_core.rng import GAMMA, keep_mask, mix64, stream_key, uniform
+from mura_core.nn.backend import to_numpy
+from mura_core.nn.rng import GAMMA, keep_mask, mix64, stream_key, uniform
 
 
 def test_uniforms_are_splitmix64_outputs(xp):

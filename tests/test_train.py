@@ -11,8 +11,8 @@ import mura_core as mc
 from mura_core import metrics
 from mura_core.data.cache import CachedSplit, MuraCache, build_cache
 from mura_core.data.mura import ImageRecord
-from mura_core.train import (TrainConfig, TrainingDiverged, evaluate, load_history, train,
-                             train_eval_indices)
+from mura_core.evaluation import evaluate, train_eval_indices
+from mura_core.train import TrainConfig, TrainingDiverged, load_history, train
 
 SIZE = 32
 PARTS = ("XR_ELBOW", "XR_HAND", "XR_WRIST")

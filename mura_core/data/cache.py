@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import atomic_write_text
 from .mura import SPLITS, ImageRecord, find_mura_root, read_split
 from .preprocess import MODES, preprocess_image
 
@@ -207,15 +208,6 @@ def _run_tasks(tasks, tmp_paths, size, mode, workers, progress, desc):
         bar.close()
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _finalize_images(tmp: Path, final: Path, keep: np.ndarray) -> None:
     """Move the built array into place, dropping the rows of skipped files."""
     if keep.all():
@@ -372,5 +364,5 @@ def build_cache(
                 "study": [r.study for r in kept],
             },
         }
-    _atomic_write_text(cache_dir / INDEX_NAME, json.dumps(index))
+    atomic_write_text(cache_dir / INDEX_NAME, json.dumps(index))
     return _load(cache_dir, index, built=True)

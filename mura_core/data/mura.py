@@ -26,6 +26,11 @@ _PATIENT_DIR = re.compile(r"^patient\d+$")
 SYNTH_HINT = "To run without the real data set, generate a synthetic one: python -m mura_core data synth OUT"
 
 
+def body_part_name(body_part: str) -> str:
+    """The name people read: ``"XR_WRIST"`` -> ``"wrist"``."""
+    return str(body_part).removeprefix("XR_").lower()
+
+
 class MuraFormatError(ValueError):
     """A MURA folder or CSV that does not follow MURA v1.1's layout; the message names the file."""
 

@@ -81,6 +81,23 @@ def _cupy_imported() -> bool:
     return "cupy" in sys.modules
 
 
+def gpu_kernels(xp):
+    """The fused CUDA kernels (``cuda_kernels``) when ``xp`` is CuPy, else None.
+
+    The one place where a layer leaves the shared array code: on NumPy it runs its slice
+    loops, on CuPy one fused kernel instead (a slice there costs a kernel launch)::
+
+        kernels = gpu_kernels(xp)
+        if kernels is not None:
+            return kernels.im2col(...)
+    """
+    if xp is np:
+        return None
+    from . import cuda_kernels  # noqa: PLC0415  (imports CuPy)
+
+    return cuda_kernels
+
+
 def backend_of(x) -> str:
     """'numpy' or 'cupy' for an array."""
     return "numpy" if get_array_module(x) is np else "cupy"

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, gpu_kernels
 from .conv import col2im, conv_output_size, im2col
 from .rng import keep_mask, stream_key
 
@@ -199,9 +199,9 @@ class MaxPool2D(Layer):
     def forward(self, x, training: bool = False):
         xp = get_array_module(x)
         _, h, w = self.output_shape(x.shape[1:])
-        if xp is not np:
-            from . import cuda_kernels  # noqa: PLC0415
-            out, winner = cuda_kernels.maxpool_forward(x, self.size, self.stride, h, w)
+        kernels = gpu_kernels(xp)
+        if kernels is not None:
+            out, winner = kernels.maxpool_forward(x, self.size, self.stride, h, w)
             self._cache = (x.shape, winner)
             return out
         slices = list(self._slices(h, w))
@@ -230,10 +230,10 @@ class MaxPool2D(Layer):
         if isinstance(winner, tuple):  # forward ran in evaluation mode
             x, out = winner
             winner = self._winner(x, out, list(self._slices(dy.shape[2], dy.shape[3])))
-        if xp is not np:
-            from . import cuda_kernels  # noqa: PLC0415
+        kernels = gpu_kernels(xp)
+        if kernels is not None:
             self._cache = None
-            return cuda_kernels.maxpool_backward(dy, winner, x_shape, self.size, self.stride)
+            return kernels.maxpool_backward(dy, winner, x_shape, self.size, self.stride)
         h, w = dy.shape[2], dy.shape[3]
         covered = self.stride == self.size and h * self.stride == x_shape[2] \
             and w * self.stride == x_shape[3]

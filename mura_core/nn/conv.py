@@ -15,9 +15,8 @@ a slice there costs a kernel launch.
 """
 from __future__ import annotations
 
-import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, gpu_kernels
 
 
 def conv_output_size(size: int, k: int, stride: int, pad: int) -> int:
@@ -59,9 +58,9 @@ def im2col(x, k: int, stride: int, pad: int):
     xp = get_array_module(x)
     n, c, h, w = x.shape
     oh, ow = conv_output_size(h, k, stride, pad), conv_output_size(w, k, stride, pad)
-    if xp is not np:
-        from . import cuda_kernels  # noqa: PLC0415
-        return cuda_kernels.im2col(x, k, stride, pad, oh, ow)
+    kernels = gpu_kernels(xp)
+    if kernels is not None:
+        return kernels.im2col(x, k, stride, pad, oh, ow)
     hp, wp = _padded_extent(h, k, stride, pad), _padded_extent(w, k, stride, pad)
     # phases[a, b, c, n] = padded[c, n, a::s, b::s]: channels before batch, as in col.
     phases = xp.zeros((stride, stride, c, n, hp // stride, wp // stride), dtype=x.dtype)
@@ -79,9 +78,9 @@ def col2im(col, x_shape, k: int, stride: int, pad: int):
     Overlapping windows add up (one slice addition per kernel offset, into the phase planes).
     """
     xp = get_array_module(col)
-    if xp is not np:
-        from . import cuda_kernels  # noqa: PLC0415
-        return cuda_kernels.col2im(col, x_shape, k, stride, pad)
+    kernels = gpu_kernels(xp)
+    if kernels is not None:
+        return kernels.col2im(col, x_shape, k, stride, pad)
     n, c, h, w = x_shape
     oh, ow = col.shape[4], col.shape[5]
     hp, wp = _padded_extent(h, k, stride, pad), _padded_extent(w, k, stride, pad)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, gpu_kernels
 
 GAMMA = 0x9E3779B97F4A7C15
 MIX1 = 0xBF58476D1CE4E5B9
@@ -41,9 +41,9 @@ def stream_key(seed: int, counter: int) -> int:
 def uniform(xp, shape, key: int):
     """float32 uniforms in [0, 1) of the stream ``key``, on the array module ``xp``."""
     size = int(np.prod(shape))
-    if xp is not np:
-        from . import cuda_kernels  # noqa: PLC0415
-        return cuda_kernels.splitmix_uniform(size, key).reshape(shape)
+    kernels = gpu_kernels(xp)
+    if kernels is not None:
+        return kernels.splitmix_uniform(size, key).reshape(shape)
     with np.errstate(over="ignore"):
         z = np.arange(1, size + 1, dtype=np.uint64)
         z *= np.uint64(GAMMA)

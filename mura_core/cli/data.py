@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections import Counter
 
-from .mura import BODY_PARTS, NORMAL, SPLITS, ImageRecord, MuraFormatError, find_mura_root, index_source, read_split
+from ..data.mura import (BODY_PARTS, NORMAL, SPLITS, ImageRecord, body_part_name, find_mura_root,
+                         index_source, read_split)
+from . import command
 
 
 def split_counts(records: list[ImageRecord]) -> dict:
@@ -47,25 +48,12 @@ def format_index(root) -> str:
             c = stats[s]["parts"][part]
             cells += [f"{c['patients']:,}", f"{c['studies']:,} / {c['images']:,}",
                       f"{c['normal_images']:,} / {c['images'] - c['normal_images']:,}"]
-        lines.append(f"| {part.removeprefix('XR_')} | " + " | ".join(cells) + " |")
+        lines.append(f"| {body_part_name(part).upper()} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _clear_errors(command):
-    """Bad input (missing folder, malformed CSV, existing output) ends with its message, not a
-    traceback."""
-
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except (FileNotFoundError, FileExistsError, NotADirectoryError, MuraFormatError) as exc:
-            raise SystemExit(f"error: {exc}") from exc
-
-    return run
-
-
 def _synth(args: argparse.Namespace) -> int:
-    from .synthetic import generate_synthetic
+    from ..data.synthetic import generate_synthetic
 
     summary = generate_synthetic(args.out, n_train=args.train, n_valid=args.valid, seed=args.seed,
                                  workers=args.workers, overwrite=args.force, progress=not args.no_progress)
@@ -85,8 +73,8 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from .batches import iterate_batches
-    from .cache import build_cache
+    from ..data.batches import iterate_batches
+    from ..data.cache import build_cache
 
     cache = build_cache(args.root, size=args.size, mode=args.mode, cache_dir=args.cache_dir,
                         workers=args.workers, progress=not args.no_progress, rebuild=args.rebuild)
@@ -129,11 +117,11 @@ def add_commands(subparsers) -> None:
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     synth.add_argument("--force", action="store_true", help="replace an earlier synthetic set in OUT")
     synth.add_argument("--no-progress", action="store_true")
-    synth.set_defaults(func=_clear_errors(_synth))
+    synth.set_defaults(func=command(_synth))
 
     index = sub.add_parser("index", help="print image / study / patient counts per split and body part")
     index.add_argument("root", help="the MURA-v1.1 folder or its parent")
-    index.set_defaults(func=_clear_errors(_index))
+    index.set_defaults(func=command(_index))
 
     cache = sub.add_parser("cache", help="decode and resize every image once into a memory-mapped cache")
     cache.add_argument("root", help="the MURA-v1.1 folder or its parent")
@@ -146,4 +134,4 @@ def add_commands(subparsers) -> None:
     cache.add_argument("--no-progress", action="store_true")
     cache.add_argument("--time-epoch", type=int, default=0, metavar="BATCH",
                        help="also time reading one shuffled train epoch in batches of BATCH")
-    cache.set_defaults(func=_clear_errors(_cache))
+    cache.set_defaults(func=command(_cache))

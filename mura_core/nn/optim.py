@@ -1,9 +1,8 @@
 """Stochastic gradient descent with momentum and optional (L2) weight decay."""
 from __future__ import annotations
 
-import numpy as np
 
-from .backend import get_array_module, to_numpy
+from .backend import get_array_module, gpu_kernels, to_numpy
 
 
 _CHUNK = 1 << 20
@@ -51,10 +50,10 @@ class SGD:
             raise KeyError(f"no gradient for parameters: {sorted(missing)}")
         for name, theta in self.params.items():
             g = grads[name]
-            if get_array_module(theta) is not np:
-                from . import cuda_kernels  # noqa: PLC0415
-                cuda_kernels.sgd_momentum(theta, self.velocity[name], g, self.lr, self.momentum,
-                                          self.weight_decay)
+            kernels = gpu_kernels(get_array_module(theta))
+            if kernels is not None:
+                kernels.sgd_momentum(theta, self.velocity[name], g, self.lr, self.momentum,
+                                     self.weight_decay)
                 continue
             if self.weight_decay:
                 g = g + self.weight_decay * theta

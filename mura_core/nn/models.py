@@ -22,7 +22,7 @@ import numpy as np
 from .backend import resolve_backend, to_numpy, xp_for
 from .layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU, Residual,
                      Sequential, Sigmoid)
-from .losses import bce_from_probabilities, bce_with_logits
+from .losses import bce_with_logits
 
 
 def _conv(out, k, stride=1, **extra):
@@ -72,20 +72,29 @@ ARCHITECTURES = {
 
 
 class Model:
-    """A network built from a spec: a ``Sequential`` ending in a logistic, plus its metadata.
+    """A network built from a spec: a ``body`` that maps the input to the logit z, and a
+    ``head``, the logistic that turns z into P(normal) = sigmoid(z); plus its metadata.
 
-    ``spec`` (JSON-able) is everything ``build_model`` needs to rebuild it; ``metadata``
-    (JSON-able) travels with saved models (preprocessing size, mode, mean and std, ...).
+    Training and saliency work on the logit (``logits``, ``backward_from_logits``), where the
+    loss is exact for any z; ``forward`` / ``predict_proba`` add the head. ``spec``
+    (JSON-able) is everything ``build_model`` needs to rebuild it; ``metadata`` (JSON-able)
+    travels with saved models (preprocessing size, mode, mean and std, ...).
     """
 
-    def __init__(self, spec: dict, net: Sequential, stream: RandomStream, backend: str, input_shape):
+    def __init__(self, spec: dict, body: Sequential, stream: RandomStream, backend: str, input_shape):
         self.spec = spec
-        self.net = net
+        self.body = body
+        self.head = Sigmoid()
         self.stream = stream
         self.backend = backend
         self.xp = xp_for(backend)
         self.input_shape = tuple(input_shape)
         self.metadata: dict = {}
+
+    @property
+    def layers(self) -> list[tuple[str, object]]:
+        """(name, layer) pairs of the whole network, the body's then the head."""
+        return [*self.body.layers, ("sigmoid", self.head)]
 
     # --- computation -------------------------------------------------------------------
     def _to_device(self, x):
@@ -99,28 +108,21 @@ class Model:
         return x
 
     def logits(self, x, training: bool = False):
-        """The output layer's input z, (B, 1): P(normal) = sigmoid(z)."""
-        x = self._to_device(x)
-        for _, layer in self.net.layers[:-1]:
-            x = layer.forward(x, training)
-        return x
+        """The logit z, (B, 1), on the model's backend: P(normal) = sigmoid(z)."""
+        return self.body.forward(self._to_device(x), training)
 
     def forward(self, x, training: bool = False):
         """P(normal), (B, 1), on the model's backend."""
-        return self.net.forward(self._to_device(x), training)
-
-    def backward(self, dy):
-        """Backpropagate dL/dP(normal) (B, 1); fills every layer's ``grads``."""
-        return self.net.backward(dy)
+        return self.head.forward(self.logits(x, training))
 
     def backward_from_logits(self, dz):
-        """Backpropagate dL/dz (B, 1) from the logits, skipping the output logistic."""
-        dy = dz
-        for _, layer in reversed(self.net.layers[:-1]):
-            dy = layer.backward(dy)
-            if dy is None:
-                break
-        return dy
+        """Backpropagate dL/dz (B, 1) through the body; fills every layer's ``grads`` and
+        returns dL/dx (None when the first layer skips its input gradient)."""
+        return self.body.backward(dz)
+
+    def backward(self, dp):
+        """Backpropagate dL/dP(normal) (B, 1) through the head and the body."""
+        return self.backward_from_logits(self.head.backward(dp))
 
     def predict_proba(self, x, batch_size: int = 64) -> np.ndarray:
         """P(normal) for a batch x (B, 1, H, W) in evaluation mode, as a NumPy (B,) array."""
@@ -131,14 +133,14 @@ class Model:
     # --- parameters --------------------------------------------------------------------
     def parameters(self) -> dict:
         """name -> array (live), in layer order, e.g. ``conv1.W``, ``conv1.b``, ..., ``fc2.b``."""
-        return dict(self.net.named_parameters())
+        return dict(self.body.named_parameters())
 
     def gradients(self) -> dict:
         """name -> gradient of the last backward pass, same keys as ``parameters()``."""
-        return dict(self.net.named_gradients())
+        return dict(self.body.named_gradients())
 
     def num_parameters(self) -> int:
-        return self.net.num_parameters()
+        return self.body.num_parameters()
 
     def rng_state(self) -> dict:
         """State of the dropout random stream (two integers)."""
@@ -153,7 +155,7 @@ class Model:
         rows = []
         shape = self.input_shape
         rows.append({"name": "input", "layer": "Input", "output": shape, "params": 0})
-        for name, layer in self.net.layers:
+        for name, layer in self.layers:
             shape = layer.output_shape(shape)
             rows.append({"name": name, "layer": layer.describe(), "output": tuple(shape),
                          "params": layer.num_parameters()})
@@ -193,11 +195,11 @@ def architecture_layers(name: str, width: float | None = None) -> tuple[list[dic
 
 
 def _assemble(layers: list[dict], input_size: int, seed: int, dropout: float, dtype):
-    """Build the Sequential for layer specs; returns (net, stream)."""
+    """Build the body (input -> logit) for layer specs; returns (body, stream)."""
     rng = np.random.default_rng(seed)
     stream = RandomStream(seed)
     built = []
-    channels, size = 1, input_size
+    channels = 1
     counters = {"conv": 0, "pool": 0, "fc": 0, "dropout": 0, "relu": 0}
 
     def next_name(kind):
@@ -237,7 +239,8 @@ def _assemble(layers: list[dict], input_size: int, seed: int, dropout: float, dt
             is_output = spec.get("act") == "sigmoid"
             fc = Linear(flat, spec["out"], rng=rng, dtype=dtype, init="output" if is_output else "he")
             built.append((next_name("fc"), fc))
-            built.append(("sigmoid", Sigmoid()) if is_output else (next_name("relu"), ReLU()))
+            if not is_output:  # the output's logistic is the model's head
+                built.append((next_name("relu"), ReLU()))
             flat = spec["out"]
         else:
             raise ValueError(f"unknown layer type {kind!r} in architecture spec")
@@ -291,11 +294,11 @@ def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout probability must be in [0, 1), got {dropout}")
     backend = resolve_backend(backend)
-    net, stream = _assemble(layers, input_size, int(seed), float(dropout), np.dtype(dtype))
+    body, stream = _assemble(layers, input_size, int(seed), float(dropout), np.dtype(dtype))
     spec = {"arch": name, "input_size": input_size, "seed": int(seed), "width": width,
             "dropout": float(dropout), "dtype": dtype, "layers": layers}
-    net.to(xp_for(backend))
-    return Model(spec, net, stream, backend, (1, input_size, input_size))
+    body.to(xp_for(backend))
+    return Model(spec, body, stream, backend, (1, input_size, input_size))
 
 
 def loss_and_grads(model: Model, x, t, training: bool = False):
@@ -307,12 +310,7 @@ def loss_and_grads(model: Model, x, t, training: bool = False):
     next backward pass: copy them to keep them. The loss is taken from the logits
     (``bce_with_logits``), so saturated outputs still give finite values.
     """
-    if isinstance(model.net.layers[-1][1], Sigmoid):
-        z = model.logits(x, training)
-        loss, dz = bce_with_logits(z, t)
-        model.backward_from_logits(dz)
-    else:
-        p = model.forward(x, training)
-        loss, dp = bce_from_probabilities(p, t)
-        model.backward(dp)
+    z = model.logits(x, training)
+    loss, dz = bce_with_logits(z, t)
+    model.backward_from_logits(dz)
     return loss, model.gradients()

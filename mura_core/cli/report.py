@@ -1,0 +1,41 @@
+"""``python -m mura_core report``: what ``make report`` runs (see ``report.pipeline``)."""
+from __future__ import annotations
+
+from .. import profiles as profiles_mod
+from ..nn.backend import BACKENDS
+from . import CommandFailed, command
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report", help="run the notebooks and build report/report.pdf and report.html",
+        description="Generate synthetic data when no MURA folder is given, build the cache, "
+                    "execute the notebooks with papermill and build the PDF/HTML report.")
+    p.add_argument("--profile", default=profiles_mod.DEFAULT_PROFILE,
+                   choices=list(profiles_mod.PROFILES), help="run size (default: %(default)s)")
+    p.add_argument("--data", default=None, metavar="MURA_DIR",
+                   help="MURA-v1.1 folder or its parent; synthetic data when left out")
+    p.add_argument("--backend", default="numpy", choices=BACKENDS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="report folder (default: report/)")
+    p.add_argument("--figures", default=None, help="figures folder (default: figures/)")
+    p.add_argument("--work", default=None,
+                   help="folder for data/, cache/, models/, runs/ (default: project folder)")
+    p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK",
+                   help="run only these notebooks (e.g. 01_model); the report covers them")
+    p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                   help="no per-cell progress bar")
+    p.add_argument("--no-pdf", dest="pdf", action="store_false", help="HTML report only")
+    p.set_defaults(func=command(_report))
+
+
+def _report(args) -> int:
+    from ..report.pipeline import PipelineError, run_report
+
+    try:
+        run_report(profile=args.profile, data=args.data, backend=args.backend, seed=args.seed,
+                   out=args.out, figures=args.figures, work=args.work, only=args.only,
+                   progress=args.progress, pdf=args.pdf)
+    except PipelineError as exc:
+        raise CommandFailed(f"report failed: {exc}") from None
+    return 0

@@ -1,0 +1,176 @@
+"""``python -m mura_core train | evaluate | predict``.
+
+    train     --data ROOT --out runs/NAME [--arch baseline] [--steps S] [--lr L] ...
+              (every option of TrainConfig, with its default and help; see ``train --help``)
+    evaluate  --model runs/NAME/best.npz --data ROOT      metric table for train and valid
+    predict   MODEL IMAGE...                            one line per image: path, P(normal), label
+
+Exit status (``cli``'s convention): 0 success; 1 a failed run (training diverged, some images
+could not be predicted); 2 bad input (settings, files); 130 interrupted (a checkpoint was
+written; ``--resume`` continues).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from ..nn.backend import BACKENDS
+from ..nn.models import ARCHITECTURES
+from . import (EXIT_FAILED, EXIT_INTERRUPTED, CommandFailed, add_config_options, command,
+               config_from_args, fail)
+
+
+def _train(args) -> int:
+    from .. import metrics
+    from ..data.cache import build_cache
+    from ..data.mura import find_mura_root
+    from ..nn.backend import resolve_backend
+    from ..nn.models import build_model
+    from ..train import TrainConfig, Trainer, TrainingDiverged
+
+    try:
+        # Every setting is checked before the (slow) cache build and model construction.
+        config = config_from_args(TrainConfig, args)
+        config.validate()
+        find_mura_root(args.data)
+        try:
+            backend = resolve_backend(args.backend)
+        except RuntimeError as exc:  # cupy asked for where it cannot run
+            return fail(str(exc))
+        model = build_model(args.arch, input_size=args.size,
+                            seed=args.model_seed if args.model_seed is not None else args.seed,
+                            backend=backend, width=args.width, dropout=args.dropout)
+        cache = build_cache(args.data, size=args.size, mode=args.mode, cache_dir=args.cache_dir,
+                            workers=args.workers, progress=config.progress)
+        trainer = Trainer(model, cache, config)
+        if config.resume and not (Path(config.out_dir) / "checkpoint.npz").exists():
+            print(f"no checkpoint in {config.out_dir}: starting from step 0")
+        print(f"training {args.arch} ({model.num_parameters():,} parameters, {backend}) on "
+              f"{len(cache.split('train'))} train / {len(cache.split('valid'))} valid images "
+              f"({cache.size}x{cache.size} {cache.mode}) for {trainer.total_steps} steps "
+              f"({trainer.steps_per_epoch} per epoch), batch {config.batch_size}, lr {config.lr:g}, "
+              f"momentum {config.momentum:g}; output in {config.out_dir}")
+        start = time.perf_counter()
+        result = trainer.run()
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with the same command and --resume (checkpoint: "
+              f"{args.out_dir}/checkpoint.npz)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except TrainingDiverged as exc:
+        raise CommandFailed(str(exc)) from None
+    h = result.history
+    last = h["evals"][-1]
+    per_step = h["timing"]["time_per_step_s"]
+    print(f"done: {h['step']} steps ({h['epoch']:.2f} epochs) in {time.perf_counter() - start:.1f} s this session"
+          f"{f', {per_step:.3f} s per step' if per_step else ''}")
+    print(f"metrics at step {last['step']} (train: {h['data']['train_eval_images']} images of "
+          f"{h['data']['train_eval_patients']} patients drawn from train):")
+    print(metrics.format_metric_table({"train": last["train"], "valid": last["valid"]}))
+    best = h["best"]
+    if best is not None:
+        print(f"best valid accuracy per image {100 * best['valid_image_accuracy']:.1f} % at step {best['step']}: "
+              f"{result.best_path}")
+    print(f"last model: {result.last_path}; history: {Path(config.out_dir) / 'history.json'}")
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .. import metrics
+    from ..data.cache import build_cache
+    from ..data.mura import find_mura_root
+    from ..evaluation import evaluate
+    from ..files import write_json
+    from ..nn.serialization import load_model
+
+    find_mura_root(args.data)
+    model = load_model(args.model, backend=args.backend)
+    pre = model.metadata.get("preprocessing")
+    size = model.spec["input_size"]
+    mode = pre["mode"] if pre else args.mode
+    cache = build_cache(args.data, size=size, mode=mode, cache_dir=args.cache_dir,
+                        workers=args.workers, progress=not args.no_progress)
+    if pre:
+        mean, std = float(pre["mean"]), float(pre["std"])
+    else:
+        mean, std = cache.mean, cache.std
+        print(f"note: {args.model} stores no preprocessing; using this data's train mean/std")
+    majority = metrics.majority_class(cache.split("train").labels)
+    tables = {}
+    for name in args.splits:
+        split = cache.split(name)
+        start = time.perf_counter()
+        _, tables[name] = evaluate(model, split, mean, std, args.batch_size, majority=majority)
+        print(f"{name}: {len(split)} images scored in {time.perf_counter() - start:.1f} s")
+    print(f"model {args.model} ({model.spec['arch']}, {size}x{size} {mode}) on {cache.root}")
+    print(metrics.format_metric_table(tables, per_body_part=args.per_body_part))
+    if args.json:
+        write_json(args.json, {"model": str(args.model), "data": cache.root, **tables},
+                   indent=1, allow_nan=False)
+        print(f"tables written to {args.json}")
+    return 0
+
+
+def _predict(args) -> int:
+    from ..evaluation import predict_images
+    from ..metrics import CLASS_NAMES, THRESHOLD
+    from ..nn.serialization import load_model
+
+    model = load_model(args.model, backend=args.backend)
+    results = predict_images(model, args.images, args.batch_size)
+    failed = 0
+    for path, prob, error in results:
+        if error is not None:
+            failed += 1
+            print(f"error: {error}", file=sys.stderr)
+            continue
+        print(f"{path}\t{prob:.4f}\t{CLASS_NAMES[int(prob >= THRESHOLD)]}")
+    if failed:
+        print(f"{failed} of {len(results)} files could not be predicted", file=sys.stderr)
+    return EXIT_FAILED if failed else 0
+
+
+def add_commands(subparsers) -> None:
+    """Register ``train``, ``evaluate`` and ``predict``."""
+    from ..train import TrainConfig
+
+    tr = subparsers.add_parser("train", help="train a network on a MURA folder (real or synthetic)",
+                               description="Train with BCE and SGD; checkpoints, history.json, best.npz and "
+                                           "last.npz go to --out. Ctrl+C writes a checkpoint; --resume continues.")
+    tr.add_argument("--data", required=True, help="the MURA-v1.1 folder or its parent")
+    tr.add_argument("--arch", choices=sorted(ARCHITECTURES), default="baseline")
+    add_config_options(tr, TrainConfig, names={"out_dir": "out"}, required=("out_dir",))
+    tr.add_argument("--backend", choices=BACKENDS, default="auto")
+    tr.add_argument("--size", type=int, default=227, help="input side in pixels (default 227)")
+    tr.add_argument("--mode", choices=("pad", "crop"), default="pad", help="preprocessing (default pad)")
+    tr.add_argument("--width", type=float, default=None, help="feature-map multiplier (default: the architecture's)")
+    tr.add_argument("--dropout", type=float, default=0.5)
+    tr.add_argument("--model-seed", type=int, default=None, help="initial weights (default: --seed)")
+    tr.add_argument("--cache-dir", default=None, help="preprocessed-image cache folder (default: see data cache)")
+    tr.add_argument("--workers", type=int, default=None, help="processes for the cache build")
+    tr.set_defaults(func=command(_train))
+
+    ev = subparsers.add_parser("evaluate", help="print the metric table of a saved model on train and valid")
+    ev.add_argument("--model", required=True, help="a model file, e.g. runs/NAME/best.npz")
+    ev.add_argument("--data", required=True, help="the MURA-v1.1 folder or its parent")
+    ev.add_argument("--splits", nargs="+", choices=("train", "valid"), default=["train", "valid"])
+    ev.add_argument("--batch-size", type=int, default=64)
+    ev.add_argument("--backend", choices=BACKENDS, default="auto")
+    ev.add_argument("--mode", choices=("pad", "crop"), default="pad",
+                    help="preprocessing when the model file stores none")
+    ev.add_argument("--per-body-part", action="store_true", help="also print the metrics per body part")
+    ev.add_argument("--json", default=None, help="also write the tables to this JSON file")
+    ev.add_argument("--cache-dir", default=None)
+    ev.add_argument("--workers", type=int, default=None)
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=command(_evaluate))
+
+    pr = subparsers.add_parser("predict", help="P(normal) for image files with a saved model",
+                               description="Prints one tab-separated line per image: path, P(normal), "
+                                           "normal|abnormal. Files that cannot be read get an error line on "
+                                           "stderr; the others are still predicted; exit status 1 if any failed.")
+    pr.add_argument("model", help="a model file saved by train (best.npz, last.npz)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, any size and mode")
+    pr.add_argument("--backend", choices=BACKENDS, default="numpy")
+    pr.add_argument("--batch-size", type=int, default=32)
+    pr.set_defaults(func=command(_predict))

@@ -1,0 +1,120 @@
+"""Prediction and scoring: P(normal) for a cached split or for image files, and the metric
+tables (``metrics.metric_table``) of train and valid.
+
+Every prediction runs the model in evaluation mode (no dropout, no augmentation) on images
+standardized exactly as in training.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from . import metrics
+from .data.batches import iterate_batches
+
+
+def train_eval_indices(split, size: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices of a fixed train subset: whole patients, in an order drawn from
+    ``seed``, until at least ``size`` images (all rows when ``size`` is None or covers all).
+
+    Whole patients keep the per patient accuracy meaningful on the subset.
+    """
+    n = len(split.labels)
+    if size is None or size >= n:
+        return np.arange(n, dtype=np.int64)
+    patients, inverse = np.unique(np.asarray(split.patient_ids), return_inverse=True)
+    order = np.random.default_rng([seed, 7]).permutation(len(patients))
+    counts = np.bincount(inverse, minlength=len(patients))
+    take = order[: int(np.searchsorted(np.cumsum(counts[order]), size) + 1)]
+    return np.flatnonzero(np.isin(inverse, take)).astype(np.int64)
+
+
+def split_rows(split, indices: np.ndarray | None) -> np.ndarray:
+    """``indices`` as int64, or every row of the split when None."""
+    if indices is None:
+        return np.arange(len(split.labels), dtype=np.int64)
+    return np.asarray(indices, np.int64)
+
+
+def predict_split(model, split, mean: float, std: float, batch_size: int = 64,
+                  indices: np.ndarray | None = None) -> np.ndarray:
+    """P(normal) (float32, (N,)) for the rows ``indices`` (default all) of a cached split,
+    standardized like training, in evaluation mode (no dropout, no augmentation)."""
+    out = [model.predict_proba(b.x, batch_size=batch_size)
+           for b in iterate_batches(split, batch_size, mean=mean, std=std, indices=indices)]
+    return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
+
+
+def score_split(probs: np.ndarray, split, rows: np.ndarray, majority: int | None) -> dict:
+    """The ``metrics.metric_table`` of ``probs`` (N,), the predictions for the rows ``rows``."""
+    return metrics.metric_table(
+        probs, np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
+        np.asarray(split.study_ids)[rows], np.asarray(split.body_parts)[rows], majority=majority)
+
+
+def evaluate(model, split, mean: float, std: float, batch_size: int = 64,
+             indices: np.ndarray | None = None, majority: int | None = None):
+    """Predict a split (or its rows ``indices``) and score it.
+
+    Returns ``(probs, table)``: probs (N,) float32 P(normal) in the order of ``indices``
+    (default all rows), table the ``metrics.metric_table`` dict of those rows. majority: the
+    class the majority-class baseline predicts (default: the majority of these labels).
+    """
+    rows = split_rows(split, indices)
+    probs = predict_split(model, split, mean, std, batch_size, rows)
+    return probs, score_split(probs, split, rows, majority)
+
+
+def evaluate_splits(model, cache, max_images: int | None = None, seed: int = 0) -> dict:
+    """``metrics.metric_table`` of train and valid (at most ``max_images`` images each, whole
+    patients). The majority-class baseline of both predicts the train split's majority."""
+    majority = metrics.majority_class(np.asarray(cache.split("train").labels).astype(np.int64))
+    tables = {}
+    for name in ("train", "valid"):
+        split = cache.split(name)
+        rows = train_eval_indices(split, max_images, seed)
+        _, tables[name] = evaluate(model, split, cache.mean, cache.std, indices=rows,
+                                   majority=majority)
+    return tables
+
+
+def predict_images(model, paths, batch_size: int = 32):
+    """P(normal) for image files, preprocessed exactly as in training (the size, mode, mean and
+    std stored in ``model.metadata["preprocessing"]``).
+
+    Returns a list of ``(path, probability or None, error message or None)`` in input order; a
+    file that is missing or not an image gets its error and the others are still predicted.
+    """
+    from .data.preprocess import ImageDecodeError, preprocess_image  # noqa: PLC0415
+
+    pre = model.metadata.get("preprocessing")
+    if not pre:
+        raise ValueError("the model file stores no preprocessing (size, mode, mean, std); "
+                         "use a model saved by `python -m mura_core train` (best.npz or last.npz)")
+    size, mode = int(pre["size"]), pre["mode"]
+    results, good, arrays = [], [], []
+    for path in paths:
+        try:
+            if Path(path).is_dir():
+                raise IsADirectoryError(f"{path}: is a folder, not an image file")
+            arrays.append(preprocess_image(path, size, mode))
+            good.append(len(results))
+            results.append((str(path), None, None))
+        except FileNotFoundError:
+            results.append((str(path), None, f"{path}: no such file"))
+        except (ImageDecodeError, OSError) as exc:
+            results.append((str(path), None, str(exc)))
+    if arrays:
+        # The training batch iterator does the standardization, so it is the same arithmetic.
+        source = SimpleNamespace(images=np.stack(arrays), labels=np.zeros(len(arrays), np.float32),
+                                 mode=mode)
+        probs = np.concatenate([
+            model.predict_proba(b.x, batch_size=batch_size)
+            for b in iterate_batches(source, batch_size, mean=float(pre["mean"]),
+                                     std=float(pre["std"]))
+        ])
+        for row, p in zip(good, probs):
+            results[row] = (results[row][0], float(p), None)
+    return results

@@ -1,0 +1,50 @@
+"""How numbers are shown to people, in the terminal and in the report alike."""
+from __future__ import annotations
+
+import math
+
+MISSING = "–"
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def percent(value, missing: str = MISSING, digits: int = 1) -> str:
+    """0.6712 -> '67.1 %'; None or NaN -> ``missing``."""
+    return missing if _missing(value) else f"{100 * value:.{digits}f} %"
+
+
+def duration(seconds, missing: str = MISSING) -> str:
+    """Seconds as '42 s' below two minutes, else '3.5 min'; None -> ``missing``."""
+    if _missing(seconds):
+        return missing
+    seconds = float(seconds)
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def number(value, digits: int = 3, missing: str = MISSING) -> str:
+    """A table cell: ints with thousands separators, floats to ``digits`` decimals (tiny ones
+    in scientific notation), bools as yes/no, None/NaN as ``missing``, anything else str."""
+    if _missing(value):
+        return missing
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 10 ** -digits:
+            return f"{value:.{digits - 1}e}"
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def format_metric(value, kind: str, missing: str = "n/a") -> str:
+    """A metric as text by kind: "int" 1,234; "pct" 64.5 %; "float" 0.123."""
+    if _missing(value):
+        return missing
+    if kind == "int":
+        return f"{int(value):,}"
+    if kind == "pct":
+        return percent(value)
+    return f"{value:.3f}"

@@ -1,0 +1,193 @@
+"""The report pipeline: data, cache, the five notebooks (papermill), then the report.
+
+``python -m mura_core report`` (and ``make report``) runs ``run_report``:
+
+1. Data: the MURA folder given with ``--data``, or, when none is given, a synthetic set with
+   MURA's layout generated under ``WORK/data/`` (said so on the terminal and in the report).
+2. The preprocessing cache under ``WORK/cache/``.
+3. The notebooks of ``notebooks/`` in order, executed with papermill; each gets the data
+   folder, profile, backend, seed, output folders and its knobs from the profile as
+   parameters. Executed copies go to ``OUT/executed/``. A failing notebook stops the
+   pipeline with the notebook, the cell and the error named; its executed copy (with the
+   traceback) is kept.
+4. ``OUT/results/provenance.json``, then ``OUT/report.html`` and ``OUT/report.pdf``
+   (nbconvert, XeLaTeX, no code shown; see ``document.py``).
+
+Where things go (defaults for ``make report``): ``OUT = report/``, figures in ``figures/``
+(PNG + PDF, one pair per figure), the numbers of each notebook in ``OUT/results/NAME.json``,
+models and training runs under ``WORK/models`` and ``WORK/runs`` (``WORK = .``).
+
+A notebook run by hand (JupyterLab) calls ``open_notebook`` with its parameters; paths left
+at ``None`` take these same defaults, and the synthetic set and cache are built if missing.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import profiles as profiles_mod
+from ..files import write_json
+from .provenance import provenance
+from .workspace import NOTEBOOKS_DIR, DataSource, Paths, PipelineError, build_cache, prepare_data
+
+REPORT_TITLE = "Normal vs abnormal radiographs (MURA v1.1) with a CNN written from scratch"
+
+
+@dataclass
+class NotebookRun:
+    name: str
+    executed: Path
+    wall_s: float
+
+
+def notebook_parameters(name: str, profile: str, source: DataSource | None, backend: str,
+                        seed: int, paths: Paths) -> dict:
+    """The papermill parameters of notebook ``name``: common ones plus its profile knobs."""
+    params = {
+        "data_dir": None if source is None else str(source.root),
+        "profile": profile,
+        "backend": backend,
+        "seed": seed,
+        "out_dir": str(paths.out),
+        "figures_dir": str(paths.figures),
+        "work_dir": str(paths.work),
+    }
+    params.update(profiles_mod.get_profile(profile).notebook_knobs(name))
+    return params
+
+
+def _local_kernel_manager(folder: str):
+    """A kernel manager class whose kernels talk over Unix sockets in ``folder``.
+
+    Kernel and pipeline always run on one machine, so IPC is the natural transport; over TCP
+    (jupyter_client's default) ipykernel warns on every start that the traffic is not
+    encrypted. The socket path is absolute: the kernel runs in the notebook's folder."""
+    from jupyter_client import AsyncKernelManager  # noqa: PLC0415
+    from traitlets import default  # noqa: PLC0415
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self):
+            return "ipc"
+
+        @default("ip")
+        def _default_ip(self):
+            return str(Path(folder) / "kernel")
+
+    return LocalKernelManager
+
+
+def execute_notebook(source: Path, executed: Path, parameters: dict,
+                     progress: bool = False) -> float:
+    """Run one notebook with papermill into ``executed``; the wall time in seconds.
+
+    On an error in a cell, raises PipelineError naming the notebook, the cell (number and
+    first line) and the error; papermill has already saved the executed copy, which shows
+    the traceback.
+    """
+    import papermill  # noqa: PLC0415
+    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415
+
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mura-kernel-") as sockets:
+            papermill.execute_notebook(
+                str(source), str(executed), parameters=parameters, kernel_name="python3",
+                progress_bar=progress, cwd=str(source.parent), log_output=False,
+                kernel_manager_class=_local_kernel_manager(sockets),
+            )
+    except PapermillExecutionError as exc:
+        first_line = next((ln for ln in exc.source.splitlines() if ln.strip()), "").strip()
+        raise PipelineError(
+            f"notebook {source.name} failed in cell {exc.cell_index + 1} "
+            f"(In [{exc.exec_count}]: {first_line!r}): {exc.ename}: {exc.evalue}\n"
+            f"The executed copy with the full traceback is {executed}"
+        ) from None
+    return time.perf_counter() - t0
+
+
+def notebook_paths(notebooks_dir: Path | None = None, names=None) -> list[Path]:
+    """The notebooks to run, in order (default: the five of ``profiles.NOTEBOOKS``)."""
+    folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
+    names = names or profiles_mod.NOTEBOOKS
+    paths = [folder / (n if n.endswith(".ipynb") else n + ".ipynb") for n in names]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise PipelineError(f"notebook(s) not found: {', '.join(missing)}")
+    return paths
+
+
+def run_notebooks(sources: list[Path], paths: Paths, parameters_of, progress: bool = False,
+                  log=print) -> list[NotebookRun]:
+    """Execute ``sources`` in order; ``parameters_of(name)`` gives each one's parameters."""
+    runs = []
+    for i, source in enumerate(sources, 1):
+        name = source.stem
+        executed = paths.executed / source.name
+        log(f"[{i}/{len(sources)}] {name} ...", flush=True)
+        wall = execute_notebook(source, executed, parameters_of(name), progress=progress)
+        log(f"[{i}/{len(sources)}] {name} done in {wall:.0f} s -> {executed}")
+        runs.append(NotebookRun(name=name, executed=executed, wall_s=wall))
+    return runs
+
+
+@dataclass
+class ReportResult:
+    runs: list[NotebookRun]
+    outputs: dict[str, Path] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+
+
+def run_report(profile: str = profiles_mod.DEFAULT_PROFILE, data=None, backend: str = "numpy",
+               seed: int = 0, out=None, figures=None, work=None, notebooks_dir=None,
+               only=None, progress: bool | None = None, pdf: bool = True,
+               log=print) -> ReportResult:
+    """Data, cache, notebooks, report: everything ``make report`` does. See module doc."""
+    from ..nn.backend import resolve_backend  # noqa: PLC0415
+    from . import document  # noqa: PLC0415  (nbformat, nbconvert)
+
+    t0 = time.perf_counter()
+    prof = profiles_mod.get_profile(profile)
+    backend = resolve_backend(backend)
+    paths = Paths.make(out, figures, work)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    log(f"report: profile {prof.name} ({prof.description}), backend {backend}, seed {seed}")
+    source = prepare_data(data, profile, seed, paths, log=log)
+    build_cache(source, prof.input_size, paths, progress=progress, log=log)
+    sources = notebook_paths(notebooks_dir, only)
+    runs = run_notebooks(
+        sources, paths,
+        lambda name: notebook_parameters(name, profile, source, backend, seed, paths),
+        progress=progress, log=log)
+    prov = provenance(source, profile, backend, seed, runs,
+                      total_s=time.perf_counter() - t0)
+    write_json(paths.results / "provenance.json", prov)
+    t_report = time.perf_counter()
+    nb = assemble_report(runs, prov, paths)
+    outputs = document.export_report(nb, paths.out, pdf=pdf, log=log)
+    log(f"report: built in {time.perf_counter() - t_report:.0f} s: "
+        + ", ".join(str(p) for k, p in outputs.items() if k != "ipynb"))
+    log(f"report: total {time.perf_counter() - t0:.0f} s")
+    return ReportResult(runs=runs, outputs=outputs, provenance=prov)
+
+
+def assemble_report(runs: list[NotebookRun], prov: dict, paths: Paths):
+    """The report notebook: front matter, the executed notebooks' content, provenance."""
+    results = {}
+    for run in runs:
+        path = paths.results / f"{run.name}.json"
+        if path.exists():
+            results[run.name] = json.loads(path.read_text())
+    from . import document  # noqa: PLC0415
+    from .provenance import provenance_section  # noqa: PLC0415
+
+    front = document.front_matter(prov, results)
+    back = [provenance_section(prov)]
+    return document.build_report_notebook([r.executed for r in runs], front, back,
+                                            title=REPORT_TITLE)
