@@ -10,6 +10,8 @@ a fixed subset of train and on all of ``cache.split("valid")`` after every epoch
                      the end; ``mc.load_model`` reads it as a model file too
     best.npz         the model with the best valid per-image accuracy so far
     last.npz         the model at the end of training
+    predictions.npz  ``valid``: P(normal) of every valid image (split order) by the final
+                     model, and ``step``; what the paired statistics of the report compare
 
 Determinism: the data order depends only on (seed, epoch), augmentation on (seed, epoch,
 batch), dropout on a counter-based stream, so the same seed on NumPy gives the same history
@@ -58,11 +60,12 @@ from .files import atomic_write_text
 from .nn.backend import device_name
 from .nn.models import loss_and_grads
 from .nn.optim import SGD
-from .nn.serialization import save_model
+from .nn.serialization import atomic_save_npz, save_model
 
 HISTORY_FORMAT = "mura_core.history/1"
-SCHEDULES = ("none", "step", "plateau")
+SCHEDULES = ("none", "step", "plateau", "cosine")
 HISTORY_NAME, CHECKPOINT_NAME, BEST_NAME, LAST_NAME = "history.json", "checkpoint.npz", "best.npz", "last.npz"
+PREDICTIONS_NAME = "predictions.npz"
 
 #: Config fields a resumed run may change; every other one must match the checkpoint, since
 #: it decides the data order or the updates.
@@ -90,8 +93,10 @@ class TrainConfig:
 
     Learning-rate schedules: "step" multiplies lr by ``lr_gamma`` every ``lr_step_size``
     steps (default one epoch); "plateau" multiplies it by ``lr_gamma`` when the valid per-image
-    accuracy has not improved for more than ``plateau_patience`` evaluations; never below
-    ``min_lr``. Evaluation always follows each epoch and the last step. ``seed`` decides the
+    accuracy has not improved for more than ``plateau_patience`` evaluations; "cosine" follows
+    half a cosine from lr down to ``min_lr`` over the steps after the warm-up; never below
+    ``min_lr``. A warm-up (``warmup_steps``) scales the first steps' rate by
+    (step + 1) / warmup_steps, so the first updates of a fresh network stay small. Evaluation always follows each epoch and the last step. ``seed`` decides the
     data order, augmentation and the train-eval subset (the model has its own seed).
     """
 
@@ -102,13 +107,14 @@ class TrainConfig:
     momentum: float = _option(0.9, "SGD momentum, in [0, 1)")
     weight_decay: float = _option(0.0, "L2 weight decay")
     schedule: str = _option("none", "learning-rate schedule: step (lr x gamma every "
-                            "--lr-step-size steps, default one epoch) or plateau (lr x gamma when "
-                            "valid accuracy stalls for more than --plateau-patience evaluations)",
-                            choices=SCHEDULES)
+                            "--lr-step-size steps, default one epoch), plateau (lr x gamma when "
+                            "valid accuracy stalls for more than --plateau-patience evaluations) "
+                            "or cosine (half a cosine down to --min-lr)", choices=SCHEDULES)
     lr_gamma: float = _option(0.1, "factor of a schedule's learning-rate drop")
     lr_step_size: int | None = _option(None, "steps between drops of the step schedule")
     plateau_patience: int = _option(2, "evaluations without improvement before a plateau drop")
     min_lr: float = _option(0.0, "the schedules' lowest learning rate")
+    warmup_steps: int = _option(0, "linear learning-rate warm-up over the first N steps")
     eval_every: int | None = _option(None, "also evaluate every N steps")
     train_eval_size: int | None = _option(2000, "train images (whole patients) scored at each "
                                           "evaluation; none or 0: all of train")
@@ -153,6 +159,9 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0.0 < self.lr_gamma <= 1.0:
             raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, (int, np.integer)) \
+                or self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be a whole number >= 0, got {self.warmup_steps!r}")
         if self.plateau_patience < 0:
             raise ValueError(f"plateau_patience must be >= 0, got {self.plateau_patience!r}")
         if (self.resume or self.checkpoint_every) and self.out_dir is None:
@@ -268,6 +277,7 @@ class Trainer:
         self._steps_timed = 0
         self._checkpoint_step = None
         self._smooth_loss = None
+        self._valid_probs = None  # of the latest evaluation
 
     # --- files ---------------------------------------------------------------------------
     def _path(self, name: str) -> Path | None:
@@ -372,14 +382,23 @@ class Trainer:
 
     # --- pieces of a step ----------------------------------------------------------------
     def _scheduled_lr(self) -> float:
+        """The learning rate of the step about to run: the schedule's, times the warm-up."""
         c, s = self.config, self.state
         if c.schedule == "step":
             every = c.lr_step_size or self.steps_per_epoch
-            return max(c.lr * c.lr_gamma ** (s.step // every), c.min_lr)
-        return s.lr  # "none" keeps it; "plateau" changes it at evaluations
+            lr = max(c.lr * c.lr_gamma ** (s.step // every), c.min_lr)
+        elif c.schedule == "cosine":
+            span = max(1, self.total_steps - c.warmup_steps)
+            done = min(1.0, max(0, s.step - c.warmup_steps) / span)
+            lr = c.min_lr + (c.lr - c.min_lr) * 0.5 * (1.0 + math.cos(math.pi * done))
+        else:
+            lr = s.lr  # "none" keeps the configured rate; "plateau" lowers it at evaluations
+        if s.step < c.warmup_steps:
+            lr *= (s.step + 1) / c.warmup_steps
+        return lr
 
     def _diverged(self, what: str, value, step: int) -> TrainingDiverged:
-        lr = self.state.lr
+        lr = self.opt.lr
         ckpt = self._path(CHECKPOINT_NAME)
         if ckpt is not None and self._checkpoint_step is not None:
             kept = f"the last good checkpoint, {ckpt} (step {self._checkpoint_step}), is kept"
@@ -390,7 +409,7 @@ class Trainer:
             f"stopped and {kept}. Lower the learning rate (e.g. {lr / 10:g}) "
             "and train again.", step, lr)
 
-    def _evaluate_split(self, split, indices: np.ndarray | None) -> dict:
+    def _evaluate_split(self, split, indices: np.ndarray | None) -> tuple[np.ndarray, dict]:
         rows = split_rows(split, indices)
         # An update can blow the weights up after its own loss was computed, so the evaluation
         # right after it is the first to see them: stop here with the loss guard's message.
@@ -398,17 +417,17 @@ class Trainer:
             probs = predict_split(self.model, split, self.mean, self.std, self.config.eval_batch_size, rows)
         if not np.isfinite(probs).all():
             raise self._diverged(f"the predicted probability on {split.name}", "non-finite", self.state.step)
-        return score_split(probs, split, rows, self.majority)
+        return probs, score_split(probs, split, rows, self.majority)
 
     def _evaluate(self, epoch_end: bool) -> None:
         start = time.perf_counter()
         c, s = self.config, self.state
         if not _params_finite(self.model.parameters(), self.model.xp):
             raise self._diverged("a weight", "non-finite", s.step)
-        train_table = self._evaluate_split(self.train_split, self.eval_rows)
-        valid_table = self._evaluate_split(self.valid_split, None)
+        _, train_table = self._evaluate_split(self.train_split, self.eval_rows)
+        self._valid_probs, valid_table = self._evaluate_split(self.valid_split, None)
         point = {"step": s.step, "epoch": s.step / self.steps_per_epoch, "epoch_end": epoch_end,
-                 "lr": s.lr, "train": train_table, "valid": valid_table}
+                 "lr": self.opt.lr, "train": train_table, "valid": valid_table}
         s.history["evals"].append(point)
         accuracy = valid_table["image_accuracy"]
         if accuracy > s.best_accuracy:
@@ -437,12 +456,18 @@ class Trainer:
             save_model(self.model, best)
             self.model.metadata.pop("valid")
 
+    def _save_predictions(self) -> None:
+        """predictions.npz: the final model's P(normal) for every valid image."""
+        if self._valid_probs is None:  # resumed after the last evaluation: predict again
+            self._valid_probs, _ = self._evaluate_split(self.valid_split, None)
+        atomic_save_npz(self._path(PREDICTIONS_NAME), {
+            "valid": self._valid_probs.astype(np.float32), "step": np.int64(self.state.step)})
+
     def _train_step(self, batch) -> float:
         """One SGD update on ``batch``; the loss. Raises TrainingDiverged on a non-finite loss
         or gradient, before the update touches the weights."""
         s = self.state
-        s.lr = self._scheduled_lr()
-        self.opt.lr = s.lr
+        self.opt.lr = self._scheduled_lr()
         # Overflow is caught below, with a message that says what to do.
         with np.errstate(over="ignore", invalid="ignore"):
             loss, grads = loss_and_grads(self.model, batch.x, batch.t, training=True)
@@ -453,14 +478,14 @@ class Trainer:
         self.opt.step(grads)
         s.step += 1
         s.history["loss"].append(float(loss))
-        s.history["lr"].append(s.lr)
+        s.history["lr"].append(self.opt.lr)
         return float(loss)
 
     def _after_step(self, loss: float, seconds: float, bar) -> None:
         self._train_s += seconds
         self._steps_timed += 1
         self._smooth_loss = loss if self._smooth_loss is None else 0.9 * self._smooth_loss + 0.1 * loss
-        bar.set_postfix(loss=f"{self._smooth_loss:.4f}", lr=f"{self.state.lr:.3g}",
+        bar.set_postfix(loss=f"{self._smooth_loss:.4f}", lr=f"{self.opt.lr:.3g}",
                         img_s=f"{self.config.batch_size / max(seconds, 1e-9):.1f}", refresh=False)
         bar.update(1)
         if self.on_step is not None:
@@ -560,6 +585,7 @@ class Trainer:
         last_path = self._path(LAST_NAME)
         if last_path is not None:
             save_model(self.model, last_path)
+            self._save_predictions()
         self._write_history()
         best = s.history["best"]
         return TrainResult(s.history, self.model, self.out_dir, self._path(CHECKPOINT_NAME),

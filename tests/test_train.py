@@ -242,7 +242,8 @@ def test_weights_blown_up_by_a_step_stop_the_evaluation_after_it(cache, tmp_path
     (dict(lr=-0.1), "learning rate must be a positive"),
     (dict(batch_size=10_000), "larger than the 1"),
     (dict(batch_size=0), "batch_size must be a positive"),
-    (dict(schedule="cosine"), "schedule must be one of"),
+    (dict(schedule="linear"), "schedule must be one of"),
+    (dict(warmup_steps=-1), "warmup_steps must be"),
     (dict(steps=0), "steps must be a positive"),
     (dict(momentum=1.0), "momentum"),
 ])
@@ -273,6 +274,39 @@ def test_step_and_plateau_schedules(cache):
     assert h["lr"][0] == pytest.approx(1e-6)
     assert h["lr"][-1] < h["lr"][0] / 4
     assert all(b <= a for a, b in zip(h["lr"], h["lr"][1:]))
+
+
+def test_warmup_ramps_the_rate_linearly_then_the_schedule_takes_over(cache):
+    h = train(small_model(), cache, BASE, steps=6, lr=0.01, warmup_steps=3).history
+    assert h["lr"] == pytest.approx([0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.01, 0.01])
+    h = train(small_model(), cache, BASE, steps=7, lr=0.01, warmup_steps=2, schedule="cosine",
+              min_lr=0.001).history
+    # after the warm-up, half a cosine from 0.01 to 0.001 over the remaining 5 steps
+    cosine = [0.001 + 0.009 * 0.5 * (1 + np.cos(np.pi * k / 5)) for k in range(5)]
+    assert h["lr"] == pytest.approx([cosine[0] / 2, cosine[0]] + cosine)
+
+
+def test_warmup_resumes_mid_ramp_with_the_same_rates_and_weights(cache, tmp_path):
+    config = dict(BASE, steps=8, lr=0.01, warmup_steps=5, schedule="cosine")
+    whole = train(small_model(), cache, config)
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(), cache, config, out_dir=str(tmp_path / "r"), on_step=_sigint_at(3))
+    resumed = train(small_model(), cache, config, out_dir=str(tmp_path / "r"), resume=True)
+    assert resumed.history["lr"] == whole.history["lr"]
+    for name, value in weights(whole.model).items():
+        np.testing.assert_array_equal(value, weights(resumed.model)[name])
+
+
+def test_final_valid_predictions_are_saved_beside_the_model(cache, tmp_path):
+    result = train(small_model(), cache, BASE, steps=4, out_dir=str(tmp_path / "p"))
+    with np.load(tmp_path / "p" / "predictions.npz", allow_pickle=False) as f:
+        saved, step = f["valid"], int(f["step"])
+    last = mc.load_model(tmp_path / "p" / "last.npz")
+    probs, _ = evaluate(last, cache.split("valid"), cache.mean, cache.std)
+    assert step == 4 and saved.dtype == np.float32
+    np.testing.assert_array_equal(saved, probs)
+    assert result.history["evals"][-1]["valid"]["image_accuracy"] == pytest.approx(
+        metrics.accuracy(cache.split("valid").labels, metrics.predict_labels(saved)))
 
 
 def test_train_eval_subset_takes_whole_patients(cache):
