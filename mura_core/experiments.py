@@ -1,44 +1,100 @@
-"""Experiments of the report: training runs stored by their settings, architecture
-comparisons, hyperparameter sweeps, and the tables the notebooks show.
+"""Experiments of the report: training runs stored by their settings, variants trained from
+several seeds, architecture comparisons and hyperparameter sweeps, decided with statistics.
 
-A run is identified by everything that decides its numbers (architecture, input size, seed,
-backend, data cache key, and the training settings); it lives in ``RUNS/<arch>-<hash>/``
-(``history.json`` and ``last.npz`` as written by ``train.train``). ``train_or_load`` trains a
-run only when no completed run with the same settings exists, and resumes an interrupted one.
-So the baseline trained in 02 is the baseline of 04 and the centre point of 05's sweeps when
-the profile gives them the same settings, as it does: same seed, same settings, same numbers.
+A run is a ``RunSpec`` (architecture, seed, and every training setting that decides its
+numbers) on one data cache, input size and backend; it lives in ``RUNS/<arch>-<hash>/``
+(``history.json``, ``last.npz`` and ``predictions.npz`` as written by ``train.train``).
+``train_or_load`` trains a run only when no completed run with the same identity exists, and
+resumes an interrupted one. So the baseline trained in 02 is the baseline of 04 and the
+centre point of 05's sweeps when the profile gives them the same settings: same seed, same
+settings, same numbers.
 
-Comparisons: ``compare_architectures`` trains every variant for the same number of steps from
-the same seed; ``sweep`` varies one knob (batch size, learning rate or momentum) with every run
-seeing the same number of training examples.
+An executor (``executors.py``) runs a list of specs, in this process or on a Dask cluster;
+``run_all`` hands it the specs and returns the runs in the same order.
+
+A variant (an architecture, or one value of a swept knob) is trained from each of a list of
+seeds; its valid predictions (seeds x images) go to ``stats``: every metric with a bootstrap
+interval over patients and seeds, and each variant against the reference one (the baseline,
+or the sweep's centre value) with the interval of the difference and McNemar's test.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from . import stats
 
-#: Training settings that enter a run's identity (besides arch, input size, seed, backend,
-#: and the cache key).
+#: Training settings that enter a run's identity (besides arch, seed, input size, backend,
+#: and the cache key), all fields of ``RunSpec``.
 RUN_SETTINGS = ("steps", "batch_size", "lr", "momentum", "weight_decay", "eval_every",
-                "train_eval_size", "augment", "dropout")
+                "train_eval_size", "augment", "dropout", "warmup_steps", "schedule", "min_lr")
 SWEEP_KNOBS = {"batch_size": "batch size", "lr": "learning rate", "momentum": "momentum"}
+#: The valid metrics a comparison reports, with intervals.
+COMPARED = ("image_accuracy", "patient_accuracy", "study_accuracy", "study_kappa")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run to do: the network, the seed (weights, data order, dropout) and every
+    setting that decides its numbers; ``label`` only names it in logs and tables."""
+
+    arch: str
+    seed: int
+    steps: int
+    batch_size: int
+    lr: float
+    momentum: float
+    weight_decay: float = 0.0
+    eval_every: int | None = None
+    train_eval_size: int | None = None
+    augment: bool = False
+    dropout: float = 0.5
+    warmup_steps: int = 0
+    schedule: str = "none"
+    min_lr: float = 0.0
+    label: str = ""
+
+    def settings(self) -> dict:
+        return {k: getattr(self, k) for k in RUN_SETTINGS}
+
+    def replace(self, **changes) -> "RunSpec":
+        return dataclasses.replace(self, **changes)
+
+    def run_id(self, *, input_size: int, backend: str, cache_key: str) -> str:
+        """``<arch>-<12 hex digits>``: a hash of everything that decides the run's numbers."""
+        identity = {"arch": self.arch, "input_size": int(input_size), "seed": int(self.seed),
+                    "backend": backend, "cache_key": cache_key, **self.settings()}
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return f"{self.arch}-{digest[:12]}"
 
 
 @dataclass
 class Run:
-    """One finished (or diverged) training run."""
+    """One finished (or diverged) training run: its spec, history and folder, the final
+    model's valid predictions, and where and how long it ran."""
 
-    name: str
-    settings: dict
+    spec: RunSpec
     history: dict
     folder: Path
     reused: bool = False
+    valid_probs: np.ndarray | None = None
+    worker: str = "local"
+    wall_s: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.label or self.spec.arch
+
+    @property
+    def settings(self) -> dict:
+        return self.spec.settings()
 
     @property
     def model_path(self) -> Path:
@@ -59,67 +115,50 @@ class Run:
 
     @property
     def examples_seen(self) -> int:
-        return int(self.history.get("step", 0)) * int(self.settings["batch_size"])
+        return int(self.history.get("step", 0)) * int(self.spec.batch_size)
 
 
-def run_id(arch: str, settings: dict, *, input_size: int, seed: int, backend: str,
-           cache_key: str) -> str:
-    """``<arch>-<12 hex digits>``: a hash of everything that decides the run's numbers."""
-    identity = {"arch": arch, "input_size": int(input_size), "seed": int(seed),
-                "backend": backend, "cache_key": cache_key,
-                **{k: settings.get(k) for k in RUN_SETTINGS}}
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-    return f"{arch}-{digest[:12]}"
-
-
-def _completed(folder: Path, steps: int) -> dict | None:
-    path = folder / "history.json"
-    if not path.exists() or not (folder / "last.npz").exists():
+def _completed(folder: Path, steps: int) -> tuple[dict, np.ndarray] | None:
+    """(history, valid predictions) of a completed run of ``steps`` steps in ``folder``."""
+    path, predictions = folder / "history.json", folder / "predictions.npz"
+    if not (path.exists() and (folder / "last.npz").exists() and predictions.exists()):
         return None
     history = json.loads(path.read_text())
-    if history.get("status") == "completed" and history.get("step") == steps:
-        return history
-    return None
+    if history.get("status") != "completed" or history.get("step") != steps:
+        return None
+    with np.load(predictions, allow_pickle=False) as f:
+        return history, f["valid"]
 
 
-def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr: float,
-                  momentum: float, weight_decay: float = 0.0, eval_every: int | None = None,
-                  train_eval_size: int | None = None, augment: bool = False,
-                  dropout: float = 0.5, seed: int = 0, backend: str = "numpy",
-                  name: str | None = None, progress: bool = False, log=print) -> Run:
-    """Train ``arch`` on ``cache`` with these settings, or load the completed run that has
-    exactly them. A NaN/inf loss does not raise: the run comes back with ``diverged`` set and
-    the history up to its last evaluation (so a sweep can show a learning rate that is too
-    large)."""
+def train_or_load(spec: RunSpec, cache, runs_dir, *, backend: str = "numpy",
+                  progress: bool = False, log=print) -> Run:
+    """Train ``spec`` on ``cache``, or load the completed run that has exactly its identity.
+
+    A NaN/inf loss does not raise: the run comes back with ``diverged`` set and the history up
+    to its last evaluation (so a sweep can show a learning rate that is too large)."""
     from .nn.models import build_model  # noqa: PLC0415
     from .train import TrainingDiverged, load_history, train  # noqa: PLC0415
 
-    settings = dict(steps=int(steps), batch_size=int(batch_size), lr=float(lr),
-                    momentum=float(momentum), weight_decay=float(weight_decay),
-                    eval_every=eval_every, train_eval_size=train_eval_size, augment=augment,
-                    dropout=float(dropout))
-    ident = run_id(arch, settings, input_size=cache.size, seed=seed, backend=backend,
-                   cache_key=cache.key)
-    folder = Path(runs_dir) / ident
-    label = name or arch
-    history = _completed(folder, settings["steps"])
-    if history is not None:
-        log(f"{label}: reusing the completed run {folder.name} (same settings)")
-        return Run(label, settings, history, folder, reused=True)
+    start = time.perf_counter()
+    folder = Path(runs_dir) / spec.run_id(input_size=cache.size, backend=backend,
+                                          cache_key=cache.key)
+    label = spec.label or spec.arch
+    done = _completed(folder, spec.steps)
+    if done is not None:
+        log(f"{label} (seed {spec.seed}): reusing the completed run {folder.name}")
+        return Run(spec, done[0], folder, reused=True, valid_probs=done[1])
     diverged = folder / "diverged.json"
     if diverged.exists():
-        log(f"{label}: reusing the diverged run {folder.name} (same settings)")
-        return Run(label, settings, json.loads(diverged.read_text()), folder, reused=True)
-    model = build_model(arch, input_size=cache.size, seed=seed, backend=backend,
-                        dropout=dropout)
-    log(f"{label}: training {steps} steps (batch {batch_size}, lr {lr:g}, momentum "
-        f"{momentum:g}) -> {folder}")
+        log(f"{label} (seed {spec.seed}): reusing the diverged run {folder.name}")
+        return Run(spec, json.loads(diverged.read_text()), folder, reused=True)
+    model = build_model(spec.arch, input_size=cache.size, seed=spec.seed, backend=backend,
+                        dropout=spec.dropout)
+    log(f"{label} (seed {spec.seed}): training {spec.steps} steps (batch {spec.batch_size}, "
+        f"lr {spec.lr:g}, momentum {spec.momentum:g}) -> {folder}")
+    settings = {k: v for k, v in spec.settings().items() if k != "dropout"}
     try:
-        result = train(model, cache, steps=settings["steps"], batch_size=settings["batch_size"],
-                       lr=settings["lr"], momentum=settings["momentum"],
-                       weight_decay=settings["weight_decay"], eval_every=eval_every,
-                       train_eval_size=train_eval_size, augment=augment, seed=seed,
-                       out_dir=str(folder), resume=True, progress=progress)
+        result = train(model, cache, **settings, seed=spec.seed, out_dir=str(folder),
+                       resume=True, progress=progress)
     except TrainingDiverged as exc:
         history = load_history(folder) if (folder / "history.json").exists() else {
             "loss": [], "evals": []}
@@ -127,45 +166,94 @@ def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr
         history["error"] = str(exc)
         history["diverged_at_step"] = exc.step
         diverged.write_text(json.dumps(history))
-        log(f"{label}: diverged at step {exc.step} (lr {lr:g})")
-        return Run(label, settings, history, folder)
+        log(f"{label} (seed {spec.seed}): diverged at step {exc.step} (lr {spec.lr:g})")
+        return Run(spec, history, folder, wall_s=time.perf_counter() - start)
     # The resume checkpoint (model + momentum) and the best-so-far model are only needed while
-    # the run is unfinished; last.npz and history.json are what the notebooks read.
+    # the run is unfinished; last.npz, predictions.npz and history.json are what is read.
     for name in ("checkpoint.npz", "best.npz"):
         (folder / name).unlink(missing_ok=True)
-    return Run(label, settings, result.history, folder)
+    _, probs = _completed(folder, spec.steps)
+    return Run(spec, result.history, folder, valid_probs=probs,
+               wall_s=time.perf_counter() - start)
 
 
-def compare_architectures(names, cache, runs_dir, **settings) -> dict[str, Run]:
-    """Train every architecture in ``names`` with the same settings (steps, seed, ...)."""
-    return {name: train_or_load(name, cache, runs_dir, **settings) for name in names}
+def run_all(specs: list[RunSpec], cache, runs_dir, *, backend: str = "numpy", executor=None,
+            log=print) -> list[Run]:
+    """The runs of ``specs``, in the same order, by ``executor`` (default: one after another
+    in this process). Specs that differ only in their label (the centre value of three
+    sweeps, say) are the same run: it is trained once and handed back under each label."""
+    from .executors import LocalExecutor  # noqa: PLC0415
+
+    executor = executor if executor is not None else LocalExecutor()
+    unique: dict[RunSpec, int] = {}
+    for spec in specs:
+        unique.setdefault(spec.replace(label=""), len(unique))
+    firsts = {}
+    for spec in specs:
+        firsts.setdefault(spec.replace(label=""), spec)
+    done = executor.run(list(firsts.values()), cache, runs_dir, backend=backend, log=log)
+    out = []
+    for spec in specs:
+        run = done[unique[spec.replace(label="")]]
+        out.append(run if run.spec == spec else dataclasses.replace(run, spec=spec))
+    return out
 
 
-def sweep_settings(knob: str, values, base: dict, examples: int,
-                   eval_every_examples: int) -> list[dict]:
-    """The settings of each run of a sweep over ``knob``: ``base`` with ``knob`` set to each
-    value, and steps / eval_every chosen so every run sees ``examples`` training examples
-    (rounded down to whole batches) and is evaluated every ``eval_every_examples``."""
+# --------------------------------------------------------------------------- variants
+
+
+def seeded(spec: RunSpec, seeds) -> list[RunSpec]:
+    """``spec`` once per seed."""
+    return [spec.replace(seed=int(s)) for s in seeds]
+
+
+def train_variants(variants: dict[str, RunSpec], seeds, cache, runs_dir, *,
+                   backend: str = "numpy", executor=None, log=print) -> dict[str, list[Run]]:
+    """Every variant (name -> spec) from every seed, all handed to the executor at once;
+    name -> its runs, in seed order."""
+    names = list(variants)
+    specs = [s for name in names for s in seeded(variants[name].replace(label=name), seeds)]
+    runs = run_all(specs, cache, runs_dir, backend=backend, executor=executor, log=log)
+    k = len(list(seeds))
+    return {name: runs[i * k:(i + 1) * k] for i, name in enumerate(names)}
+
+
+def architecture_specs(names, base: RunSpec) -> dict[str, RunSpec]:
+    """The same settings for every architecture in ``names``."""
+    return {name: base.replace(arch=name) for name in names}
+
+
+def sweep_label(knob: str, value) -> str:
+    """'learning rate 0.002': how a sweep's run is named."""
+    return f"{SWEEP_KNOBS[knob]} {value:g}"
+
+
+def sweep_specs(knob: str, values, base: RunSpec) -> dict[str, RunSpec]:
+    """One spec per value of ``knob`` (named by ``sweep_label``), ``base`` otherwise. Every
+    run sees the examples of ``base`` (its steps times its batch size): a batch of 64 takes
+    half the steps of a batch of 32, and its warm-up and evaluation points cover the same
+    examples. The value equal to ``base``'s gives ``base`` itself (the same stored run)."""
     if knob not in SWEEP_KNOBS:
         raise ValueError(f"cannot sweep {knob!r}; choose one of {', '.join(SWEEP_KNOBS)}")
-    runs = []
-    for value in values:
-        s = dict(base, **{knob: value})
-        s["steps"] = max(1, int(examples) // int(s["batch_size"]))
-        s["eval_every"] = max(1, int(eval_every_examples) // int(s["batch_size"]))
-        runs.append(s)
-    return runs
-
-
-def sweep(knob: str, values, cache, runs_dir, *, base: dict, examples: int,
-          eval_every_examples: int, arch: str = "baseline", log=print, **common) -> dict:
-    """Runs with ``knob`` at each of ``values`` (see ``sweep_settings``); value -> Run."""
+    examples = base.steps * base.batch_size
     out = {}
-    for value, s in zip(values, sweep_settings(knob, values, base, examples,
-                                               eval_every_examples)):
-        label = f"{SWEEP_KNOBS[knob]} {value:g}"
-        out[value] = train_or_load(arch, cache, runs_dir, name=label, log=log, **common, **s)
+    for value in values:
+        batch = int(value) if knob == "batch_size" else base.batch_size
+        scale = base.batch_size / batch
+        out[sweep_label(knob, value)] = base.replace(**{
+            knob: type(getattr(base, knob))(value),
+            "steps": max(1, examples // batch),
+            "eval_every": None if base.eval_every is None else max(1, round(base.eval_every * scale)),
+            "warmup_steps": int(round(base.warmup_steps * scale)),
+        })
     return out
+
+
+def variant_probs(runs: list[Run]) -> np.ndarray | None:
+    """(seeds, valid images) P(normal) of a variant's runs; None when a run has none."""
+    if any(r.valid_probs is None for r in runs):
+        return None
+    return np.stack([r.valid_probs for r in runs])
 
 
 # --------------------------------------------------------------------------- tables
@@ -180,6 +268,11 @@ def _final(run: Run, split: str, key: str):
         else value
 
 
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def final_train_loss(history: dict, window: int = 10) -> float | None:
     """Mean training loss over the last ``window`` steps (None when there is none or it is
     not finite)."""
@@ -189,55 +282,80 @@ def final_train_loss(history: dict, window: int = 10) -> float | None:
     return float(loss.mean())
 
 
-def architecture_table(runs: dict[str, Run], models: dict | None = None) -> list[dict]:
-    """One row per architecture: parameters, time per step, steps, and the final train and
-    valid metrics (per image accuracy, per patient, per study, study kappa)."""
+def variant_row(name: str, runs: list[Run], design: stats.Design, seed: int = 0) -> dict:
+    """One table row of a variant: parameters, time per step, steps, seeds, final loss and
+    train accuracy (means over seeds), and every valid metric of ``COMPARED`` pooled over the
+    seeds with its bootstrap interval (``{metric}`` value, ``{metric}_low``, ``{metric}_high``).
+    A variant with a diverged run has no valid metrics."""
+    first = runs[0]
+    row = {
+        "name": name,
+        "params": (first.history.get("model") or {}).get("num_parameters"),
+        "seconds_per_step": _mean(r.seconds_per_step for r in runs),
+        "steps": int(first.spec.steps),
+        "seeds": len(runs),
+        "final_train_loss": None if any(r.diverged for r in runs) else _mean(
+            final_train_loss(r.history) for r in runs),
+        "train_accuracy": _mean(_final(r, "train", "image_accuracy") for r in runs),
+        "diverged": any(r.diverged for r in runs),
+        "diverged_at_step": next((r.history.get("diverged_at_step") for r in runs
+                                  if r.diverged), None),
+        "reused": all(r.reused for r in runs),
+    }
+    probs = None if row["diverged"] else variant_probs(runs)
+    cis = stats.intervals(design, probs, COMPARED, seed=seed) if probs is not None else {}
+    for metric in COMPARED:
+        ci = cis.get(metric, {})
+        row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = (
+            ci.get("value"), ci.get("low"), ci.get("high"))
+    return row
+
+
+def comparisons(variants: dict[str, list[Run]], reference: str, design: stats.Design,
+                metric: str = "image_accuracy", seed: int = 0) -> list[dict]:
+    """Each variant against ``reference`` on the same valid images and seeds
+    (``stats.compare``: the interval of the difference and McNemar's p), one dict per
+    variant other than the reference, with its ``name``."""
+    ref = variant_probs(variants[reference]) if not any(
+        r.diverged for r in variants[reference]) else None
+    out = []
+    for name, runs in variants.items():
+        if name == reference:
+            continue
+        probs = None if any(r.diverged for r in runs) else variant_probs(runs)
+        if ref is None or probs is None:
+            out.append({"name": name, "metric": metric, "verdict": None, "diverged": True})
+            continue
+        out.append({"name": name, "diverged": False,
+                    **stats.compare(design, probs, ref, metric, seed=seed)})
+    return out
+
+
+def architecture_summary(variants: dict[str, list[Run]], design: stats.Design,
+                         seed: int = 0) -> dict:
+    """{"table": one ``variant_row`` per architecture, "comparisons": each against the
+    baseline (``comparisons``)}."""
+    return {"table": [variant_row(name, runs, design, seed) for name, runs in variants.items()],
+            "comparisons": comparisons(variants, "baseline", design, seed=seed)}
+
+
+def sweep_summary(knob: str, values, variants: dict[str, list[Run]], centre, design: stats.Design,
+                  seed: int = 0) -> dict:
+    """{"rows": per value its ``variant_row`` with ``value``, batch size, lr, momentum, steps
+    and examples; "comparisons": each value against the ``centre`` value}."""
     rows = []
-    for name, run in runs.items():
-        params = (run.history.get("model") or {}).get("num_parameters")
-        rows.append({
-            "name": name,
-            "params": params,
-            "seconds_per_step": run.seconds_per_step,
-            "steps": int(run.history.get("step", 0)),
-            "final_train_loss": None if run.diverged else final_train_loss(run.history),
-            "train_accuracy": _final(run, "train", "image_accuracy"),
-            "valid_accuracy": _final(run, "valid", "image_accuracy"),
-            "valid_patient_accuracy": _final(run, "valid", "patient_accuracy"),
-            "valid_study_accuracy": _final(run, "valid", "study_accuracy"),
-            "valid_kappa": _final(run, "valid", "study_kappa"),
-            "diverged": run.diverged,
-            "diverged_at_step": run.history.get("diverged_at_step"),
-            "reused": run.reused,
-        })
-    return rows
+    for value, (name, runs) in zip(values, variants.items()):
+        spec = runs[0].spec
+        rows.append({**variant_row(name, runs, design, seed), "value": value,
+                     "batch_size": spec.batch_size, "lr": spec.lr, "momentum": spec.momentum,
+                     "examples": spec.steps * spec.batch_size})
+    return {"rows": rows,
+            "comparisons": comparisons(variants, sweep_label(knob, centre), design, seed=seed)}
 
 
-def sweep_table(knob: str, runs: dict) -> list[dict]:
-    """One row per value of a sweep: the setting, steps, examples seen, final loss and the
-    final train/valid per image accuracy."""
-    rows = []
-    for value, run in runs.items():
-        rows.append({
-            "value": value,
-            "batch_size": run.settings["batch_size"],
-            "lr": run.settings["lr"],
-            "momentum": run.settings["momentum"],
-            "steps": run.settings["steps"],
-            "examples": run.settings["steps"] * run.settings["batch_size"],
-            "final_train_loss": None if run.diverged else final_train_loss(run.history),
-            "train_accuracy": _final(run, "train", "image_accuracy"),
-            "valid_accuracy": _final(run, "valid", "image_accuracy"),
-            "seconds_per_step": run.seconds_per_step,
-            "diverged": run.diverged,
-            "reused": run.reused,
-        })
-    return rows
-
-
-def histories(runs: dict) -> dict[str, dict]:
-    """Run name -> history, for ``plots.plot_runs``."""
-    return {run.name: run.history for run in runs.values()}
+def histories(variants: dict[str, list[Run]]) -> dict[str, list[dict]]:
+    """Variant name -> the histories of its runs, for ``plots.plot_runs``."""
+    return {name: [r.history for r in runs] for name, runs in variants.items()}
 
 
 def compact_history(history: dict) -> dict:
@@ -248,3 +366,10 @@ def compact_history(history: dict) -> dict:
                        **{split: {k: e[split].get(k) for k in keys}
                           for split in ("train", "valid") if split in e}}
                       for e in history.get("evals", [])]}
+
+
+def run_record(run: Run) -> dict:
+    """What the results JSON keeps of a run: its identity, where and how long it ran."""
+    return {"name": run.name, "arch": run.spec.arch, "seed": run.spec.seed,
+            "folder": run.folder.name, "reused": run.reused, "worker": run.worker,
+            "wall_s": round(run.wall_s, 2), "status": run.history.get("status")}

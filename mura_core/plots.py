@@ -203,6 +203,32 @@ def _loss_limit(curves: Sequence[np.ndarray], diverged: Sequence[bool]) -> float
     return 1.05 * float(min(reference.max(), 3.0 * np.percentile(reference, 95)))
 
 
+def _groups(histories: Mapping) -> dict[str, list[Mapping]]:
+    """name -> list of histories (one per seed): a single history becomes a list of one; a
+    group with a diverged run is split into its runs, named by seed, so each is drawn."""
+    out = {}
+    for name, value in histories.items():
+        runs = [value] if isinstance(value, Mapping) else list(value)
+        if len(runs) > 1 and any(_is_diverged(h) for h in runs):
+            for i, h in enumerate(runs):
+                seed = (h.get("config") or {}).get("seed", i)
+                out[f"{name}, seed {seed}"] = [h]
+        else:
+            out[name] = runs
+    return out
+
+
+def _mean_band(series):
+    """Mean, min and max over runs of (xs, ys) series, on the points all runs share."""
+    xs = series[0][0]
+    if any(len(x) != len(xs) or not np.allclose(x, xs) for x, _ in series):
+        common = xs[np.all([np.isin(xs, x) for x, _ in series], axis=0)]
+        series = [(common, y[np.isin(x, common)]) for x, y in series]
+        xs = common
+    ys = np.stack([y for _, y in series])
+    return xs, ys.mean(axis=0), ys.min(axis=0), ys.max(axis=0)
+
+
 def plot_runs(
     histories: Mapping[str, Mapping],
     *,
@@ -218,7 +244,9 @@ def plot_runs(
     """Several runs on one figure: smoothed training loss (left, with ``show_loss``) and
     ``metric`` at each evaluation point (right); one color per run, train dashed, valid solid.
 
-    ``histories``: run name -> history dict, in legend order. ``x``: ``"step"`` or ``"epoch"``
+    ``histories``: run name -> history dict, or -> list of history dicts of the same settings
+    from several seeds (drawn as their mean, with a band from the lowest to the highest seed),
+    in legend order. ``x``: ``"step"`` or ``"epoch"``
     for both panels (epochs compare runs whose steps hold different numbers of images).
     A diverged run (history ``status`` "diverged", or non-finite losses) keeps the loss panel
     readable: the axis is scaled to the other runs, the run's curve stops at the top edge, an
@@ -228,17 +256,24 @@ def plot_runs(
         raise ValueError("plot_runs needs at least one history")
     if x not in ("epoch", "step"):
         raise ValueError("x must be 'epoch' or 'step'")
+    groups = _groups(histories)
     fig, axes = _new_figure(2 if show_loss else 1, width=5.6)
-    colors = [f"C{i % 10}" for i in range(len(histories))]
+    colors = [f"C{i % 10}" for i in range(len(groups))]
     styles = {"train": "--", "valid": "-"}
     if show_loss:
-        _plot_run_losses(axes[0], histories, colors, x, smooth_weight)
+        _plot_run_losses(axes[0], groups, colors, x, smooth_weight)
     ax = axes[-1]
-    for color, (name, hist) in zip(colors, histories.items()):
+    for color, (name, runs) in zip(colors, groups.items()):
         for split in splits:
-            xs, ys = _eval_series(hist, split, metric, x)
-            ax.plot(xs, ys, styles.get(split, ":"), marker="o", markersize=3, color=color,
-                    label=f"{name} ({split})")
+            series = [_eval_series(h, split, metric, x) for h in runs]
+            if not series[0][0].size:
+                continue
+            xs, mean, low, high = _mean_band(series)
+            seeds = f", mean of {len(runs)} seeds" if len(runs) > 1 else ""
+            ax.plot(xs, mean, styles.get(split, ":"), marker="o", markersize=3, color=color,
+                    label=f"{name} ({split}{seeds})")
+            if len(runs) > 1 and split == splits[-1]:
+                ax.fill_between(xs, low, high, color=color, alpha=0.15, linewidth=0)
     ax.set_xlabel(x)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.set_title(f"{METRIC_LABELS.get(metric, metric)}: " + ", ".join(
@@ -252,10 +287,11 @@ class _LossCurve(NamedTuple):
     name: str
     color: str
     xs: np.ndarray  # step or epoch of each point
-    ys: np.ndarray  # smoothed loss of the finite steps before any divergence
+    ys: np.ndarray  # smoothed loss of the finite steps before any divergence (mean over seeds)
     diverged: bool
     step: int | None  # the step it diverged at, when known
     x_per_step: float | None  # 1 for x="step", 1 / steps_per_epoch for x="epoch"
+    band: tuple | None = None  # (lowest, highest) smoothed loss over seeds
 
 
 def _loss_curve(name: str, color: str, history, x: str, smooth_weight: float) -> _LossCurve:
@@ -273,17 +309,31 @@ def _loss_curve(name: str, color: str, history, x: str, smooth_weight: float) ->
                       _divergence_step(history), per_step)
 
 
-def _plot_run_losses(ax, histories: Mapping[str, Mapping], colors, x: str,
+def _group_curve(name: str, color: str, runs, x: str, smooth_weight: float) -> _LossCurve:
+    """One run's loss curve, or the mean of several (none diverged) with their band."""
+    curves = [_loss_curve(name, color, h, x, smooth_weight) for h in runs]
+    if len(curves) == 1:
+        return curves[0]
+    n = min(c.ys.size for c in curves)
+    ys = np.stack([c.ys[:n] for c in curves])
+    return curves[0]._replace(xs=curves[0].xs[:n], ys=ys.mean(axis=0),
+                              band=(ys.min(axis=0), ys.max(axis=0)))
+
+
+def _plot_run_losses(ax, groups: Mapping[str, list], colors, x: str,
                      smooth_weight: float) -> None:
-    """The loss panel of ``plot_runs``: smoothed loss per run against ``x``."""
-    curves = [_loss_curve(name, color, hist, x, smooth_weight)
-              for color, (name, hist) in zip(colors, histories.items())]
+    """The loss panel of ``plot_runs``: smoothed loss per run (or mean per group) against ``x``."""
+    curves = [_group_curve(name, color, runs, x, smooth_weight)
+              for color, (name, runs) in zip(colors, groups.items())]
     drawn = [c for c in curves if c.ys.size]
     top = _loss_limit([c.ys for c in drawn], [c.diverged for c in drawn]) if drawn else None
     for c in curves:
         if not c.diverged:
             if c.ys.size:
                 ax.plot(c.xs, c.ys, color=c.color, label=c.name)
+            if c.band is not None:
+                ax.fill_between(c.xs, np.minimum(c.band[0], top), np.minimum(c.band[1], top),
+                                color=c.color, alpha=0.15, linewidth=0)
             continue
         xs, ys = c.xs, c.ys
         if ys.size:

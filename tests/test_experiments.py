@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mura_core import experiments
+from mura_core import experiments, stats
 from mura_core.data import samples
 from mura_core.report import prose, tables
 from mura_core.data import build_cache, generate_synthetic
@@ -24,98 +24,138 @@ def cache(tmp_path_factory):
                            progress=False)
 
 
-SETTINGS = dict(steps=2, batch_size=4, lr=0.01, momentum=0.9, eval_every=1,
-                train_eval_size=8, seed=0)
+SPEC = experiments.RunSpec(arch="baseline", seed=0, steps=2, batch_size=4, lr=0.01, momentum=0.9,
+                           eval_every=1, train_eval_size=8)
+QUIET = dict(log=lambda m: None)
 
 
 def test_run_id_changes_with_every_setting_that_decides_the_numbers():
-    base = dict(steps=10, batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0,
-                eval_every=5, train_eval_size=100, augment=False, dropout=0.5)
-    ident = dict(input_size=227, seed=0, backend="numpy", cache_key="k")
-    first = experiments.run_id("baseline", base, **ident)
-    assert first == experiments.run_id("baseline", dict(base), **ident)
+    base = experiments.RunSpec(arch="baseline", seed=0, steps=10, batch_size=32, lr=0.01,
+                               momentum=0.9, eval_every=5, train_eval_size=100)
+    ident = dict(input_size=227, backend="numpy", cache_key="k")
+    first = base.run_id(**ident)
+    assert first == base.replace().run_id(**ident)
     assert first.startswith("baseline-")
+    assert base.replace(label="a name").run_id(**ident) == first, "a label is not identity"
     for key, value in [("steps", 11), ("batch_size", 16), ("lr", 0.1), ("momentum", 0.5),
-                       ("weight_decay", 1e-4), ("eval_every", 3), ("dropout", 0.2)]:
-        assert experiments.run_id("baseline", dict(base, **{key: value}), **ident) != first, key
-    for key, value in [("input_size", 64), ("seed", 1), ("backend", "cupy"), ("cache_key", "x")]:
-        assert experiments.run_id("baseline", base, **dict(ident, **{key: value})) != first, key
-    assert experiments.run_id("wider", base, **ident) != first
+                       ("weight_decay", 1e-4), ("eval_every", 3), ("dropout", 0.2),
+                       ("warmup_steps", 5), ("schedule", "cosine"), ("min_lr", 1e-5),
+                       ("seed", 1), ("arch", "wider"), ("train_eval_size", 50),
+                       ("augment", True)]:
+        assert base.replace(**{key: value}).run_id(**ident) != first, key
+    for key, value in [("input_size", 64), ("backend", "cupy"), ("cache_key", "x")]:
+        assert base.run_id(**dict(ident, **{key: value})) != first, key
+    assert set(experiments.RUN_SETTINGS) | {"arch", "seed", "label"} == {
+        f.name for f in __import__("dataclasses").fields(experiments.RunSpec)}
 
 
-def test_sweep_settings_give_every_run_the_same_number_of_examples():
-    base = dict(batch_size=32, lr=0.01, momentum=0.9, weight_decay=0.0)
-    runs = experiments.sweep_settings("batch_size", [16, 32, 64], base, examples=1920,
-                                      eval_every_examples=320)
-    assert [r["steps"] for r in runs] == [120, 60, 30]
-    assert [r["eval_every"] for r in runs] == [20, 10, 5]
-    assert {r["steps"] * r["batch_size"] for r in runs} == {1920}
-    lrs = experiments.sweep_settings("lr", [0.1, 0.001], base, 1920, 320)
-    assert [r["lr"] for r in lrs] == [0.1, 0.001] and {r["steps"] for r in lrs} == {60}
+def test_sweep_specs_give_every_run_the_same_examples_warmup_and_evaluations():
+    base = SPEC.replace(steps=60, batch_size=32, eval_every=10, warmup_steps=6)
+    runs = experiments.sweep_specs("batch_size", [16, 32, 64], base)
+    assert list(runs) == ["batch size 16", "batch size 32", "batch size 64"]
+    assert [r.steps for r in runs.values()] == [120, 60, 30]
+    assert [r.eval_every for r in runs.values()] == [20, 10, 5]
+    assert [r.warmup_steps for r in runs.values()] == [12, 6, 3]
+    assert {r.steps * r.batch_size for r in runs.values()} == {1920}
+    assert runs["batch size 32"] == base, "the centre value is the base run itself"
+    lrs = experiments.sweep_specs("lr", [0.1, 0.001], base)
+    assert [r.lr for r in lrs.values()] == [0.1, 0.001] and {r.steps for r in lrs.values()} == {60}
     with pytest.raises(ValueError, match="cannot sweep"):
-        experiments.sweep_settings("dropout", [0.1], base, 1920, 320)
+        experiments.sweep_specs("dropout", [0.1], base)
 
 
 def test_train_or_load_trains_once_then_reuses_the_same_run(cache, tmp_path):
     logs = []
-    first = experiments.train_or_load("baseline", cache, tmp_path, log=logs.append, **SETTINGS)
+    first = experiments.train_or_load(SPEC, cache, tmp_path, log=logs.append)
     assert not first.reused and first.model_path.exists()
-    assert len(first.history["loss"]) == SETTINGS["steps"]
-    again = experiments.train_or_load("baseline", cache, tmp_path, log=logs.append, **SETTINGS)
+    assert len(first.history["loss"]) == SPEC.steps
+    assert first.valid_probs.shape == (len(cache.split("valid")),)
+    again = experiments.train_or_load(SPEC, cache, tmp_path, log=logs.append)
     assert again.reused and again.folder == first.folder
     assert again.history["loss"] == first.history["loss"]
+    np.testing.assert_array_equal(again.valid_probs, first.valid_probs)
     assert "reusing" in logs[-1]
-    other = experiments.train_or_load("baseline", cache, tmp_path, log=logs.append,
-                                      **dict(SETTINGS, lr=0.001))
+    other = experiments.train_or_load(SPEC.replace(lr=0.001), cache, tmp_path, **QUIET)
     assert other.folder != first.folder and not other.reused
 
 
 def test_same_settings_in_a_fresh_folder_give_the_same_numbers(cache, tmp_path):
-    a = experiments.train_or_load("baseline", cache, tmp_path / "a", log=lambda m: None,
-                                  **SETTINGS)
-    b = experiments.train_or_load("baseline", cache, tmp_path / "b", log=lambda m: None,
-                                  **SETTINGS)
+    a = experiments.train_or_load(SPEC, cache, tmp_path / "a", **QUIET)
+    b = experiments.train_or_load(SPEC, cache, tmp_path / "b", **QUIET)
     assert a.history["loss"] == b.history["loss"]
+    np.testing.assert_array_equal(a.valid_probs, b.valid_probs)
 
 
-DIVERGING = dict(SETTINGS, steps=6, lr=1e9, momentum=0.0, eval_every=None)
+def test_run_all_trains_a_run_named_twice_once(cache, tmp_path, monkeypatch):
+    calls = []
+    real = experiments.train_or_load
+
+    def counted(spec, *args, **kwargs):
+        calls.append(spec)
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(experiments, "train_or_load", counted)
+    runs = experiments.run_all([SPEC.replace(label="a"), SPEC.replace(label="b"),
+                                SPEC.replace(seed=1, label="c")], cache, tmp_path, **QUIET)
+    assert len(calls) == 2, "the same identity under two labels is one run"
+    assert [r.name for r in runs] == ["a", "b", "c"]
+    assert runs[0].folder == runs[1].folder != runs[2].folder
+
+
+DIVERGING = SPEC.replace(steps=6, lr=1e9, momentum=0.0, eval_every=None)
 
 
 def test_a_diverging_run_comes_back_marked_instead_of_raising(cache, tmp_path):
     with np.errstate(all="ignore"):
-        run = experiments.train_or_load("baseline", cache, tmp_path, log=lambda m: None,
-                                        **DIVERGING)
+        run = experiments.train_or_load(DIVERGING, cache, tmp_path, **QUIET)
     assert run.diverged
     assert "step" in run.history["error"]
-    again = experiments.train_or_load("baseline", cache, tmp_path, log=lambda m: None,
-                                      **DIVERGING)
+    again = experiments.train_or_load(DIVERGING, cache, tmp_path, **QUIET)
     assert again.reused and again.diverged
-    row = experiments.sweep_table("lr", {1e9: run})[0]
+    design = stats.Design.of(cache.split("valid").labels, cache.split("valid").patient_ids,
+                             cache.split("valid").study_ids)
+    row = experiments.variant_row("lr 1e9", [run], design)
     assert row["diverged"] is True and row["final_train_loss"] is None
+    assert row["image_accuracy"] is None
 
 
-def test_architecture_table_reports_parameters_time_and_final_metrics(cache, tmp_path):
-    runs = experiments.compare_architectures(["baseline", "residual"], cache, tmp_path,
-                                             log=lambda m: None, **SETTINGS)
-    table = experiments.architecture_table(runs)
+def test_variants_from_seeds_give_rows_with_intervals_and_comparisons(cache, tmp_path):
+    specs = experiments.architecture_specs(["baseline", "residual"], SPEC)
+    variants = experiments.train_variants(specs, [0, 1], cache, tmp_path, **QUIET)
+    assert [len(v) for v in variants.values()] == [2, 2]
+    assert [r.spec.seed for r in variants["residual"]] == [0, 1]
+    split = cache.split("valid")
+    design = stats.Design.of(split.labels, split.patient_ids, split.study_ids, split.body_parts)
+    summary = experiments.architecture_summary(variants, design)
+    table = summary["table"]
     assert [r["name"] for r in table] == ["baseline", "residual"]
     for row in table:
-        assert row["params"] > 0 and row["seconds_per_step"] > 0
-        assert row["steps"] == SETTINGS["steps"]
-        assert 0 <= row["valid_accuracy"] <= 1 and 0 <= row["train_accuracy"] <= 1
+        assert row["params"] > 0 and row["seconds_per_step"] > 0 and row["seeds"] == 2
+        assert row["steps"] == SPEC.steps
+        assert row["image_accuracy_low"] <= row["image_accuracy"] <= row["image_accuracy_high"]
+        pooled = np.mean([np.mean((r.valid_probs >= 0.5) == split.labels)
+                          for r in variants[row["name"]]])
+        assert row["image_accuracy"] == pytest.approx(pooled)
     assert table[1]["params"] > table[0]["params"], "residual adds 1x1 projections"
-    json.dumps(table)
+    [cmp] = summary["comparisons"]
+    assert cmp["name"] == "residual" and cmp["low"] <= cmp["difference"] <= cmp["high"]
+    assert cmp["difference"] == pytest.approx(table[1]["image_accuracy"] - table[0]["image_accuracy"])
+    json.dumps(summary)
 
 
-def test_sweep_report_rows_caption_and_discussion(cache, tmp_path):
-    base = dict(batch_size=4, lr=0.01, momentum=0.9, weight_decay=0.0, train_eval_size=8)
-    runs = experiments.sweep("batch_size", [2, 4], cache, tmp_path, base=base, examples=8,
-                             eval_every_examples=4, seed=0, log=lambda m: None)
-    rep = tables.sweep_report("batch_size", runs)
+def test_sweep_report_rows_comparisons_caption_and_discussion(cache, tmp_path):
+    base = SPEC.replace(steps=2, batch_size=4, eval_every=1)
+    specs = experiments.sweep_specs("batch_size", [2, 4], base)
+    variants = experiments.train_variants(specs, [0], cache, tmp_path, **QUIET)
+    split = cache.split("valid")
+    design = stats.Design.of(split.labels, split.patient_ids, split.study_ids, split.body_parts)
+    summary = experiments.sweep_summary("batch_size", [2, 4], variants, 4, design)
+    rep = tables.sweep_report("batch_size", summary, 4)
     assert [r["steps"] for r in rep["rows"]] == [4, 2]
     assert {r["examples"] for r in rep["rows"]} == {8}
+    assert [c["name"] for c in rep["comparisons"]] == ["batch size 2"]
     assert "8 training examples" in rep["caption"]
-    assert "batch size" in rep["discussion"]
+    assert "batch size" in rep["discussion"] and "centre value (batch size 4)" in rep["discussion"]
     json.dumps(rep)
 
 
