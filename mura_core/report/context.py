@@ -12,7 +12,10 @@ from pathlib import Path
 
 from .. import profiles as profiles_mod
 from ..files import write_json
-from .tables import caption, markdown_table
+from .tables import caption, latex_figure, table_block
+
+#: Output metadata of what only the HTML report shows (the PDF has a LaTeX form of it).
+HTML_ONLY = "html-only"
 from .workspace import DataSource, Paths, PipelineError, build_cache, prepare_data
 
 
@@ -22,7 +25,10 @@ class NotebookContext:
 
     ``figure`` saves a figure as ``FIGURES/NAME_STEM.png`` and ``.pdf`` and displays the PNG
     with a numbered caption (which says "synthetic data" when it is); ``table`` displays a
-    Markdown table with its caption; ``save_results`` writes ``OUT/results/NAME.json``.
+    table with its caption; ``save_results`` writes ``OUT/results/NAME.json``. For training:
+    ``run_spec`` (the notebook's settings as an ``experiments.RunSpec``), ``seeds``,
+    ``executor`` (who trains: this process, or a Dask cluster) and ``design`` (who is who in
+    a split, for the statistics).
     """
 
     name: str
@@ -32,9 +38,11 @@ class NotebookContext:
     settings: dict
     source: DataSource
     paths: Paths
+    scheduler: str | None = None
     _figures: int = 0
     _tables: int = 0
     _cache: object = None
+    _executor: object = None
 
     @property
     def synthetic(self) -> bool:
@@ -57,6 +65,40 @@ class NotebookContext:
                                       log=lambda *a, **k: None)
         return self._cache
 
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds of this notebook's variants: the run seed first, then the next ones."""
+        return [self.seed + i for i in range(int(self.settings.get("seeds", 1)))]
+
+    @property
+    def executor(self):
+        """Who trains this notebook's runs (``executors.make_executor`` of ``scheduler``)."""
+        if self._executor is None:
+            from ..executors import make_executor  # noqa: PLC0415
+
+            self._executor = make_executor(self.scheduler)
+        return self._executor
+
+    def run_spec(self, arch: str | None = None, **changes):
+        """The notebook's training settings as an ``experiments.RunSpec`` (seed: the run
+        seed; architecture: ``arch``, the ``arch`` knob, or the baseline)."""
+        from ..experiments import RunSpec  # noqa: PLC0415
+
+        c = self.settings
+        spec = RunSpec(arch=arch or c.get("arch", "baseline"), seed=self.seed, steps=c["steps"],
+                       batch_size=c["batch_size"], lr=c["lr"], momentum=c["momentum"],
+                       weight_decay=c["weight_decay"], eval_every=c["eval_every"],
+                       train_eval_size=c["eval_images"], warmup_steps=c["warmup_steps"],
+                       schedule=c["schedule"])
+        return spec.replace(**changes)
+
+    def design(self, split: str = "valid"):
+        """``stats.Design`` of a cached split: labels, patients, studies."""
+        from ..stats import Design  # noqa: PLC0415
+
+        part = self.cache.split(split)
+        return Design.of(part.labels, part.patient_ids, part.study_ids, part.body_parts)
+
     def label(self, text: str) -> str:
         """``text`` with "(synthetic data)" appended when the data is synthetic."""
         return f"{text} (synthetic data)" if self.synthetic else text
@@ -64,34 +106,41 @@ class NotebookContext:
     def figure(self, fig, stem: str, caption_text: str, from_data: bool = True):
         """Save ``fig`` (PNG + PDF) under the figures folder, display it with its caption,
         and close it. Returns the PNG path. ``from_data=False`` for a figure that does not
-        come from the data set (its caption then does not say "synthetic data")."""
-        from IPython.display import Image, Markdown, display  # noqa: PLC0415
+        come from the data set (its caption then does not say "synthetic data").
+
+        Two outputs: the PNG (for JupyterLab and the HTML report), then the caption in
+        Markdown with, as its LaTeX form, the figure's PDF and caption in one float (for the
+        PDF report, which leaves the PNG out)."""
+        from IPython.display import Image, display  # noqa: PLC0415
 
         from ..plots import save_figure  # noqa: PLC0415
 
         self._figures += 1
-        written = save_figure(fig, self.paths.figures / f"{self.name}_{stem}")
-        png = next(p for p in written if Path(p).suffix == ".png")
+        written = [Path(p) for p in save_figure(fig, self.paths.figures / f"{self.name}_{stem}")]
+        png = next(p for p in written if p.suffix == ".png")
+        vector = next((p for p in written if p.suffix == ".pdf"), png)
         _close(fig)
-        display(Image(filename=str(png)))
-        display(Markdown(caption(caption_text, f"Figure {self.number}.{self._figures}",
-                                            synthetic=self.synthetic and from_data)))
-        return Path(png)
+        text = caption(caption_text, f"Figure {self.number}.{self._figures}",
+                       synthetic=self.synthetic and from_data)
+        display(Image(filename=str(png)), metadata={"report": HTML_ONLY})
+        display({"text/markdown": text, "text/latex": latex_figure(vector, text)}, raw=True)
+        return png
 
     def table(self, rows: list[dict], columns=None, caption_text: str | None = None,
               formats: dict | None = None, align: dict | None = None,
               from_data: bool = True) -> str:
-        """Display ``rows`` as a Markdown table, with a numbered caption above it
-        (``from_data`` as for ``figure``)."""
-        from IPython.display import Markdown, display  # noqa: PLC0415
+        """Display ``rows`` as a table with a numbered caption above it (``from_data`` as for
+        ``figure``), in Markdown and, for the PDF, as a LaTeX float. Returns the Markdown."""
+        from IPython.display import display  # noqa: PLC0415
 
-        text = markdown_table(rows, columns, formats=formats, align=align)
+        text = None
         if caption_text:
             self._tables += 1
             text = caption(caption_text, f"Table {self.number}.{self._tables}",
-                                      synthetic=self.synthetic and from_data) + "\n\n" + text
-        display(Markdown(text))
-        return text
+                           synthetic=self.synthetic and from_data)
+        block = table_block(rows, columns, text, formats=formats, align=align)
+        display(block, raw=True)
+        return block["text/markdown"]
 
     def markdown(self, text: str) -> None:
         from IPython.display import Markdown, display  # noqa: PLC0415
@@ -126,12 +175,13 @@ def _close(fig) -> None:
 
 def open_notebook(name: str, *, data_dir=None, profile: str = profiles_mod.DEFAULT_PROFILE,
                   backend: str = "numpy", seed: int = 0, out_dir=None, figures_dir=None,
-                  work_dir=None, **knobs) -> NotebookContext:
+                  work_dir=None, scheduler: str | None = None, **knobs) -> NotebookContext:
     """The context of notebook ``name`` from its parameters.
 
     Knobs left at None take the profile's values; paths left at None take the defaults of
     ``make report``. Without ``data_dir`` the synthetic set of (profile, seed) is used,
     generated first when it does not exist yet (the pipeline has normally done it).
+    ``scheduler``: None trains in this process; see ``executors.make_executor``.
     """
     from ..nn.backend import resolve_backend, seed_all  # noqa: PLC0415
 
@@ -141,4 +191,4 @@ def open_notebook(name: str, *, data_dir=None, profile: str = profiles_mod.DEFAU
     seed_all(seed)
     source = prepare_data(data_dir, profile, seed, paths, log=lambda *a, **k: None)
     return NotebookContext(name=name, profile=profile, backend=backend, seed=int(seed),
-                           settings=settings, source=source, paths=paths)
+                           settings=settings, source=source, paths=paths, scheduler=scheduler)

@@ -14,14 +14,16 @@ from pathlib import Path
 import nbformat
 
 from ..files import atomic_write_bytes, atomic_write_text
-from .tables import caption, headline_rows, markdown_table
-from ..formatting import percent
+from .tables import INTERVAL_COLUMNS, caption, headline_rows, table_block
 
 SKIP_TAG = "report-skip"
+#: Cells the PDF leaves out: it has their LaTeX form (a float holding figure or table and
+#: caption) in the raw LaTeX cell that follows them.
+HTML_ONLY = "html-only"
 PARAMETER_TAGS = {"parameters", "injected-parameters"}
-# Output types the report keeps: figures and Markdown tables/text; everything else (stdout,
-# warnings, reprs like "<Figure ...>") is noise in a report.
-KEPT_MIME_TYPES = ("image/png", "text/markdown")
+# Output types the report keeps: figures, Markdown tables/text and their LaTeX forms;
+# everything else (stdout, warnings, reprs like "<Figure ...>") is noise in a report.
+KEPT_MIME_TYPES = ("image/png", "text/markdown", "text/latex")
 
 
 def _keep_output(output) -> dict | None:
@@ -36,11 +38,33 @@ def _keep_output(output) -> dict | None:
     return kept
 
 
+def _latex_cell(latex: str):
+    return nbformat.v4.new_raw_cell(latex, metadata={"raw_mimetype": "text/latex"})
+
+
+def _html_only(cell):
+    cell.metadata.setdefault("tags", []).append(HTML_ONLY)
+    return cell
+
+
+def block_cells(block) -> list:
+    """Report cells of a Markdown string (both formats through pandoc), or of a dict with
+    ``text/markdown`` and ``text/latex`` (HTML gets the first, PDF the second)."""
+    if isinstance(block, str):
+        return [nbformat.v4.new_markdown_cell(block)]
+    cells = [nbformat.v4.new_markdown_cell(block["text/markdown"])]
+    if "text/latex" in block:
+        cells = [_html_only(cells[0]), _latex_cell(block["text/latex"])]
+    return cells
+
+
 def report_cells(executed: nbformat.NotebookNode) -> list:
     """The cells of an executed notebook that belong in the report, with no code.
 
-    Markdown cells are kept; a code cell keeps only its figure and Markdown outputs, with its
-    source emptied; parameter cells and cells tagged ``report-skip`` are dropped.
+    Markdown cells are kept; a code cell keeps only its figure and Markdown outputs (a
+    Markdown output with a LaTeX form gives a Markdown cell for the HTML and a raw LaTeX cell
+    for the PDF), with its source emptied; parameter cells and cells tagged ``report-skip``
+    are dropped.
     """
     cells = []
     for cell in executed.cells:
@@ -52,20 +76,22 @@ def report_cells(executed: nbformat.NotebookNode) -> list:
         elif cell.cell_type == "code":
             outputs = [o for o in map(_keep_output, cell.get("outputs", [])) if o]
             for out in outputs:
-                # Markdown outputs become Markdown cells: LaTeX then gets real tables.
-                if set(out["data"]) == {"text/markdown"}:
-                    cells.append(nbformat.v4.new_markdown_cell(out["data"]["text/markdown"]))
-                else:
+                if "text/markdown" in out["data"]:
+                    cells.extend(block_cells(dict(out["data"])))
+                elif "image/png" in out["data"]:
                     code = nbformat.v4.new_code_cell("")
                     code.outputs = [out]
+                    if out.get("metadata", {}).get("report") == HTML_ONLY:
+                        _html_only(code)
                     cells.append(code)
     return cells
 
 
-def build_report_notebook(executed_paths: list[Path], front: list[str], back: list[str],
+def build_report_notebook(executed_paths: list[Path], front: list, back: list,
                           title: str) -> nbformat.NotebookNode:
-    """One notebook: ``front`` Markdown cells, the report cells of each executed notebook in
-    order, then ``back`` Markdown cells (e.g. the provenance table)."""
+    """One notebook: the ``front`` blocks, the report cells of each executed notebook in
+    order, then the ``back`` blocks (e.g. the provenance table); a block is Markdown text or
+    a dict of its Markdown and LaTeX forms (see ``block_cells``)."""
     nb = nbformat.v4.new_notebook()
     nb.metadata["title"] = title
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -75,10 +101,12 @@ def build_report_notebook(executed_paths: list[Path], front: list[str], back: li
     # LaTeX must not number them a second time.
     nb.cells.append(nbformat.v4.new_raw_cell("\\setcounter{secnumdepth}{0}",
                                              metadata={"raw_mimetype": "text/latex"}))
-    nb.cells.extend(nbformat.v4.new_markdown_cell(text) for text in front)
+    for block in front:
+        nb.cells.extend(block_cells(block))
     for path in executed_paths:
         nb.cells.extend(report_cells(nbformat.read(str(path), as_version=4)))
-    nb.cells.extend(nbformat.v4.new_markdown_cell(text) for text in back)
+    for block in back:
+        nb.cells.extend(block_cells(block))
     return nb
 
 
@@ -87,13 +115,16 @@ def missing_pdf_tools() -> list[str]:
     return [tool for tool in ("xelatex", "pandoc") if shutil.which(tool) is None]
 
 
-def _exporter_config():
+def _exporter_config(pdf: bool = False):
     from traitlets.config import Config  # noqa: PLC0415
 
     config = Config()
     config.TemplateExporter.exclude_input = True
     config.TemplateExporter.exclude_input_prompt = True
     config.TemplateExporter.exclude_output_prompt = True
+    if pdf:  # the PDF has the LaTeX forms of these cells
+        config.TagRemovePreprocessor.enabled = True
+        config.TagRemovePreprocessor.remove_cell_tags = {HTML_ONLY}
     return config
 
 
@@ -126,7 +157,7 @@ def export_report(nb: nbformat.NotebookNode, out_dir: Path, stem: str = "report"
                 f"report is {written['html']}. Install texlive-xetex texlive-fonts-recommended "
                 "texlive-plain-generic pandoc (Debian/Ubuntu: `make tex`) for the PDF.")
         else:
-            exporter = PDFExporter(config=_exporter_config())
+            exporter = PDFExporter(config=_exporter_config(pdf=True))
             # The PDF goes through LaTeX, so it takes the LaTeX raw cells too.
             exporter.raw_mimetypes = [*exporter.raw_mimetypes, "text/latex"]
             body, _ = exporter.from_notebook_node(nb)
@@ -137,13 +168,15 @@ def export_report(nb: nbformat.NotebookNode, out_dir: Path, stem: str = "report"
 
 
 
-def front_matter(prov: dict, results: dict[str, dict]) -> list[str]:
-    """The report's opening Markdown cells: what was run on what, and the headline numbers.
+def front_matter(prov: dict, results: dict[str, dict]) -> list:
+    """The report's opening blocks: what was run on what, and the headline numbers.
 
     ``prov``: the pipeline's provenance dict; ``results``: notebook name -> its results JSON
-    (missing notebooks are simply not summarized).
-    """
+    (missing notebooks are simply not summarized)."""
+    from .. import profiles  # noqa: PLC0415
+
     synthetic = prov.get("synthetic", False)
+    size = prov.get("input_size")
     intro = [
         "# About this report",
         "",
@@ -151,13 +184,22 @@ def front_matter(prov: dict, results: dict[str, dict]) -> list[str]:
         "framework) classifies musculoskeletal radiographs as normal or abnormal "
         "(MURA v1.1). Each section below is one notebook of the project, executed by "
         f"`python -m mura_core report` with the **{prov.get('profile')}** profile "
-        f"({prov.get('input_size')}x{prov.get('input_size')} input, backend "
-        f"{prov.get('backend')}, seed {prov.get('seed')}); the code is left out, the "
-        "figures, tables and discussions are the notebooks' own output. The network's output "
-        "is P(normal): label 1 is normal, 0 abnormal.",
+        f"({size}x{size} input, backend {prov.get('backend')}, seed {prov.get('seed')}); the "
+        "code is left out, the figures, tables and discussions are the notebooks' own output. "
+        "The network's output is P(normal): label 1 is normal, 0 abnormal.",
         "",
         f"**Data: {prov.get('data_source')}.**",
     ]
+    if size and size != profiles.ASSIGNMENT_INPUT_SIZE:
+        why = profiles.PROFILES.get(prov.get("profile")) and profiles.PROFILES[prov["profile"]].why
+        intro += ["", f"**Input size: every network in this report is trained and evaluated at "
+                      f"{size}x{size}, not the assignment's {profiles.ASSIGNMENT_INPUT_SIZE}x"
+                      f"{profiles.ASSIGNMENT_INPUT_SIZE}** (section 1 shows the network at "
+                      f"{profiles.ASSIGNMENT_INPUT_SIZE}x{profiles.ASSIGNMENT_INPUT_SIZE}; the "
+                      "layers are the same, only the first fully connected layer's input count "
+                      f"changes)" + (f": {why}." if why else ".")
+                      + " `make report PROFILE=full` trains at "
+                      f"{profiles.ASSIGNMENT_INPUT_SIZE}x{profiles.ASSIGNMENT_INPUT_SIZE} on a GPU."]
     if synthetic:
         intro += [
             "",
@@ -167,20 +209,14 @@ def front_matter(prov: dict, results: dict[str, dict]) -> list[str]:
             "and says nothing about real radiographs; run `make report MURA_DIR=... "
             "PROFILE=full` for the real thing.",
         ]
-    cells = ["\n".join(intro)]
+    blocks = ["\n".join(intro)]
     rows = headline_rows(results)
     if rows:
-        cells.append("\n".join([
-            "## Headline results",
-            "",
-            markdown_table(rows, {"what": "model / setting", "image": "valid acc. per image",
-                                  "patient": "per patient", "study": "per study",
-                                  "kappa": "study kappa"},
-                           formats={"image": percent, "patient": percent, "study": percent}),
-            "",
-            caption("Validation metrics of every trained network"
-                    + (" (synthetic data)" if synthetic else "")
-                    + "; the majority-class row predicts one class for every image",
-                    synthetic=synthetic),
-        ]))
-    return cells
+        blocks.append("## Headline results\n\nValid metrics with 95 % confidence intervals "
+                      "(bootstrap over patients, and over seeds where a network was trained "
+                      "from several).")
+        blocks.append(table_block(
+            rows, {"what": "model / setting", **INTERVAL_COLUMNS},
+            caption("Validation metrics of every trained network; the majority-class row "
+                    "predicts one class for every image", synthetic=synthetic)))
+    return blocks

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import profiles as profiles_mod
 from ..formatting import duration
-from .tables import markdown_table
+from .tables import table_block
 from .workspace import PROJECT_ROOT, DataSource, short_path
 
 
@@ -68,7 +68,7 @@ def provenance(source: DataSource, profile: str, backend: str, seed: int,
 
 
 
-def provenance_section(prov: dict) -> str:
+def provenance_section(prov: dict) -> list:
     """The provenance table (data, backend, device, seed, versions, commit, wall times)."""
     rows = [
         {"item": "data source", "value": prov.get("data_source")},
@@ -88,10 +88,5 @@ def provenance_section(prov: dict) -> str:
     if prov.get("total_wall_s") is not None:
         rows.append({"item": "wall time of the whole pipeline (to the report build)",
                      "value": duration(prov["total_wall_s"])})
-    return "\n".join([
-        "# Provenance",
-        "",
-        "Where the numbers of this report come from.",
-        "",
-        markdown_table(rows, {"item": "item", "value": "value"}, align={"value": "l"}),
-    ])
+    return ["# Provenance\n\nWhere the numbers of this report come from.",
+            table_block(rows, {"item": "item", "value": "value"}, align={"value": "l"})]

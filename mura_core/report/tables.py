@@ -1,31 +1,25 @@
-"""Markdown tables and captions (nbconvert renders them as real tables in HTML and, through
-pandoc, in LaTeX), and the rows the notebooks show."""
+"""Tables and captions, in Markdown (HTML, JupyterLab) and LaTeX (the PDF), and the rows the
+notebooks show."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .. import metrics
 from ..data.mura import body_part_name
-from ..formatting import number, percent
+from ..formatting import interval, number, p_value, percent
 
 
 def _escape_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_table(rows: list[dict], columns: list[str] | dict | None = None,
-                   formats: dict | None = None, align: dict | None = None) -> str:
-    """A Markdown pipe table from a list of dicts.
-
-    ``columns``: the keys to show, in order (a list), or a dict ``key -> header``; default the
-    keys of the first row. ``formats``: ``key -> callable(value) -> str``; default
-    ``format_value``. Numbers are right-aligned unless ``align`` says otherwise
-    (``key -> "l" | "r" | "c"``).
-    """
+def _cells(rows: list[dict], columns, formats: dict | None, align: dict | None):
+    """(headers dict key -> header, alignment key -> l|r|c, body rows of strings)."""
     if not rows:
-        raise ValueError("markdown_table needs at least one row")
+        raise ValueError("a table needs at least one row")
     if columns is None:
         columns = list(rows[0])
     headers = dict(columns) if isinstance(columns, dict) else {c: c for c in columns}
@@ -36,8 +30,21 @@ def markdown_table(rows: list[dict], columns: list[str] | dict | None = None,
             numeric = all(isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
                           for r in rows if r.get(key) is not None)
             align[key] = "r" if numeric and any(r.get(key) is not None for r in rows) else "l"
-    body = [[_escape_cell(formats.get(k, number)(row.get(k))) for k in headers]
-            for row in rows]
+    body = [[str(formats.get(k, number)(row.get(k))) for k in headers] for row in rows]
+    return headers, align, body
+
+
+def markdown_table(rows: list[dict], columns: list[str] | dict | None = None,
+                   formats: dict | None = None, align: dict | None = None) -> str:
+    """A Markdown pipe table from a list of dicts.
+
+    ``columns``: the keys to show, in order (a list), or a dict ``key -> header``; default the
+    keys of the first row. ``formats``: ``key -> callable(value) -> str``; default
+    ``formatting.number``. Numbers are right-aligned unless ``align`` says otherwise
+    (``key -> "l" | "r" | "c"``).
+    """
+    headers, align, body = _cells(rows, columns, formats, align)
+    body = [[_escape_cell(c) for c in cells] for cells in body]
     head = [_escape_cell(str(h)) for h in headers.values()]
     # pandoc sizes the columns of a wide table by the dashes of this rule: make them follow
     # the longest cell (the longest word of the header), so no column is starved.
@@ -63,31 +70,122 @@ def caption(text: str, number: str | None = None, synthetic: bool = False) -> st
     return f"{label}*{body}{suffix}*"
 
 
+# --------------------------------------------------------------------------- LaTeX
+# The PDF gets each table and figure as a float placed exactly here ([H]) that holds its
+# caption: it never splits across a page break and its caption never lands on another page.
+# (A Markdown table becomes a pandoc longtable, which splits, and a caption in a cell of its
+# own can be separated from its figure.) The HTML keeps the Markdown and PNG forms.
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                  "^": r"\textasciicircum{}"}
+_INLINE = re.compile(r"(\*\*[^*]+\*\*|\*[^*]+\*|`[^`]+`)")
+#: A left-aligned column with a cell longer than this wraps (p{} column) in LaTeX.
+_WRAP_AT = 42
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def latex_inline(markdown: str) -> str:
+    """Markdown with **bold**, *italic* and `code` spans as LaTeX, everything else escaped."""
+    out = []
+    for part in _INLINE.split(markdown):
+        if part.startswith("**") and part.endswith("**") and len(part) > 4:
+            out.append(r"\textbf{" + latex_inline(part[2:-2]) + "}")
+        elif part.startswith("*") and part.endswith("*") and len(part) > 2:
+            out.append(r"\textit{" + latex_inline(part[1:-1]) + "}")
+        elif part.startswith("`") and part.endswith("`") and len(part) > 2:
+            out.append(r"\texttt{" + latex_escape(part[1:-1]) + "}")
+        else:
+            out.append(latex_escape(part))
+    return "".join(out)
+
+
+def latex_table(rows: list[dict], columns=None, formats: dict | None = None,
+                align: dict | None = None, caption_markdown: str | None = None) -> str:
+    """The table of ``markdown_table`` as a LaTeX float with its caption above it, shrunk to
+    the text width when wider; long left-aligned columns wrap."""
+    headers, align, body = _cells(rows, columns, formats, align)
+    spec = []
+    for i, key in enumerate(headers):
+        longest = max(len(r[i]) for r in body)
+        if align[key] == "l" and longest > _WRAP_AT:
+            spec.append(r"p{0.55\linewidth}")
+        else:
+            spec.append(align[key])
+    lines = [r"\begin{table}[H]", r"\centering\small"]
+    if caption_markdown:
+        lines.append(r"\parbox{\linewidth}{\centering " + latex_inline(caption_markdown) + r"}\par\smallskip")
+    lines += [r"\begin{adjustbox}{max width=\linewidth}",
+              r"\begin{tabular}{" + "".join(spec) + "}", r"\toprule",
+              " & ".join(r"\textbf{" + latex_inline(str(h)) + "}" for h in headers.values())
+              + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_inline(c) for c in cells) + r" \\" for cells in body]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{adjustbox}", r"\end{table}"]
+    return "\n".join(lines)
+
+
+def latex_figure(path, caption_markdown: str) -> str:
+    """A figure file (PDF or PNG) as a LaTeX float with its caption below it."""
+    return "\n".join([
+        r"\begin{figure}[H]", r"\centering",
+        r"\includegraphics[width=\linewidth,height=0.42\textheight,keepaspectratio]{"
+        + Path(path).resolve().as_posix() + "}",
+        r"\par\smallskip",
+        r"\parbox{\linewidth}{\small " + latex_inline(caption_markdown) + "}",
+        r"\end{figure}",
+    ])
+
+
+def table_block(rows: list[dict], columns=None, caption_markdown: str | None = None,
+                formats: dict | None = None, align: dict | None = None) -> dict:
+    """A table in both forms: ``{"text/markdown": caption + table, "text/latex": float}``."""
+    md = markdown_table(rows, columns, formats=formats, align=align)
+    if caption_markdown:
+        md = caption_markdown + "\n\n" + md
+    return {"text/markdown": md,
+            "text/latex": latex_table(rows, columns, formats, align, caption_markdown)}
+
+
+#: The headline and comparison tables' metric columns: key -> header.
+INTERVAL_COLUMNS = {"image_accuracy": "valid acc. per image", "patient_accuracy": "per patient",
+                    "study_accuracy": "per study", "study_kappa": "study kappa"}
+
+
+def with_intervals(row: dict, source: dict | None = None, keys=INTERVAL_COLUMNS) -> dict:
+    """``row`` with each metric of ``keys`` replaced by its text with interval, read from
+    ``source`` (default the row) as ``{key}``, ``{key}_low``, ``{key}_high`` or as an
+    ``stats.intervals`` entry ``{key: {"value", "low", "high"}}``."""
+    source = row if source is None else source
+    out = dict(row)
+    for key in keys:
+        entry = source.get(key)
+        if isinstance(entry, dict):
+            value, low, high = entry.get("value"), entry.get("low"), entry.get("high")
+        else:
+            value, low, high = entry, source.get(f"{key}_low"), source.get(f"{key}_high")
+        out[key] = interval(value, low, high, "float" if key == "study_kappa" else "pct")
+    return out
+
 
 def headline_rows(results: dict[str, dict]) -> list[dict]:
-    """Validation metrics per trained model, from the results of notebooks 03 and 04."""
+    """Valid metrics with 95 % intervals of every trained network (sections 3 and 4) and of
+    the majority class, as display strings."""
     rows = []
     evaluation = results.get("03_evaluation", {})
-    valid = evaluation.get("metrics", {}).get("valid")
-    if valid:
-        rows.append({"what": "baseline (section 3)",
-                     "image": valid.get("image_accuracy"),
-                     "patient": valid.get("patient_accuracy"),
-                     "study": valid.get("study_accuracy"), "kappa": valid.get("study_kappa")})
+    if evaluation.get("intervals"):
+        rows.append(with_intervals({"what": "baseline (section 3)"}, evaluation["intervals"]))
+    seeds = results.get("04_architectures", {}).get("seeds", 1)
     for row in results.get("04_architectures", {}).get("table", []):
-        rows.append({"what": f"{row['name']} (04)", "image": row.get("valid_accuracy"),
-                     "patient": row.get("valid_patient_accuracy"),
-                     "study": row.get("valid_study_accuracy"),
-                     "kappa": row.get("valid_kappa")})
-    base = (valid or {}).get("baseline")
+        pooled = f", {seeds} seeds" if seeds > 1 else ""
+        rows.append(with_intervals({"what": f"{row['name']} (section 4{pooled})"}, row))
+    base = evaluation.get("metrics", {}).get("valid", {}).get("baseline")
     if base:
-        rows.append({"what": "majority class (always "
-                             f"{'normal' if base.get('class', 1) == 1 else 'abnormal'})",
-                     "image": base.get("image_accuracy"),
-                     "patient": base.get("patient_accuracy"),
-                     "study": base.get("study_accuracy"), "kappa": base.get("study_kappa")})
+        cls = "normal" if evaluation["metrics"]["valid"].get("majority_class", 1) == 1 else "abnormal"
+        rows.append(with_intervals({"what": f"majority class (always {cls})"}, base))
     return rows
-
 
 
 def data_counts(cache) -> list[dict]:
@@ -135,12 +233,22 @@ def prediction_rows(split, rows, probs) -> list[dict]:
 
 
 
-def metric_rows(tables: dict) -> list[dict]:
-    """Rows ``{"metric", "train", "valid"}`` (formatted strings) of ``evaluate_splits``."""
-    return [{"metric": label, **{split: metrics.format_metric(metrics.metric_value(t, key), kind,
-                                                              missing="–")
-                                 for split, t in tables.items()}}
-            for label, key, kind in metrics.METRIC_ROWS]
+def metric_rows(tables: dict, intervals: dict | None = None) -> list[dict]:
+    """Rows ``{"metric", "train", "valid"}`` (formatted strings) of ``evaluate_splits``, and
+    ``"valid_interval"`` (the 95 % interval) where ``intervals`` (``stats.intervals`` of
+    valid) has the metric."""
+    rows = []
+    for label, key, kind in metrics.METRIC_ROWS:
+        row = {"metric": label, **{split: metrics.format_metric(metrics.metric_value(t, key),
+                                                                kind, missing="–")
+                                   for split, t in tables.items()}}
+        if intervals is not None:
+            ci = intervals.get(key) if isinstance(key, str) else None
+            row["valid_interval"] = "–" if not ci or ci.get("low") is None else (
+                f"{100 * ci['low']:.1f} to {100 * ci['high']:.1f} %" if kind == "pct"
+                else f"{ci['low']:.3f} to {ci['high']:.3f}")
+        rows.append(row)
+    return rows
 
 
 def body_part_rows(table: dict) -> list[dict]:
@@ -151,10 +259,44 @@ def body_part_rows(table: dict) -> list[dict]:
             for part, t in sorted(table["per_body_part"].items())]
 
 
-SWEEP_FORMATS = {"train_accuracy": percent, "valid_accuracy": percent,
-                 "final_train_loss": lambda v: "–" if v is None else f"{v:.3f}",
-                 "seconds_per_step": lambda v: "–" if v is None else f"{v:.2f}",
-                 "value": lambda v: f"{v:g}"}
+#: Columns of a variant table (architectures, sweep values), with intervals.
+VARIANT_COLUMNS = {"params": "parameters", "seconds_per_step": "s / step",
+                   "final_train_loss": "final loss", "train_accuracy": "train acc.",
+                   "image_accuracy": "valid acc. per image (95 % CI)",
+                   "study_accuracy": "per study (95 % CI)", "study_kappa": "study kappa (95 % CI)"}
+VARIANT_FORMATS = {"train_accuracy": percent,
+                   "final_train_loss": lambda v: "–" if v is None else f"{v:.3f}",
+                   "seconds_per_step": lambda v: "–" if v is None else f"{v:.2f}",
+                   "value": lambda v: f"{v:g}"}
+COMPARISON_COLUMNS = {"name": "against the reference", "difference": "difference (95 % CI)",
+                      "discordant": "only A / only B right", "p_value": "McNemar p",
+                      "verdict": "established?"}
+
+
+def variant_rows(rows: list[dict]) -> list[dict]:
+    """Variant rows with their valid metrics as 'value (low to high)' text."""
+    return [with_intervals(r, keys=("image_accuracy", "study_accuracy", "study_kappa"))
+            for r in rows]
+
+
+def comparison_rows(comparisons: list[dict], reference: str) -> list[dict]:
+    """One display row per comparison: difference with interval, discordant images, McNemar's
+    p, and whether the difference is established (and for which side)."""
+    out = []
+    for c in comparisons:
+        if c.get("diverged"):
+            out.append({"name": c["name"], "difference": "diverged", "discordant": "–",
+                        "p_value": "–", "verdict": "–"})
+            continue
+        scale, unit = (1, "") if c["metric"] == "study_kappa" else (100, " pt")
+        verdict = {"a": f"yes, {c['name']} better", "b": f"yes, {reference} better"}.get(
+            c["verdict"], "no")
+        out.append({"name": c["name"],
+                    "difference": f"{scale * c['difference']:+.1f}{unit} ({scale * c['low']:+.1f} "
+                                  f"to {scale * c['high']:+.1f})",
+                    "discordant": f"{c['a_only']} / {c['b_only']}",
+                    "p_value": p_value(c["p_value"]).removeprefix("p = "), "verdict": verdict})
+    return out
 
 
 #: knob -> (name of its figure and results entry, section title)
@@ -163,28 +305,30 @@ SWEEP_SECTIONS = {"batch_size": ("batch_size", "Mini-batch size"),
                   "momentum": ("momentum", "Momentum")}
 
 
-def sweep_report(knob: str, runs: dict) -> dict:
-    """Name, title, rows, column headers, caption and discussion of one sweep (JSON-ready)."""
-    from ..experiments import SWEEP_KNOBS, sweep_table  # noqa: PLC0415
+def sweep_report(knob: str, summary: dict, centre) -> dict:
+    """Name, title, rows, column headers, comparisons, caption and discussion of one sweep
+    (``experiments.sweep_summary``), JSON-ready."""
+    from ..experiments import SWEEP_KNOBS, sweep_label  # noqa: PLC0415
     from .prose import sweep_discussion  # noqa: PLC0415
 
     label = SWEEP_KNOBS[knob]
-    rows = sweep_table(knob, runs)
+    rows = summary["rows"]
     examples = rows[0]["examples"] if rows else 0
     values = ", ".join(f"{r['value']:g}" for r in rows)
+    seeds = rows[0]["seeds"] if rows else 1
     name, title = SWEEP_SECTIONS[knob]
+    reference = sweep_label(knob, centre)
     return {
-        "knob": knob,
-        "name": name,
-        "title": title,
+        "knob": knob, "name": name, "title": title, "centre": centre,
         "rows": rows,
-        "columns": {"value": label, "steps": "steps", "examples": "examples",
-                    "final_train_loss": "final loss", "train_accuracy": "train acc.",
-                    "valid_accuracy": "valid acc.", "seconds_per_step": "s / step",
-                    "diverged": "diverged"},
-        "caption": (f"{label.capitalize()} at {values}, "
-                    f"every run seeing {examples:,} training examples: smoothed training loss "
-                    "per step (left) and accuracy per image on train (dashed) and valid "
-                    "(solid) against the epoch (right)"),
-        "discussion": sweep_discussion(label, rows),
+        "display_rows": variant_rows(rows),
+        "columns": {"value": label, "steps": "steps", **VARIANT_COLUMNS},
+        "comparisons": summary["comparisons"],
+        "comparison_rows": comparison_rows(summary["comparisons"], reference),
+        "caption": (f"{label.capitalize()} at {values}, every run seeing {examples:,} training "
+                    "examples" + (f", {seeds} seeds each (mean, and a band from the lowest to "
+                                  "the highest seed)" if seeds > 1 else "")
+                    + ": smoothed training loss (left) and accuracy per image on train "
+                    "(dashed) and valid (solid) against the epoch (right)"),
+        "discussion": sweep_discussion(label, rows, summary["comparisons"], reference),
     }
