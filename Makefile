@@ -1,5 +1,6 @@
 # Every target sets up what it needs; running one twice does no work twice.
 #   make report   [MURA_DIR=/path/to/MURA-v1.1] [PROFILE=quick|smoke|full] [BACKEND=numpy|cupy|auto]
+#                 (no PROFILE: full when the backend is CuPy, else quick)
 #   make test     unit tests + the end-to-end smoke report
 #   make bench    speed and memory against PyTorch (when installed: make bench-deps)
 #   make lab      JupyterLab on the notebooks, with the project's kernel
@@ -11,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REPORT_STAMP := $(VENV)/.installed-report
 TEST_STAMP := $(VENV)/.installed-test
-PROFILE ?= quick
+PROFILE ?=
 BACKEND ?= numpy
 SEED ?= 0
 MURA_DIR ?=
@@ -54,7 +55,7 @@ test: $(TEST_STAMP) tex
 	MPLBACKEND=agg $(PY) -m pytest -q
 
 report: $(REPORT_STAMP) tex
-	MPLBACKEND=agg $(PY) -m mura_core report --profile $(PROFILE) --backend $(BACKEND) --seed $(SEED) $(if $(MURA_DIR),--data $(MURA_DIR),)
+	MPLBACKEND=agg $(PY) -m mura_core report $(if $(PROFILE),--profile $(PROFILE),) --backend $(BACKEND) --seed $(SEED) $(if $(MURA_DIR),--data $(MURA_DIR),)
 
 # PyTorch only for the comparison, never a dependency of mura_core itself. The CPU build
 # 2.13.0 is pinned first, so the bench extra's torch>=2.1 fetches nothing larger.

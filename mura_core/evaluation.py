@@ -67,17 +67,33 @@ def evaluate(model, split, mean: float, std: float, batch_size: int = 64,
     return probs, score_split(probs, split, rows, majority)
 
 
-def evaluate_splits(model, cache, max_images: int | None = None, seed: int = 0) -> dict:
+def evaluate_splits(model, cache, max_images: int | None = None, seed: int = 0,
+                    with_predictions: bool = False):
     """``metrics.metric_table`` of train and valid (at most ``max_images`` images each, whole
-    patients). The majority-class baseline of both predicts the train split's majority."""
+    patients). The majority-class baseline of both predicts the train split's majority.
+
+    With ``with_predictions``, returns ``(tables, predictions)`` where ``predictions[name]``
+    is ``(rows, probs)``: the evaluated rows of the split and their P(normal)."""
     majority = metrics.majority_class(np.asarray(cache.split("train").labels).astype(np.int64))
-    tables = {}
+    tables, predictions = {}, {}
     for name in ("train", "valid"):
         split = cache.split(name)
         rows = train_eval_indices(split, max_images, seed)
-        _, tables[name] = evaluate(model, split, cache.mean, cache.std, indices=rows,
-                                   majority=majority)
-    return tables
+        probs, tables[name] = evaluate(model, split, cache.mean, cache.std, indices=rows,
+                                       majority=majority)
+        predictions[name] = (rows, probs)
+    return (tables, predictions) if with_predictions else tables
+
+
+def split_intervals(split, rows: np.ndarray, probs: np.ndarray, seed: int = 0) -> dict:
+    """``stats.intervals`` of the predictions ``probs`` of the rows ``rows`` of a split: every
+    metric of ``stats.METRICS`` with its 95 % bootstrap interval over patients."""
+    from . import stats  # noqa: PLC0415
+
+    rows = np.asarray(rows, np.int64)
+    design = stats.Design.of(np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
+                             np.asarray(split.study_ids)[rows], np.asarray(split.body_parts)[rows])
+    return stats.intervals(design, probs, seed=seed)
 
 
 def predict_images(model, paths, batch_size: int = 32):

@@ -48,3 +48,31 @@ def format_metric(value, kind: str, missing: str = "n/a") -> str:
     if kind == "pct":
         return percent(value)
     return f"{value:.3f}"
+
+
+def interval(value, low, high, kind: str = "pct", missing: str = MISSING) -> str:
+    """A value with its 95 % interval: '83.2 % (79.9 to 86.4)', kappa '0.712 (0.640 to 0.781)';
+    the value alone when there is no interval."""
+    if _missing(value):
+        return missing
+    if kind == "pct":
+        main, fmt = percent(value), (lambda v: f"{100 * v:.1f}")
+    else:
+        main, fmt = f"{value:.3f}", (lambda v: f"{v:.3f}")
+    if _missing(low) or _missing(high):
+        return main
+    return f"{main} ({fmt(low)} to {fmt(high)})"
+
+
+def points(difference, signed: bool = True) -> str:
+    """A difference of two proportions in percentage points: '+2.4 points'."""
+    if _missing(difference):
+        return MISSING
+    return f"{100 * difference:+.1f} points" if signed else f"{100 * abs(difference):.1f} points"
+
+
+def p_value(p) -> str:
+    """McNemar's p as people read it: 'p = 0.031', 'p < 0.001'."""
+    if _missing(p):
+        return MISSING
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"

@@ -12,7 +12,7 @@ from mura_core import profiles
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 COMMON_PARAMETERS = {"data_dir", "profile", "backend", "seed", "out_dir", "figures_dir",
-                     "work_dir"}
+                     "work_dir", "scheduler"}
 MAX_CODE_LINES = 16  # a cell longer than this is logic that belongs in mura_core
 
 

@@ -38,8 +38,13 @@ def test_every_profile_has_knobs_for_every_notebook():
 
 
 def test_profiles_sizes():
-    assert profiles.get_profile("quick").input_size == 227
-    assert profiles.get_profile("full").input_size == 227
+    assert profiles.get_profile("quick").input_size == 128, "quick trains at 128 (README)"
+    assert profiles.get_profile("quick").why, "the report's first page says why"
+    assert profiles.get_profile("full").input_size == profiles.ASSIGNMENT_INPUT_SIZE == 227
+    assert profiles.get_profile("full").notebook_knobs("04_architectures")["seeds"] >= 3
+    assert profiles.get_profile("full").notebook_knobs("05_hyperparameters")["seeds"] >= 3
+    for profile in profiles.PROFILES.values():
+        assert profile.notebook_knobs("01_model")["network_size"] == 227
     assert profiles.get_profile("full").real_data
     assert profiles.get_profile("smoke").input_size < 64
     assert profiles.DEFAULT_PROFILE == "quick"
@@ -51,14 +56,14 @@ def test_sweep_centre_is_the_baseline_run_of_the_architecture_comparison():
         train = profile.notebook_knobs("02_training")
         arch = profile.notebook_knobs("04_architectures")
         sweep = profile.notebook_knobs("05_hyperparameters")
-        for key in ("batch_size", "lr", "momentum", "input_size", "eval_images"):
+        for key in ("batch_size", "lr", "momentum", "input_size", "eval_images", "steps",
+                    "eval_every", "warmup_steps", "schedule", "weight_decay"):
             assert train[key] == arch[key] == sweep[key], (profile.name, key)
-        assert sweep["examples"] == arch["steps"] * arch["batch_size"]
-        assert sweep["eval_every_examples"] == arch["eval_every"] * arch["batch_size"]
         assert arch["batch_size"] in sweep["batch_sizes"]
         assert arch["lr"] in sweep["learning_rates"]
         assert arch["momentum"] in sweep["momenta"]
-        assert sweep["examples"] % max(sweep["batch_sizes"]) == 0, "whole batches for all"
+        examples = arch["steps"] * arch["batch_size"]
+        assert examples % max(sweep["batch_sizes"]) == 0, "whole batches for all"
 
 
 def test_notebook_settings_take_given_values_over_the_profile():
@@ -272,12 +277,19 @@ def test_smoke_report_results_hold_sane_numbers(smoke_report):
         for key in ("image_accuracy", "patient_accuracy", "study_accuracy"):
             assert 0 <= table[key] <= 1, (split, key)
 
+    assert evaluation["intervals"]["image_accuracy"]["value"] == \
+        evaluation["metrics"]["valid"]["image_accuracy"]
+
     arch = results["04_architectures"]
     assert [r["name"] for r in arch["table"]] == list(profiles.ARCHITECTURES)
     assert len({r["steps"] for r in arch["table"]}) == 1, "every variant: the same steps"
-    assert all(0 <= r["valid_accuracy"] <= 1 and r["params"] > 0 and r["seconds_per_step"] > 0
+    assert all(r["seeds"] == arch["seeds"] == 2 for r in arch["table"])
+    assert all(0 <= r["image_accuracy"] <= 1 and r["params"] > 0 and r["seconds_per_step"] > 0
+               and r["image_accuracy_low"] <= r["image_accuracy"] <= r["image_accuracy_high"]
                for r in arch["table"])
-    assert "%" in arch["discussion"]
+    assert [c["name"] for c in arch["comparisons"]] == list(profiles.ARCHITECTURES)[1:]
+    assert "%" in arch["discussion"] and "95 % interval" in arch["discussion"]
+    assert len(arch["runs"]) == 8 and arch["runs"][0]["seed"] == 0
 
     sweep = results["05_hyperparameters"]
     for knob in ("batch_size", "learning_rate", "momentum"):

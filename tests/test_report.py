@@ -54,60 +54,104 @@ def test_caption_says_synthetic_data_when_it_is():
     assert "ynthetic" not in tables.caption("Loss", synthetic=False)
 
 
+# --------------------------------------------------------------------------- LaTeX forms
+
+
+def test_latex_inline_escapes_specials_and_keeps_emphasis():
+    assert tables.latex_inline("**Table 1.1.** *50 % of x_y & #3.* `a_b`") == (
+        r"\textbf{Table 1.1.} \textit{50 \% of x\_y \& \#3.} \texttt{a\_b}")
+    assert tables.latex_escape("{~^\\$}") == (
+        r"\{\textasciitilde{}\textasciicircum{}\textbackslash{}\$\}")
+
+
+def test_table_block_has_both_forms_from_the_same_cells():
+    rows = [{"name": "conv1", "acc": 0.5}, {"name": "x" * 60, "acc": None}]
+    block = tables.table_block(rows, {"name": "layer", "acc": "accuracy"}, "*Cap.*",
+                               formats={"acc": formatting.percent})
+    md, latex = block["text/markdown"], block["text/latex"]
+    assert md.startswith("*Cap.*\n\n| layer | accuracy |") and "| conv1 | 50.0 % |" in md
+    assert latex.startswith(r"\begin{table}[H]") and latex.endswith(r"\end{table}")
+    assert r"conv1 & 50.0 \% \\" in latex and r"\textit{Cap.}" in latex
+    assert r"\begin{tabular}{p{0.55\linewidth}r}" in latex, "a long text column wraps"
+    assert latex.index(r"\textit{Cap.}") < latex.index(r"\begin{tabular}"), "caption above"
+
+
+def test_figure_caption_and_file_stay_in_one_float(tmp_path):
+    latex = tables.latex_figure(tmp_path / "a_b.pdf", "**Figure 2.1.** *Loss.*")
+    assert latex.startswith(r"\begin{figure}[H]") and latex.endswith(r"\end{figure}")
+    assert (tmp_path / "a_b.pdf").as_posix() in latex
+    assert latex.index("includegraphics") < latex.index(r"\textbf{Figure 2.1.}")
+
+
 # --------------------------------------------------------------------------- discussions
 
 
-def _arch_rows(valid: dict[str, float]) -> list[dict]:
-    params = {"baseline": 100, "deeper": 150, "wider": 300, "residual": 110}
-    return [{"name": n, "params": params[n], "seconds_per_step": params[n] / 100,
-             "valid_accuracy": v, "train_accuracy": v + 0.05} for n, v in valid.items()]
+def _row(name, acc, low, high, params=100, seconds=1.0, **extra):
+    return {"name": name, "params": params, "seconds_per_step": seconds,
+            "image_accuracy": acc, "image_accuracy_low": low, "image_accuracy_high": high,
+            "final_train_loss": 0.4, **extra}
 
 
-def test_architecture_discussion_reports_the_measured_numbers():
+def _cmp(name, diff, low, high, a_only, b_only, p, verdict):
+    return {"name": name, "metric": "image_accuracy", "difference": diff, "low": low,
+            "high": high, "a_only": a_only, "b_only": b_only, "p_value": p, "verdict": verdict,
+            "diverged": False}
+
+
+def test_architecture_discussion_states_an_established_winner_and_a_tie():
+    rows = [_row("baseline", 0.70, 0.66, 0.74), _row("deeper", 0.85, 0.82, 0.88, params=150),
+            _row("wider", 0.71, 0.67, 0.75, params=300, seconds=3.5)]
+    comparisons = [_cmp("deeper", 0.15, 0.10, 0.20, 90, 15, 1e-8, "a"),
+                   _cmp("wider", 0.01, -0.03, 0.05, 30, 25, 0.59, None)]
+    text = prose.architecture_discussion(rows, comparisons, steps=300, seeds=2)
+    assert "trained for 300 steps from each of 2 seeds" in text
+    assert "baseline 70.0 % (66.0 to 74.0)" in text
+    assert ("Depth (two more convolutions and one more fully connected layer) raised the valid "
+            "accuracy per image over the baseline by +15.0 points (95 % interval +10.0 to "
+            "+20.0; McNemar p < 0.001, 90 against 15 images") in text
+    assert "so the difference is established" in text and "1.50x the parameters" in text
+    assert ("Width (twice the feature maps at every convolution) against the baseline: the "
+            "difference in valid accuracy per image, +1.0 points (95 % interval -3.0 to +5.0; "
+            "McNemar p = 0.590") in text
+    assert "is not established; at this training length and data size the two are not " \
+           "distinguishable" in text
+    assert "3.50x the time per training step" in text
+    assert "Established differences: deeper" in text
+
+
+def test_architecture_discussion_claims_nothing_when_nothing_is_established():
+    rows = [_row("baseline", 0.70, 0.66, 0.74), _row("residual", 0.72, 0.68, 0.76)]
+    # The interval excludes zero but McNemar does not agree: not established either.
     text = prose.architecture_discussion(
-        _arch_rows({"baseline": 0.60, "deeper": 0.55, "wider": 0.72, "residual": 0.61}),
-        steps=100)
-    assert "wider 72.0 %, residual 61.0 %, baseline 60.0 %, deeper 55.0 %" in text
-    assert "raised validation accuracy by 12.0 percentage points" in text
-    assert "lowered validation accuracy by 5.0 percentage points" in text
-    assert "3.00x the parameters" in text
-    assert "best variant here is wider" in text
-    assert "trained for 100 steps" in text
-
-
-def test_architecture_discussion_follows_the_numbers_not_a_fixed_story():
-    text = prose.architecture_discussion(
-        _arch_rows({"baseline": 0.70, "deeper": 0.75, "wider": 0.60, "residual": 0.65}))
-    assert "best variant here is deeper" in text
-    assert "Width (more feature maps at every level) lowered" in text
-
-
-def test_architecture_discussion_calls_small_spreads_noise():
-    text = prose.architecture_discussion(
-        _arch_rows({"baseline": 0.600, "deeper": 0.605, "wider": 0.61, "residual": 0.598}))
-    assert "do not establish a ranking" in text
+        rows, [_cmp("residual", 0.02, 0.001, 0.04, 20, 12, 0.22, None)])
+    assert "raised" not in text and "lowered" not in text
+    assert "is not established" in text and "does not rank them" in text
 
 
 def test_architecture_discussion_says_when_a_variant_diverged():
-    rows = _arch_rows({"baseline": 0.60, "deeper": 0.62, "wider": 0.58, "residual": 0.5})
-    rows[3].update(valid_accuracy=None, train_accuracy=None, diverged=True, diverged_at_step=3)
-    text = prose.architecture_discussion(rows, steps=20)
-    assert "residual connections, training diverged (a non-finite loss at step 3)" in text
-    assert "residual 50" not in text and "deeper 62.0 %" in text
-    rows[0].update(valid_accuracy=None, diverged=True, diverged_at_step=2)
-    assert "deeper 62.0 %" in prose.architecture_discussion(rows)
+    rows = [_row("baseline", 0.70, 0.66, 0.74),
+            _row("residual", None, None, None, diverged=True, diverged_at_step=3)]
+    text = prose.architecture_discussion(
+        rows, [{"name": "residual", "metric": "image_accuracy", "verdict": None,
+                "diverged": True}])
+    assert "Residual connections: no comparison with the baseline, since a run diverged" in text
+    assert "residual –" not in text and "baseline 70.0 %" in text
 
 
-def test_sweep_discussion_names_best_and_worst_setting_and_divergence():
-    rows = [{"value": 0.1, "valid_accuracy": 0.5, "final_train_loss": float("nan"),
-             "diverged": True},
-            {"value": 0.01, "valid_accuracy": 0.7, "final_train_loss": 0.4},
-            {"value": 0.001, "valid_accuracy": 0.6, "final_train_loss": 0.6}]
-    text = prose.sweep_discussion("learning rate", rows)
-    assert "best validation accuracy was 70.0 % at 0.01" in text
-    assert "worst 50.0 % at 0.1" in text
+def test_sweep_discussion_compares_with_the_centre_value():
+    rows = [dict(_row("learning rate 0.1", None, None, None), value=0.1, diverged=True),
+            dict(_row("learning rate 0.01", 0.80, 0.76, 0.84), value=0.01),
+            dict(_row("learning rate 0.001", 0.60, 0.55, 0.65), value=0.001,
+                 final_train_loss=0.6)]
+    comparisons = [{"name": "learning rate 0.1", "metric": "image_accuracy", "verdict": None,
+                    "diverged": True},
+                   _cmp("learning rate 0.001", -0.2, -0.26, -0.14, 5, 70, 1e-12, "b")]
+    text = prose.sweep_discussion("learning rate", rows, comparisons, "learning rate 0.01")
+    assert "0.01: 80.0 % (76.0 to 84.0); 0.001: 60.0 % (55.0 to 65.0)" in text
     assert "from 0.400 (0.01) to 0.600 (0.001)" in text
-    assert "diverged (non-finite loss) at 0.1" in text
+    assert "diverged (a non-finite loss) at 0.1" in text
+    assert ("A learning rate 0.001 lowered the valid accuracy per image against the centre "
+            "value (learning rate 0.01), by -20.0 points") in text
 
 
 # --------------------------------------------------------------------------- document
@@ -181,8 +225,28 @@ def test_provenance_section_lists_every_item():
             "seed": 3, "git_commit": "abc123", "generated": "now",
             "versions": {"numpy": "2.0"},
             "notebooks": [{"name": "01_model", "wall_s": 12.3}], "total_wall_s": 300.0}
-    text = provenance.provenance_section(prov)
+    heading, block = provenance.provenance_section(prov)
+    assert heading.startswith("# Provenance")
+    text = block["text/markdown"]
     for expected in ("synthetic data, seed 3", "numpy on CPU (x86_64)", "| seed | 3 |",
                      "abc123", "version of numpy | 2.0", "wall time of 01_model | 12 s",
                      "5.0 min"):
         assert expected in text
+    assert r"wall time of 01\_model & 12 s \\" in block["text/latex"]
+
+
+def test_html_gets_the_markdown_form_and_the_pdf_the_latex_one(tmp_path):
+    nb = document.build_report_notebook(
+        [], [tables.table_block([{"a": 1}], None, "*Only once.*")], [], title="T")
+    tagged = [c for c in nb.cells if "html-only" in c.metadata.get("tags", [])]
+    raw = [c for c in nb.cells if c.cell_type == "raw" and "Only once" in c.source]
+    assert len(tagged) == 1 and tagged[0].cell_type == "markdown" and len(raw) == 1
+    written = document.export_report(nb, tmp_path, pdf=document.missing_pdf_tools() == [])
+    html = written["html"].read_text()
+    assert html.count("Only once.") == 1 and "begin{table}" not in html
+    if "pdf" in written:
+        import subprocess
+
+        text = subprocess.run(["pdftotext", str(written["pdf"]), "-"], capture_output=True,
+                              text=True, check=True).stdout
+        assert text.count("Only once.") == 1

@@ -11,8 +11,9 @@ def add_commands(subparsers) -> None:
         "report", help="run the notebooks and build report/report.pdf and report.html",
         description="Generate synthetic data when no MURA folder is given, build the cache, "
                     "execute the notebooks with papermill and build the PDF/HTML report.")
-    p.add_argument("--profile", default=profiles_mod.DEFAULT_PROFILE,
-                   choices=list(profiles_mod.PROFILES), help="run size (default: %(default)s)")
+    p.add_argument("--profile", default=None, choices=list(profiles_mod.PROFILES),
+                   help=f"run size (default: {profiles_mod.GPU_PROFILE} when the backend is "
+                        f"cupy, else {profiles_mod.DEFAULT_PROFILE})")
     p.add_argument("--data", default=None, metavar="MURA_DIR",
                    help="MURA-v1.1 folder or its parent; synthetic data when left out")
     p.add_argument("--backend", default="numpy", choices=BACKENDS)

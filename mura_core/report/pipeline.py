@@ -45,7 +45,7 @@ class NotebookRun:
 
 
 def notebook_parameters(name: str, profile: str, source: DataSource | None, backend: str,
-                        seed: int, paths: Paths) -> dict:
+                        seed: int, paths: Paths, scheduler: str | None = None) -> dict:
     """The papermill parameters of notebook ``name``: common ones plus its profile knobs."""
     params = {
         "data_dir": None if source is None else str(source.root),
@@ -55,6 +55,7 @@ def notebook_parameters(name: str, profile: str, source: DataSource | None, back
         "out_dir": str(paths.out),
         "figures_dir": str(paths.figures),
         "work_dir": str(paths.work),
+        "scheduler": scheduler,
     }
     params.update(profiles_mod.get_profile(profile).notebook_knobs(name))
     return params
@@ -143,17 +144,27 @@ class ReportResult:
     provenance: dict = field(default_factory=dict)
 
 
-def run_report(profile: str = profiles_mod.DEFAULT_PROFILE, data=None, backend: str = "numpy",
+def choose_profile(profile: str | None, backend: str) -> str:
+    """The profile asked for, or, when none is, ``full`` on CuPy and ``quick`` on NumPy."""
+    if profile is not None:
+        return profiles_mod.get_profile(profile).name
+    return profiles_mod.GPU_PROFILE if backend == "cupy" else profiles_mod.DEFAULT_PROFILE
+
+
+def run_report(profile: str | None = None, data=None, backend: str = "numpy",
                seed: int = 0, out=None, figures=None, work=None, notebooks_dir=None,
                only=None, progress: bool | None = None, pdf: bool = True,
-               log=print) -> ReportResult:
-    """Data, cache, notebooks, report: everything ``make report`` does. See module doc."""
+               scheduler: str | None = None, log=print) -> ReportResult:
+    """Data, cache, notebooks, report: everything ``make report`` does. See module doc.
+
+    ``profile`` None: ``full`` when the backend resolves to CuPy, else ``quick``."""
     from ..nn.backend import resolve_backend  # noqa: PLC0415
     from . import document  # noqa: PLC0415  (nbformat, nbconvert)
 
     t0 = time.perf_counter()
-    prof = profiles_mod.get_profile(profile)
     backend = resolve_backend(backend)
+    profile = choose_profile(profile, backend)
+    prof = profiles_mod.get_profile(profile)
     paths = Paths.make(out, figures, work)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -163,7 +174,7 @@ def run_report(profile: str = profiles_mod.DEFAULT_PROFILE, data=None, backend: 
     sources = notebook_paths(notebooks_dir, only)
     runs = run_notebooks(
         sources, paths,
-        lambda name: notebook_parameters(name, profile, source, backend, seed, paths),
+        lambda name: notebook_parameters(name, profile, source, backend, seed, paths, scheduler),
         progress=progress, log=log)
     prov = provenance(source, profile, backend, seed, runs,
                       total_s=time.perf_counter() - t0)
@@ -188,6 +199,6 @@ def assemble_report(runs: list[NotebookRun], prov: dict, paths: Paths):
     from .provenance import provenance_section  # noqa: PLC0415
 
     front = document.front_matter(prov, results)
-    back = [provenance_section(prov)]
+    back = provenance_section(prov)
     return document.build_report_notebook([r.executed for r in runs], front, back,
                                             title=REPORT_TITLE)

@@ -7,126 +7,129 @@ import math
 import numpy as np
 
 from ..experiments import final_train_loss
-from ..formatting import duration, percent
+from ..formatting import duration, interval, p_value, percent
 
 
-def _best(values: dict[str, float]) -> str:
-    return max(values, key=lambda k: values[k])
+#: What each architecture variant changes, as the discussion names it.
+ARCHITECTURE_CHANGES = {
+    "deeper": "Depth (two more convolutions and one more fully connected layer)",
+    "wider": "Width (twice the feature maps at every convolution)",
+    "residual": "Residual connections",
+}
+METRIC_NAMES = {"image_accuracy": "valid accuracy per image",
+                "patient_accuracy": "valid accuracy per patient",
+                "study_accuracy": "valid accuracy per study", "study_kappa": "study kappa"}
 
 
-def _ranked(values: dict[str, float]) -> list[str]:
-    return sorted(values, key=lambda k: values[k], reverse=True)
+def _value(row: dict, metric: str) -> str:
+    kind = "float" if metric == "study_kappa" else "pct"
+    return interval(row.get(metric), row.get(f"{metric}_low"), row.get(f"{metric}_high"), kind)
 
 
-def architecture_discussion(rows: list[dict], metric: str = "valid_accuracy",
-                            steps: int | None = None, synthetic: bool = False) -> str:
-    """A paragraph comparing depth, width and residual connections from measured numbers.
+def _difference(cmp: dict) -> str:
+    """'+3.1 points (95 % interval +0.4 to +5.9; McNemar p = 0.012, 41 against 22 images)'."""
+    kappa = cmp["metric"] == "study_kappa"
+    fmt = (lambda v: f"{v:+.3f}") if kappa else (lambda v: f"{100 * v:+.1f}")
+    unit = "" if kappa else " points"
+    return (f"{fmt(cmp['difference'])}{unit} (95 % interval {fmt(cmp['low'])} to "
+            f"{fmt(cmp['high'])}; McNemar {p_value(cmp['p_value'])}, {cmp['a_only']} against "
+            f"{cmp['b_only']} images that only one of the two gets right)")
 
-    ``rows``: one dict per architecture with at least ``name``, ``params`` (count),
-    ``seconds_per_step``, ``metric`` (valid accuracy, 0..1) and optionally ``train_accuracy``
-    and ``valid_kappa``. Everything said is computed from these numbers; nothing is assumed
-    about which variant wins.
-    """
+
+def verdict_sentence(subject: str, cmp: dict, reference: str) -> str:
+    """One sentence on ``subject`` against ``reference`` from a ``stats.compare`` result: a
+    difference is stated only when its verdict says it is established."""
+    what = METRIC_NAMES.get(cmp["metric"], cmp["metric"])
+    if cmp.get("diverged"):
+        return (f"{subject}: no comparison with {reference}, since a run diverged (a "
+                "non-finite loss) with these settings.")
+    if cmp.get("verdict") == "a":
+        return (f"{subject} raised the {what} over {reference} by {_difference(cmp)}: the "
+                "interval excludes zero and the test agrees, so the difference is established.")
+    if cmp.get("verdict") == "b":
+        return (f"{subject} lowered the {what} against {reference}, by {_difference(cmp)}: the "
+                "interval excludes zero and the test agrees, so the difference is established.")
+    return (f"{subject} against {reference}: the difference in {what}, {_difference(cmp)}, is "
+            "not established; at this training length and data size the two are not "
+            "distinguishable.")
+
+
+def _cost(row: dict, base: dict) -> str:
+    parts = []
+    if row.get("params") and base.get("params"):
+        parts.append(f"{row['params'] / base['params']:.2f}x the parameters")
+    if row.get("seconds_per_step") and base.get("seconds_per_step"):
+        parts.append(f"{row['seconds_per_step'] / base['seconds_per_step']:.2f}x the time per "
+                     "training step")
+    return " and ".join(parts)
+
+
+def architecture_discussion(rows: list[dict], comparisons: list[dict], *, steps: int | None = None,
+                            seeds: int = 1, synthetic: bool = False) -> str:
+    """The discussion of depth, width and residual connections, from measured numbers only.
+
+    ``rows``: ``experiments.variant_row`` of every architecture (a "baseline" row among them);
+    ``comparisons``: ``experiments.comparisons`` of each against the baseline. A variant is
+    said to be better or worse only where its comparison's verdict establishes it."""
     by_name = {r["name"]: r for r in rows}
     if "baseline" not in by_name:
         raise ValueError("architecture_discussion needs a 'baseline' row")
     base = by_name["baseline"]
-    acc = {n: r[metric] for n, r in by_name.items() if r.get(metric) is not None}
-    ranked = _ranked(acc)
-    where = "on synthetic data" if synthetic else "on MURA's validation split"
+    where = "the synthetic valid split" if synthetic else "MURA's valid split"
     trained = f"for {steps:,} steps " if steps else ""
+    runs = f"from each of {seeds} seeds" if seeds > 1 else "from the same seed"
     parts = [
-        f"All {len(rows)} variants were trained {trained}from the same seed with the same "
-        f"optimizer settings. Ranked by validation accuracy per image {where}: "
-        + ", ".join(f"{n} {percent(acc[n])}" for n in ranked) + "."
+        f"All {len(rows)} variants were trained {trained}{runs} with the same optimizer "
+        f"settings and data order, and evaluated on {where}. Valid accuracy per image"
+        + (" (pooled over the seeds)" if seeds > 1 else "") + ", with 95 % intervals from a "
+        "bootstrap over patients" + (" and seeds" if seeds > 1 else "") + ": "
+        + "; ".join(f"{r['name']} {_value(r, 'image_accuracy')}" for r in rows
+                    if not r.get("diverged")) + "."
     ]
-    for name, what in (("deeper", "Depth (two more convolutions and one more fully "
-                                  "connected layer)"),
-                       ("wider", "Width (more feature maps at every level)"),
-                       ("residual", "Residual connections")):
-        if name in by_name and by_name[name].get("diverged"):
-            step = by_name[name].get("diverged_at_step")
-            parts.append(f"With {what[0].lower() + what[1:]}, training diverged (a non-finite "
-                         f"loss{f' at step {step}' if step else ''}) with these optimizer "
-                         "settings, so that variant has no validation accuracy to compare; a "
-                         "smaller learning rate would be needed.")
-            continue
-        if name not in by_name or name not in acc or "baseline" not in acc:
-            continue
-        r = by_name[name]
-        diff = 100 * (acc[name] - acc["baseline"])
-        if abs(diff) < 0.05:
-            effect = "left validation accuracy unchanged"
-        else:
-            effect = (f"{'raised' if diff > 0 else 'lowered'} validation accuracy by "
-                      f"{abs(diff):.1f} percentage points ({percent(acc[name])} against "
-                      f"{percent(acc['baseline'])} for the baseline)")
-        cost = ""
-        if r.get("params") and base.get("params"):
-            cost += f"{r['params'] / base['params']:.2f}x the parameters"
-        if r.get("seconds_per_step") and base.get("seconds_per_step"):
-            cost += (", " if cost else "") + (
-                f"{r['seconds_per_step'] / base['seconds_per_step']:.2f}x the time per step")
-        parts.append(f"{what} {effect}" + (f", at {cost}." if cost else "."))
-    if "baseline" not in acc:
-        return " ".join(parts)
-    if all(r.get("train_accuracy") is not None for r in rows) and len(acc) == len(rows):
-        gaps = {r["name"]: r["train_accuracy"] - r[metric] for r in rows}
-        widest = max(gaps, key=lambda k: gaps[k])
-        if 100 * (gaps[widest] - min(gaps.values())) < 0.5:
-            parts.append(f"Train accuracy exceeds validation accuracy by about the same for "
-                         f"every variant ({100 * gaps[widest]:.1f} points).")
-        else:
-            parts.append(
-                f"The largest gap between train and validation accuracy is {widest}'s "
-                f"({100 * gaps[widest]:.1f} points), the smallest "
-                f"{min(gaps, key=lambda k: gaps[k])}'s "
-                f"({100 * min(gaps.values()):.1f} points).")
-    spread = 100 * (max(acc.values()) - min(acc.values()))
-    if spread < 2.0:
-        parts.append(
-            f"The spread between the best and the worst variant is only {spread:.1f} points: "
-            "at this training length the differences are within what another seed could "
-            "change, so they do not establish a ranking.")
+    established = []
+    for cmp in comparisons:
+        row = by_name.get(cmp["name"], {})
+        subject = ARCHITECTURE_CHANGES.get(cmp["name"], cmp["name"])
+        sentence = verdict_sentence(subject, cmp, "the baseline")
+        cost = _cost(row, base)
+        parts.append(sentence + (f" It costs {cost}." if cost else ""))
+        if cmp.get("verdict"):
+            established.append(cmp["name"])
+    if established:
+        parts.append(f"Established differences: {', '.join(established)}; every other variant "
+                     "is indistinguishable from the baseline here, so no further ranking is "
+                     "claimed.")
     else:
-        parts.append(f"The best variant here is {ranked[0]}, {spread:.1f} points ahead of "
-                     f"the worst ({ranked[-1]}).")
+        parts.append("No variant differs from the baseline by more than these intervals and "
+                     "tests can tell apart, so this comparison does not rank them; longer "
+                     "training, more seeds or more valid images would be needed to.")
     return " ".join(parts)
 
 
-def sweep_discussion(knob: str, rows: list[dict], metric: str = "valid_accuracy",
-                     loss: str = "final_train_loss", unit: str = "") -> str:
-    """A short paragraph on one hyperparameter sweep, from measured numbers.
-
-    ``rows``: one dict per setting with ``value`` (the knob's value), ``metric`` and
-    optionally ``loss`` (the last training loss) and ``diverged`` (bool).
-    """
-    values = {r["value"]: r for r in rows}
-    acc = {v: r[metric] for v, r in values.items() if r.get(metric) is not None}
-    if not acc:
+def sweep_discussion(knob: str, rows: list[dict], comparisons: list[dict], centre: str,
+                     unit: str = "") -> str:
+    """The discussion of one hyperparameter sweep from measured numbers: every value's valid
+    accuracy with its interval, its final training loss, and each value against ``centre``
+    (the settings of the other sections) where the comparison establishes a difference."""
+    if not rows:
         return f"No run of the {knob} sweep produced a validation measurement."
-    best = _best(acc)
-    worst = min(acc, key=lambda k: acc[k])
     fmt = (lambda v: f"{v:g}{unit}")
-    parts = [f"Over {', '.join(fmt(v) for v in values)} for the {knob}, the best validation "
-             f"accuracy was {percent(acc[best])} at {fmt(best)} and the worst "
-             f"{percent(acc[worst])} at {fmt(worst)}"]
-    losses = {v: r[loss] for v, r in values.items()
-              if r.get(loss) is not None and math.isfinite(r[loss])}
+    measured = [r for r in rows if not r.get("diverged")]
+    parts = [f"Valid accuracy per image for each {knob}: "
+             + "; ".join(f"{fmt(r['value'])}: {_value(r, 'image_accuracy')}" for r in measured)
+             + "." if measured else f"Every run of the {knob} sweep diverged."]
+    losses = {r["value"]: r["final_train_loss"] for r in measured
+              if r.get("final_train_loss") is not None and math.isfinite(r["final_train_loss"])}
     if len(losses) >= 2:
-        low = min(losses, key=lambda k: losses[k])
-        high = max(losses, key=lambda k: losses[k])
-        parts[-1] += (f"; the final training loss ranged from {losses[low]:.3f} ({fmt(low)}) "
-                      f"to {losses[high]:.3f} ({fmt(high)})")
-    parts[-1] += "."
-    diverged = [fmt(v) for v, r in values.items() if r.get("diverged")]
+        low, high = min(losses, key=losses.get), max(losses, key=losses.get)
+        parts.append(f"The final training loss ranged from {losses[low]:.3f} ({fmt(low)}) to "
+                     f"{losses[high]:.3f} ({fmt(high)}).")
+    diverged = [fmt(r["value"]) for r in rows if r.get("diverged")]
     if diverged:
-        parts.append(f"Training diverged (non-finite loss) at {', '.join(diverged)}.")
-    if 100 * (acc[best] - acc[worst]) < 2.0:
-        parts.append("The differences are under 2 points, within run-to-run noise at this "
-                     "training length.")
+        parts.append(f"Training diverged (a non-finite loss) at {', '.join(diverged)}.")
+    for cmp in comparisons:
+        parts.append(verdict_sentence(f"A {cmp['name']}", cmp, f"the centre value ({centre})"))
     return " ".join(parts)
-
 
 
 def training_summary(run, cache) -> str:
@@ -160,8 +163,18 @@ def training_summary(run, cache) -> str:
 
 
 
-def evaluation_summary(tables: dict) -> str:
-    """A paragraph on the evaluation, from the numbers of ``evaluate_splits``."""
+def class_recalls(table: dict) -> tuple[float | None, float | None]:
+    """(share of abnormal images called abnormal, share of normal images called normal) from a
+    metric table's image confusion matrix (rows true class, columns predicted; 0 abnormal)."""
+    cm = np.asarray(table.get("confusion_image") or [[0, 0], [0, 0]], dtype=np.float64)
+    abnormal, normal = cm[0].sum(), cm[1].sum()
+    return (cm[0, 0] / abnormal if abnormal else None, cm[1, 1] / normal if normal else None)
+
+
+def evaluation_summary(tables: dict, intervals: dict | None = None) -> str:
+    """A paragraph on the evaluation, from the numbers of ``evaluate_splits`` and, when given,
+    the valid split's ``stats.intervals``: whether the network beats the majority class by
+    more than its interval, and how it does on each class."""
     valid, train = tables["valid"], tables["train"]
     base = valid.get("baseline") or {}
     cls = "normal" if valid.get("majority_class", 1) == 1 else "abnormal"
@@ -175,6 +188,17 @@ def evaluation_summary(tables: dict) -> str:
             f"{'–' if kappa is None else f'{kappa:.3f}'}), against "
             f"{percent(base.get('image_accuracy'))}, {percent(base.get('patient_accuracy'))} and "
             f"{percent(base.get('study_accuracy'))} for always predicting {cls}.")
+    ci = (intervals or {}).get("image_accuracy") or {}
+    if ci.get("low") is not None and base.get("image_accuracy") is not None:
+        text += (f" The 95 % interval of the accuracy per image, {100 * ci['low']:.1f} to "
+                 f"{100 * ci['high']:.1f} % (bootstrap over patients), lies "
+                 + ("wholly above" if ci["low"] > base["image_accuracy"] else "not wholly above")
+                 + " the majority class's accuracy.")
+    abnormal, normal = class_recalls(valid)
+    if abnormal is not None and normal is not None:
+        text += (f" It calls {percent(abnormal)} of the abnormal images abnormal (sensitivity "
+                 f"for abnormal) and {percent(normal)} of the normal images normal "
+                 "(specificity).")
     if gap is not None:
         text += (f" Train accuracy per image is {percent(train['image_accuracy'])}, "
                  f"{abs(gap):.1f} points {'above' if gap >= 0 else 'below'} valid.")
