@@ -110,7 +110,8 @@ def process_alive(pid: int, host: str | None = None) -> bool | None:
 
 
 def describe_holder(holder: dict | None) -> str:
-    """"process 4242 on host lab1, started 2026-11-26 10:02:11 (python -m ...)"."""
+    """The holder in words: 'process 4242 on host lab1, started 2026-11-26 10:02:11
+    (python -m mura_core train ...)'."""
     if not holder or "pid" not in holder:
         return "another process (it is just starting)"
     text = f"process {holder['pid']} on host {holder.get('host', '?')}"
