@@ -4,7 +4,10 @@ comparisons, hyperparameter sweeps, and the tables the notebooks show.
 A run is identified by everything that decides its numbers (architecture, input size, seed,
 backend, data cache key, and the training settings); it lives in ``RUNS/<arch>-<hash>/``
 (``history.json`` and ``last.npz`` as written by ``train.train``). ``train_or_load`` trains a
-run only when no completed run with the same settings exists, and resumes an interrupted one.
+run only when no completed run with the same settings exists, and resumes an interrupted one;
+a stored run whose files do not load (a truncated history.json, an unreadable last.npz or
+checkpoint) is named with its error on the log and trained again, never a reason for the
+report to fail. It holds the run folder's lock throughout (``locks``).
 So the baseline trained in 02 is the baseline of 04 and the centre point of 05's sweeps when
 the profile gives them the same settings, as it does: same seed, same settings, same numbers.
 
@@ -72,14 +75,48 @@ def run_id(arch: str, settings: dict, *, input_size: int, seed: int, backend: st
     return f"{arch}-{digest[:12]}"
 
 
-def _completed(folder: Path, steps: int) -> dict | None:
-    path = folder / "history.json"
-    if not path.exists() or not (folder / "last.npz").exists():
+def _completed(folder: Path, steps: int, damaged) -> dict | None:
+    """The history of the completed run of ``steps`` steps stored in ``folder``, or None.
+    A run whose history.json or last.npz does not load is reported through ``damaged(path,
+    error)`` and counts as absent."""
+    from .nn.serialization import read_npz  # noqa: PLC0415
+    from .train import load_history  # noqa: PLC0415
+
+    path, model = folder / "history.json", folder / "last.npz"
+    if not path.exists() or not model.exists():
         return None
-    history = json.loads(path.read_text())
-    if history.get("status") == "completed" and history.get("step") == steps:
-        return history
-    return None
+    try:
+        history = load_history(path)
+    except (OSError, ValueError) as exc:
+        damaged(path, exc)
+        return None
+    if history.get("status") != "completed" or history.get("step") != steps:
+        return None
+    try:
+        if "__model__" not in read_npz(model):
+            raise ValueError("no '__model__' entry: not a model file")
+    except (OSError, ValueError) as exc:
+        damaged(model, exc)
+        return None
+    return history
+
+
+def _stored_divergence(folder: Path, damaged) -> dict | None:
+    """The record of a diverged run in ``folder`` (``diverged.json``), or None."""
+    path = folder / "diverged.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        damaged(path, exc)
+        return None
+
+
+def _error_text(path: Path, exc: BaseException) -> str:
+    text = str(exc)
+    # ModelFileError names the file already; a JSON error does not.
+    return text if str(path) in text else f"{path}: {exc.__class__.__name__}: {text}"
 
 
 def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr: float,
@@ -91,8 +128,7 @@ def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr
     exactly them. A NaN/inf loss does not raise: the run comes back with ``diverged`` set and
     the history up to its last evaluation (so a sweep can show a learning rate that is too
     large)."""
-    from .nn.models import build_model  # noqa: PLC0415
-    from .train import TrainingDiverged, load_history, train  # noqa: PLC0415
+    from .locks import hold_folder  # noqa: PLC0415
 
     settings = dict(steps=int(steps), batch_size=int(batch_size), lr=float(lr),
                     momentum=float(momentum), weight_decay=float(weight_decay),
@@ -102,36 +138,67 @@ def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr
                    cache_key=cache.key)
     folder = Path(runs_dir) / ident
     label = name or arch
-    history = _completed(folder, settings["steps"])
+    with hold_folder(folder, "run folder"):
+        return _train_or_load_locked(arch, cache, folder, label, settings, seed=seed,
+                                     backend=backend, progress=progress, log=log)
+
+
+def _train_or_load_locked(arch: str, cache, folder: Path, label: str, settings: dict, *,
+                          seed: int, backend: str, progress: bool, log) -> Run:
+    """``train_or_load`` with ``folder`` locked: reuse, resume, or train (again)."""
+    from .nn.models import build_model  # noqa: PLC0415
+    from .nn.serialization import ModelFileError  # noqa: PLC0415
+    from .train import CHECKPOINT_NAME, TrainingDiverged, earlier_run_files, load_history, train  # noqa: PLC0415
+
+    from .files import write_json  # noqa: PLC0415
+
+    def damaged(path: Path, exc: BaseException) -> None:
+        log(f"{label}: the stored run does not load ({_error_text(path, exc)}); training it again")
+
+    history = _completed(folder, settings["steps"], damaged)
     if history is not None:
         log(f"{label}: reusing the completed run {folder.name} (same settings)")
         return Run(label, settings, history, folder, reused=True)
-    diverged = folder / "diverged.json"
-    if diverged.exists():
+    history = _stored_divergence(folder, damaged)
+    if history is not None:
         log(f"{label}: reusing the diverged run {folder.name} (same settings)")
-        return Run(label, settings, json.loads(diverged.read_text()), folder, reused=True)
-    model = build_model(arch, input_size=cache.size, seed=seed, backend=backend,
-                        dropout=dropout)
-    log(f"{label}: training {steps} steps (batch {batch_size}, lr {lr:g}, momentum "
-        f"{momentum:g}) -> {folder}")
+        return Run(label, settings, history, folder, reused=True)
+    s = settings
+    log(f"{label}: training {s['steps']} steps (batch {s['batch_size']}, lr {s['lr']:g}, momentum "
+        f"{s['momentum']:g}) -> {folder}")
+
+    def run(resume: bool):
+        model = build_model(arch, input_size=cache.size, seed=seed, backend=backend,
+                            dropout=s["dropout"])
+        return train(model, cache, steps=s["steps"], batch_size=s["batch_size"], lr=s["lr"],
+                     momentum=s["momentum"], weight_decay=s["weight_decay"],
+                     eval_every=s["eval_every"], train_eval_size=s["train_eval_size"],
+                     augment=s["augment"], seed=seed, out_dir=str(folder), resume=resume,
+                     overwrite=not resume, progress=progress)
+
+    # An unfinished run resumes from its checkpoint; any other files left in the folder
+    # (damaged, or a run killed before its first checkpoint) are replaced.
+    resume = (folder / CHECKPOINT_NAME).exists()
+    if not resume and earlier_run_files(folder):
+        log(f"{label}: {folder} holds an unfinished run with no checkpoint; training it from step 0")
     try:
-        result = train(model, cache, steps=settings["steps"], batch_size=settings["batch_size"],
-                       lr=settings["lr"], momentum=settings["momentum"],
-                       weight_decay=settings["weight_decay"], eval_every=eval_every,
-                       train_eval_size=train_eval_size, augment=augment, seed=seed,
-                       out_dir=str(folder), resume=True, progress=progress)
+        try:
+            result = run(resume)
+        except ModelFileError as exc:  # the checkpoint to resume from does not load
+            damaged(folder / CHECKPOINT_NAME, exc)
+            result = run(resume=False)
     except TrainingDiverged as exc:
         history = load_history(folder) if (folder / "history.json").exists() else {
             "loss": [], "evals": []}
         history["status"] = "diverged"
         history["error"] = str(exc)
         history["diverged_at_step"] = exc.step
-        diverged.write_text(json.dumps(history))
-        log(f"{label}: diverged at step {exc.step} (lr {lr:g})")
+        write_json(folder / "diverged.json", history, indent=None)
+        log(f"{label}: diverged at step {exc.step} (lr {s['lr']:g})")
         return Run(label, settings, history, folder)
     # The resume checkpoint (model + momentum) and the best-so-far model are only needed while
     # the run is unfinished; last.npz and history.json are what the notebooks read.
-    for name in ("checkpoint.npz", "best.npz"):
+    for name in (CHECKPOINT_NAME, "best.npz"):
         (folder / name).unlink(missing_ok=True)
     return Run(label, settings, result.history, folder)
 

@@ -78,6 +78,46 @@ def test_same_settings_in_a_fresh_folder_give_the_same_numbers(cache, tmp_path):
     assert a.history["loss"] == b.history["loss"]
 
 
+@pytest.mark.parametrize("damage, named", [
+    (lambda f: (f / "history.json").write_text((f / "history.json").read_text()[:100]),
+     "history.json: JSONDecodeError"),
+    (lambda f: (f / "last.npz").write_bytes((f / "last.npz").read_bytes()[:300]),
+     "last.npz: not a readable .npz model file"),
+])
+def test_a_stored_run_that_does_not_load_is_named_and_trained_again(cache, tmp_path, damage, named):
+    first = experiments.train_or_load("baseline", cache, tmp_path, log=lambda m: None, **SETTINGS)
+    damage(first.folder)
+    logs = []
+    again = experiments.train_or_load("baseline", cache, tmp_path, log=logs.append, **SETTINGS)
+    assert not again.reused and again.history["loss"] == first.history["loss"]
+    assert any(named in m and str(first.folder) in m and "training it again" in m for m in logs), logs
+    assert experiments.train_or_load("baseline", cache, tmp_path, log=logs.append, **SETTINGS).reused
+
+
+def test_an_unfinished_run_resumes_or_starts_over_when_its_checkpoint_cannot_help(cache, tmp_path):
+    from mura_core.train import load_history
+
+    settings = dict(SETTINGS, steps=6)
+    ident = experiments.train_or_load("baseline", cache, tmp_path / "ref", log=lambda m: None,
+                                      **settings)
+    folder = tmp_path / "runs" / ident.folder.name
+    # killed before its first checkpoint: a history says "running", nothing to resume from
+    folder.mkdir(parents=True)
+    (folder / "history.json").write_text(json.dumps({"status": "running", "loss": [1.0]}))
+    logs = []
+    run = experiments.train_or_load("baseline", cache, tmp_path / "runs", log=logs.append, **settings)
+    assert run.history["loss"] == ident.history["loss"]
+    assert any("holds an unfinished run with no checkpoint" in m for m in logs), logs
+    # an unfinished run whose checkpoint is damaged: named, then trained from step 0
+    (folder / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
+    (folder / "history.json").write_text(json.dumps({"status": "interrupted"}))
+    logs = []
+    run = experiments.train_or_load("baseline", cache, tmp_path / "runs", log=logs.append, **settings)
+    assert run.history["loss"] == ident.history["loss"]
+    assert any("checkpoint.npz: not a readable .npz model file" in m for m in logs), logs
+    assert load_history(folder)["status"] == "completed"
+
+
 DIVERGING = dict(SETTINGS, steps=6, lr=1e9, momentum=0.0, eval_every=None)
 
 
@@ -92,6 +132,12 @@ def test_a_diverging_run_comes_back_marked_instead_of_raising(cache, tmp_path):
     assert again.reused and again.diverged
     row = experiments.sweep_table("lr", {1e9: run})[0]
     assert row["diverged"] is True and row["final_train_loss"] is None
+    (run.folder / "diverged.json").write_text("{")  # a damaged record: trained again
+    logs = []
+    with np.errstate(all="ignore"):
+        again = experiments.train_or_load("baseline", cache, tmp_path, log=logs.append, **DIVERGING)
+    assert again.diverged and not again.reused
+    assert any("diverged.json: JSONDecodeError" in m for m in logs), logs
 
 
 def test_architecture_table_reports_parameters_time_and_final_metrics(cache, tmp_path):
