@@ -146,11 +146,11 @@ def train_or_load(arch: str, cache, runs_dir, *, steps: int, batch_size: int, lr
 def _train_or_load_locked(arch: str, cache, folder: Path, label: str, settings: dict, *,
                           seed: int, backend: str, progress: bool, log) -> Run:
     """``train_or_load`` with ``folder`` locked: reuse, resume, or train (again)."""
+    from .files import write_json  # noqa: PLC0415
     from .nn.models import build_model  # noqa: PLC0415
     from .nn.serialization import ModelFileError  # noqa: PLC0415
-    from .train import CHECKPOINT_NAME, TrainingDiverged, earlier_run_files, load_history, train  # noqa: PLC0415
-
-    from .files import write_json  # noqa: PLC0415
+    from .train import (CHECKPOINT_NAME, TrainingDiverged, earlier_run_files,  # noqa: PLC0415
+                        load_history, train)
 
     def damaged(path: Path, exc: BaseException) -> None:
         log(f"{label}: the stored run does not load ({_error_text(path, exc)}); training it again")

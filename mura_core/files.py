@@ -5,7 +5,6 @@ removing the temp files a killed writer left behind."""
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 

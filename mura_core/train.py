@@ -63,7 +63,8 @@ from typing import Callable
 import numpy as np
 
 from . import metrics
-from .checkpoint import check_same_model, read_checkpoint, restore_checkpoint, save_checkpoint
+from .checkpoint import (check_same_model, read_checkpoint, restore_checkpoint,
+                         save_checkpoint)
 from .data.batches import iterate_batches, num_batches
 from .evaluation import predict_split, score_split, split_rows, train_eval_indices
 from .files import atomic_write_text, check_writable_folder, remove_stale_temp_files

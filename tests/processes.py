@@ -37,7 +37,7 @@ def cli(*args, obey_permissions: bool = False, timeout: float = 180) -> subproce
     try:
         return subprocess.run([sys.executable, "-m", "mura_core", *map(str, args)], cwd=REPO,
                               env=_env(), capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=preexec)
+                              preexec_fn=preexec, check=False)
     except subprocess.SubprocessError as exc:
         if preexec is None or isinstance(exc, subprocess.TimeoutExpired):
             raise
@@ -58,7 +58,7 @@ def wait_for(condition, proc: subprocess.Popen | None = None, timeout: float = 9
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            out, err = proc.communicate()
+            _, err = proc.communicate()
             pytest.fail(f"the process ended (status {proc.returncode}) before {what}: {err[-2000:]}")
         time.sleep(0.05)
     pytest.fail(f"timed out waiting for {what}")

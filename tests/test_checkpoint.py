@@ -7,8 +7,12 @@ import numpy as np
 import pytest
 
 import mura_core as mc
-from mura_core.files import (atomic_write_text, check_writable_file, check_writable_folder,
-                             remove_stale_temp_files)
+from mura_core.files import (
+    atomic_write_text,
+    check_writable_file,
+    check_writable_folder,
+    remove_stale_temp_files,
+)
 from mura_core.nn.serialization import load_weights, read_npz
 
 

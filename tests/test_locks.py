@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
+from processes import REPO
 
 from mura_core.locks import FolderLocked, hold_folder, lock_holder
-from processes import REPO
 
 HOLDER = """
 import sys, time
@@ -35,9 +35,8 @@ def test_a_second_process_is_refused_with_one_line_naming_the_first(tmp_path):
     folder = tmp_path / "run"
     holder = start_holder(folder)
     try:
-        with pytest.raises(FolderLocked) as info:
-            with hold_folder(folder, "run folder"):
-                pass
+        with pytest.raises(FolderLocked) as info, hold_folder(folder, "run folder"):
+            pass
     finally:
         holder.kill()
         holder.wait()
@@ -67,21 +66,20 @@ def test_a_lock_naming_a_process_on_another_machine_is_refused_not_taken(tmp_pat
     folder.mkdir()
     stale = {"pid": 4242, "host": "another-machine.example", "started": "2026-11-26 10:00:00"}
     (folder / ".lock").write_text(json.dumps(stale))
-    with pytest.raises(FolderLocked, match="another machine, which cannot be checked from here; "
-                                           "if that run has ended, delete .*/.lock"):
-        with hold_folder(folder, "run folder"):
-            pass
+    refused = pytest.raises(FolderLocked, match="another machine, which cannot be checked from "
+                                                "here; if that run has ended, delete .*/.lock")
+    with refused, hold_folder(folder, "run folder"):
+        pass
     assert json.loads((folder / ".lock").read_text()) == stale
 
 
 def test_a_process_may_hold_its_own_lock_again_and_every_exit_releases_it(tmp_path):
     folder = tmp_path / "new" / "run"
-    with pytest.raises(RuntimeError, match="boom"):
+    with pytest.raises(RuntimeError, match="boom"), hold_folder(folder, "run folder"):
         with hold_folder(folder, "run folder"):
-            with hold_folder(folder, "run folder"):
-                assert lock_holder(folder)["pid"] == os.getpid()
-            assert (folder / ".lock").exists(), "the outer hold still holds it"
-            raise RuntimeError("boom")
+            assert lock_holder(folder)["pid"] == os.getpid()
+        assert (folder / ".lock").exists(), "the outer hold still holds it"
+        raise RuntimeError("boom")
     assert not (folder / ".lock").exists()
     # the lock made the folders; empty, they are removed with it: a refusal leaves no junk
     assert not (tmp_path / "new").exists()

@@ -273,8 +273,9 @@ def test_a_failed_build_leaves_the_last_good_report_its_results_and_figures(tmp_
 
 
 def test_a_report_whose_work_folder_is_in_use_is_refused_before_any_work(tmp_path, tiny_mura):
-    from mura_core.locks import FolderLocked
     from test_locks import start_holder
+
+    from mura_core.locks import FolderLocked
 
     holder = start_holder(tmp_path / "work")
     try:

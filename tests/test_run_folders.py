@@ -4,20 +4,19 @@ work, and SIGTERM and SIGKILL leave a folder that says what happened. Real proce
 locks and signals are concerned."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 from pathlib import Path
 
 import pytest
+from processes import cli, history_of, one_error_line, start_cli, wait_for
 
 import mura_core as mc
 from mura_core.__main__ import main
 from mura_core.data import build_cache, generate_synthetic
 from mura_core.locks import lock_holder
 from mura_core.train import load_history
-from processes import cli, history_of, one_error_line, start_cli, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::mura_core.data.SkippedImageWarning")
 SIZE = 32
