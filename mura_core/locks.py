@@ -169,8 +169,17 @@ def _acquire(folder: Path, what: str, wait: bool, log) -> _Held:
             "which ended without releasing it (killed?); taking it over")
     _write(fd, {"pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-                "command": " ".join(sys.argv)[:200]})
+                "command": _command_line()[:200]})
     return _Held(fd, path, created)
+
+
+def _command_line() -> str:
+    """This process's command, as typed: 'python -m mura_core train ...' rather than the path
+    of the package's __main__.py that sys.argv holds."""
+    argv = list(sys.argv) or ["python"]
+    if Path(argv[0]).name == "__main__.py":
+        argv[0] = f"python -m {Path(argv[0]).parent.name}"
+    return " ".join(argv)
 
 
 def _release(held: _Held) -> None:

@@ -440,7 +440,9 @@ class Trainer:
         (the cache key) or other statistics would continue the run on another problem."""
         mine = self._data_identity()
         labels = {"root": "data root", "cache_key": "cache key", "mean": "train mean", "std": "train std"}
-        changed = [f"{label} {_shown(saved[k], mine[k])}" for k, label in labels.items()
+        shown = {**mine, "cache_key": str(mine["cache_key"])[:12]}  # a hash: its start will do
+        saved_shown = {**saved, "cache_key": str(saved.get("cache_key"))[:12]}
+        changed = [f"{label} {_shown(saved_shown[k], shown[k])}" for k, label in labels.items()
                    if saved.get(k) is not None and saved[k] != mine[k]]
         if changed:
             raise ValueError(
