@@ -16,8 +16,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .nn.serialization import (atomic_save_npz, json_array, load_weights, model_arrays,
-                               read_npz)
+from .nn.serialization import (ModelFileError, atomic_save_npz, json_array, load_weights,
+                               model_arrays, read_npz)
 
 CHECKPOINT_FORMAT = "mura_core.checkpoint/1"
 VELOCITY = "opt/velocity/"
@@ -54,27 +54,36 @@ def save_checkpoint(path, model, optimizer, state: dict) -> None:
 
 
 def read_checkpoint(path) -> Checkpoint:
-    """Read a checkpoint; ValueError (naming the file) for a model file or a damaged one."""
+    """Read a checkpoint; ValueError (ModelFileError for a damaged one) naming the file."""
     path = Path(path)
     arrays = read_npz(path)
     if "__trainer__" not in arrays:
         raise ValueError(f"{path} is a model file, not a training checkpoint")
-    state = json.loads(str(arrays["__trainer__"]))
-    header = json.loads(str(arrays["__model__"]))
+    try:
+        state = json.loads(str(arrays["__trainer__"]))
+        header = json.loads(str(arrays["__model__"]))
+    except (KeyError, ValueError) as exc:
+        raise ModelFileError(f"{path}: a damaged checkpoint ({exc.__class__.__name__}: {exc})") from None
     weights = {k[len(PARAM):]: v for k, v in arrays.items() if k.startswith(PARAM)}
     velocity = {k[len(VELOCITY):]: v for k, v in arrays.items() if k.startswith(VELOCITY)}
     return Checkpoint(path, state, header, weights, velocity)
 
 
-def restore_checkpoint(checkpoint: Checkpoint, model, optimizer) -> None:
-    """Put the checkpoint's weights, metadata, dropout stream and momentum into ``model`` and
-    ``optimizer``. The model must have the checkpoint's architecture (its own seed only chose
-    the initial weights, which the checkpoint replaces); ValueError otherwise."""
+def check_same_model(checkpoint: Checkpoint, model) -> None:
+    """ValueError unless ``model`` has the checkpoint's architecture (its own seed only chose
+    the initial weights, which the checkpoint replaces)."""
     spec = checkpoint.spec
     if {**spec, "seed": None} != {**model.spec, "seed": None}:
         raise ValueError(f"{checkpoint.path} was written for another model ({spec['arch']}, input "
                          f"{spec['input_size']}, width {spec['width']}); build the same model to "
                          "resume, or train into another out_dir")
+
+
+def restore_checkpoint(checkpoint: Checkpoint, model, optimizer) -> None:
+    """Put the checkpoint's weights, metadata, dropout stream and momentum into ``model`` and
+    ``optimizer``; the model must have the checkpoint's architecture (``check_same_model``)."""
+    check_same_model(checkpoint, model)
+    spec = checkpoint.spec
     model.spec["seed"] = spec["seed"]
     load_weights(model, checkpoint.weights, checkpoint.path)
     model.metadata = dict(checkpoint.header.get("metadata") or {})

@@ -5,9 +5,12 @@ A run is a ``RunSpec`` (architecture, seed, and every training setting that deci
 numbers) on one data cache, input size and backend; it lives in ``RUNS/<arch>-<hash>/``
 (``history.json``, ``last.npz`` and ``predictions.npz`` as written by ``train.train``).
 ``train_or_load`` trains a run only when no completed run with the same identity exists, and
-resumes an interrupted one. So the baseline trained in 02 is the baseline of 04 and the
-centre point of 05's sweeps when the profile gives them the same settings: same seed, same
-settings, same numbers.
+resumes an interrupted one; a stored run whose files do not load (a truncated history.json,
+an unreadable last.npz, predictions.npz or checkpoint) is named with its error on the log and
+trained again, never a reason for the report to fail. It holds the run folder's lock
+throughout (``locks``). So the baseline trained in 02 is the baseline of 04 and the centre
+point of 05's sweeps when the profile gives them the same settings: same seed, same settings,
+same numbers.
 
 An executor (``executors.py``) runs a list of specs, in this process or on a Dask cluster;
 ``run_all`` hands it the specs and returns the runs in the same order.
@@ -118,63 +121,134 @@ class Run:
         return int(self.history.get("step", 0)) * int(self.spec.batch_size)
 
 
-def _completed(folder: Path, steps: int) -> tuple[dict, np.ndarray] | None:
-    """(history, valid predictions) of a completed run of ``steps`` steps in ``folder``."""
-    path, predictions = folder / "history.json", folder / "predictions.npz"
-    if not (path.exists() and (folder / "last.npz").exists() and predictions.exists()):
+def _completed(folder: Path, steps: int, damaged) -> tuple[dict, np.ndarray] | None:
+    """(history, valid predictions) of the completed run of ``steps`` steps stored in
+    ``folder``, or None. A run whose history.json, last.npz or predictions.npz does not load
+    is reported through ``damaged(path, error)`` and counts as absent."""
+    from .nn.serialization import read_npz  # noqa: PLC0415
+    from .train import PREDICTIONS_NAME, load_history  # noqa: PLC0415
+
+    path, model, predictions = folder / "history.json", folder / "last.npz", folder / PREDICTIONS_NAME
+    if not path.exists() or not model.exists():
         return None
-    history = json.loads(path.read_text())
+    try:
+        history = load_history(path)
+    except (OSError, ValueError) as exc:
+        damaged(path, exc)
+        return None
     if history.get("status") != "completed" or history.get("step") != steps:
         return None
-    with np.load(predictions, allow_pickle=False) as f:
-        return history, f["valid"]
+    for file, entry in ((model, "__model__"), (predictions, "valid")):
+        try:
+            arrays = read_npz(file)
+            if entry not in arrays:
+                raise ValueError(f"no {entry!r} entry")
+        except (OSError, ValueError) as exc:
+            damaged(file, exc)
+            return None
+    return history, arrays["valid"]
+
+
+def _stored_divergence(folder: Path, damaged) -> dict | None:
+    """The record of a diverged run in ``folder`` (``diverged.json``), or None."""
+    path = folder / "diverged.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        damaged(path, exc)
+        return None
+
+
+def _error_text(path: Path, exc: BaseException) -> str:
+    text = str(exc)
+    # ModelFileError names the file already; a JSON error does not.
+    return text if str(path) in text else f"{path}: {exc.__class__.__name__}: {text}"
 
 
 def train_or_load(spec: RunSpec, cache, runs_dir, *, backend: str = "numpy",
-                  progress: bool = False, log=print) -> Run:
+                  progress: bool = False, checkpoint_every: int | None = None,
+                  log=print) -> Run:
     """Train ``spec`` on ``cache``, or load the completed run that has exactly its identity.
 
     A NaN/inf loss does not raise: the run comes back with ``diverged`` set and the history up
-    to its last evaluation (so a sweep can show a learning rate that is too large)."""
-    from .nn.models import build_model  # noqa: PLC0415
-    from .train import TrainingDiverged, load_history, train  # noqa: PLC0415
+    to its last evaluation (so a sweep can show a learning rate that is too large).
+    ``checkpoint_every`` (not part of the run's identity): also checkpoint every N steps, so a
+    run cut short resumes from near where it stopped."""
+    from .locks import hold_folder  # noqa: PLC0415
 
-    start = time.perf_counter()
     folder = Path(runs_dir) / spec.run_id(input_size=cache.size, backend=backend,
                                           cache_key=cache.key)
-    label = spec.label or spec.arch
-    done = _completed(folder, spec.steps)
+    start = time.perf_counter()
+    with hold_folder(folder, "run folder"):
+        run = _train_or_load_locked(spec, cache, folder, backend=backend, progress=progress,
+                                    checkpoint_every=checkpoint_every, log=log)
+    run.wall_s = time.perf_counter() - start
+    return run
+
+
+def _train_or_load_locked(spec: RunSpec, cache, folder: Path, *, backend: str, progress: bool,
+                          checkpoint_every: int | None, log) -> Run:
+    """``train_or_load`` with ``folder`` locked: reuse, resume, or train (again)."""
+    from .files import write_json  # noqa: PLC0415
+    from .nn.models import build_model  # noqa: PLC0415
+    from .nn.serialization import ModelFileError  # noqa: PLC0415
+    from .train import (CHECKPOINT_NAME, TrainingDiverged, earlier_run_files,  # noqa: PLC0415
+                        load_history, train)
+
+    label = f"{spec.label or spec.arch} (seed {spec.seed})"
+
+    def damaged(path: Path, exc: BaseException) -> None:
+        log(f"{label}: the stored run does not load ({_error_text(path, exc)}); training it again")
+
+    done = _completed(folder, spec.steps, damaged)
     if done is not None:
-        log(f"{label} (seed {spec.seed}): reusing the completed run {folder.name}")
+        log(f"{label}: reusing the completed run {folder.name}")
         return Run(spec, done[0], folder, reused=True, valid_probs=done[1])
-    diverged = folder / "diverged.json"
-    if diverged.exists():
-        log(f"{label} (seed {spec.seed}): reusing the diverged run {folder.name}")
-        return Run(spec, json.loads(diverged.read_text()), folder, reused=True)
-    model = build_model(spec.arch, input_size=cache.size, seed=spec.seed, backend=backend,
-                        dropout=spec.dropout)
-    log(f"{label} (seed {spec.seed}): training {spec.steps} steps (batch {spec.batch_size}, "
-        f"lr {spec.lr:g}, momentum {spec.momentum:g}) -> {folder}")
+    history = _stored_divergence(folder, damaged)
+    if history is not None:
+        log(f"{label}: reusing the diverged run {folder.name}")
+        return Run(spec, history, folder, reused=True)
+    log(f"{label}: training {spec.steps} steps (batch {spec.batch_size}, lr {spec.lr:g}, "
+        f"momentum {spec.momentum:g}) -> {folder}")
     settings = {k: v for k, v in spec.settings().items() if k != "dropout"}
+
+    def run(resume: bool):
+        model = build_model(spec.arch, input_size=cache.size, seed=spec.seed, backend=backend,
+                            dropout=spec.dropout)
+        return train(model, cache, **settings, seed=spec.seed, out_dir=str(folder),
+                     resume=resume, overwrite=not resume, progress=progress,
+                     checkpoint_every=checkpoint_every)
+
+    # An unfinished run resumes from its checkpoint; any other files left in the folder
+    # (damaged, or a run killed before its first checkpoint) are replaced.
+    resume = (folder / CHECKPOINT_NAME).exists()
+    if resume:
+        log(f"{label}: resuming the unfinished run in {folder.name} from its checkpoint")
+    elif earlier_run_files(folder):
+        log(f"{label}: {folder} holds an unfinished run with no checkpoint; training it from step 0")
     try:
-        result = train(model, cache, **settings, seed=spec.seed, out_dir=str(folder),
-                       resume=True, progress=progress)
+        try:
+            result = run(resume)
+        except ModelFileError as exc:  # the checkpoint to resume from does not load
+            damaged(folder / CHECKPOINT_NAME, exc)
+            result = run(resume=False)
     except TrainingDiverged as exc:
         history = load_history(folder) if (folder / "history.json").exists() else {
             "loss": [], "evals": []}
         history["status"] = "diverged"
         history["error"] = str(exc)
         history["diverged_at_step"] = exc.step
-        diverged.write_text(json.dumps(history))
-        log(f"{label} (seed {spec.seed}): diverged at step {exc.step} (lr {spec.lr:g})")
-        return Run(spec, history, folder, wall_s=time.perf_counter() - start)
+        write_json(folder / "diverged.json", history, indent=None)
+        log(f"{label}: diverged at step {exc.step} (lr {spec.lr:g})")
+        return Run(spec, history, folder)
     # The resume checkpoint (model + momentum) and the best-so-far model are only needed while
     # the run is unfinished; last.npz, predictions.npz and history.json are what is read.
-    for name in ("checkpoint.npz", "best.npz"):
+    for name in (CHECKPOINT_NAME, "best.npz"):
         (folder / name).unlink(missing_ok=True)
-    _, probs = _completed(folder, spec.steps)
-    return Run(spec, result.history, folder, valid_probs=probs,
-               wall_s=time.perf_counter() - start)
+    done = _completed(folder, spec.steps, damaged)
+    return Run(spec, result.history, folder, valid_probs=None if done is None else done[1])
 
 
 def run_all(specs: list[RunSpec], cache, runs_dir, *, backend: str = "numpy", executor=None,

@@ -6,12 +6,19 @@ a fixed subset of train and on all of ``cache.split("valid")`` after every epoch
 
     history.json     the history (layout below), rewritten at every evaluation/checkpoint
     checkpoint.npz   model + optimizer (momentum) + step + random state + history, every
-                     ``checkpoint_every`` steps, at the end of every epoch, on Ctrl+C and at
-                     the end; ``mc.load_model`` reads it as a model file too
+                     ``checkpoint_every`` steps, at the end of every epoch, on Ctrl+C or
+                     SIGTERM and at the end; ``mc.load_model`` reads it as a model file too
     best.npz         the model with the best valid per-image accuracy so far
     last.npz         the model at the end of training
     predictions.npz  ``valid``: P(normal) of every valid image (split order) by the final
                      model, and ``step``; what the paired statistics of the report compare
+    .lock            while a process trains there (``locks``): a second one is refused
+
+The run folder: a run goes into an empty (or new) folder, resumes the run in it
+(``resume``: same settings and data, checked against its checkpoint; only the length, the
+learning rate and bookkeeping may change), or replaces it (``overwrite``: the earlier run's
+files are removed before the first step, so old and new files never mix). Anything else is
+refused before any work (``check_run_folder``).
 
 Determinism: the data order depends only on (seed, epoch), augmentation on (seed, epoch,
 batch), dropout on a counter-based stream, so the same seed on NumPy gives the same history
@@ -21,13 +28,16 @@ weights the uninterrupted run would have used.
 History layout (``history.json``; ``evals[i]["train"|"valid"]`` are ``metrics.metric_table``
 dicts)::
 
-    {"format": "mura_core.history/1", "status": "running|completed|interrupted|diverged",
+    {"format": "mura_core.history/1",
+     "status": "running|completed|interrupted|diverged|failed",
      "error": null | str, "config": {...TrainConfig...},
+     "process": {"pid", "host", "started"} (only while "running"),
      "model": {"arch", "spec", "num_parameters", "backend", "device"},
-     "data": {"root", "size", "mode", "mean", "std", "n_train", "n_valid",
+     "data": {"root", "cache_key", "size", "mode", "mean", "std", "n_train", "n_valid",
               "train_eval_images", "train_eval_patients", "majority_class"},
      "steps_per_epoch": int, "total_steps": int, "step": int (steps done), "epoch": float,
      "loss": [float per step], "lr": [float per step],
+     "lr_changes": [{"step", "lr_from", "lr_to"}, ...] (learning rates changed on resume),
      "evals": [{"step", "epoch" (float, step / steps_per_epoch), "epoch_end": bool, "lr",
                 "train": table, "valid": table}, ...],
      "best": null | {"step", "epoch", "valid_image_accuracy", "file" (in out_dir)},
@@ -36,15 +46,17 @@ dicts)::
      "versions": {"python", "numpy", "mura_core"}}
 
 Everything except ``timing`` is identical between two runs with the same seed on NumPy.
+``load_history`` reads a "running" history whose process is gone as "killed".
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import platform
-import signal
-import threading
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,23 +65,32 @@ from typing import Callable
 import numpy as np
 
 from . import metrics
-from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
+from .checkpoint import (check_same_model, read_checkpoint, restore_checkpoint,
+                         save_checkpoint)
 from .data.batches import iterate_batches, num_batches
 from .evaluation import predict_split, score_split, split_rows, train_eval_indices
-from .files import atomic_write_text
+from .files import atomic_write_text, check_writable_folder, remove_stale_temp_files
+from .locks import hold_folder, process_alive
 from .nn.backend import device_name
 from .nn.models import loss_and_grads
 from .nn.optim import SGD
-from .nn.serialization import atomic_save_npz, save_model
+from .nn.serialization import atomic_save_npz, read_model_header, save_model
+from .signals import StopDeferral, Stopped
 
 HISTORY_FORMAT = "mura_core.history/1"
 SCHEDULES = ("none", "step", "plateau", "cosine")
 HISTORY_NAME, CHECKPOINT_NAME, BEST_NAME, LAST_NAME = "history.json", "checkpoint.npz", "best.npz", "last.npz"
 PREDICTIONS_NAME = "predictions.npz"
+#: The files a run leaves in its folder (``diverged.json``: ``experiments``' record of a
+#: diverged run). Any of them means the folder holds a run.
+RUN_FILES = (HISTORY_NAME, CHECKPOINT_NAME, BEST_NAME, LAST_NAME, PREDICTIONS_NAME,
+             "diverged.json")
 
 #: Config fields a resumed run may change; every other one must match the checkpoint, since
-#: it decides the data order or the updates.
-RESUMABLE_CHANGES = ("epochs", "steps", "progress", "checkpoint_every", "out_dir", "eval_batch_size")
+#: it decides the data order or the updates. The learning rate may change on purpose (e.g.
+#: lower, after a divergence): from the checkpoint's step on, recorded in ``lr_changes``.
+RESUMABLE_CHANGES = ("epochs", "steps", "progress", "checkpoint_every", "out_dir", "eval_batch_size",
+                     "lr")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -125,8 +146,10 @@ class TrainConfig:
     seed: int = _option(0, "data order, augmentation and the train-eval subset")
     augment: bool = _option(False, "random flips and rotations in training")
     progress: bool = _option(True, "show a progress bar")
-    resume: bool = _option(False, "continue the run in --out from its checkpoint")
-    overwrite: bool = _option(False, "start afresh even though --out holds a run")
+    resume: bool = _option(False, "continue the run in --out from its checkpoint (with the same "
+                           "settings and data; --lr may change)")
+    overwrite: bool = _option(False, "start afresh even though --out holds a run (its files "
+                              "are removed first)")
 
     def __post_init__(self):
         if self.train_eval_size == 0:
@@ -166,6 +189,9 @@ class TrainConfig:
             raise ValueError(f"plateau_patience must be >= 0, got {self.plateau_patience!r}")
         if (self.resume or self.checkpoint_every) and self.out_dir is None:
             raise ValueError("resume and checkpoint_every need an out_dir")
+        if self.resume and self.overwrite:
+            raise ValueError("resume and overwrite exclude each other: continue the run in "
+                             "out_dir, or replace it")
 
 
 @dataclass
@@ -211,34 +237,57 @@ def _params_finite(params: dict, xp) -> bool:
     return all(bool(xp.isfinite(p).all()) for p in params.values())
 
 
-class _SigintDeferral:
-    """While active (main thread only), Ctrl+C sets ``requested`` instead of raising, so a step
-    is never cut in half; the loop checkpoints and raises KeyboardInterrupt between steps. A
-    second Ctrl+C raises at once (``forced``), wherever the loop is."""
+def _shown(before, after) -> str:
+    """The text 'before -> after'; numbers to 6 digits unless that hides their difference."""
+    if isinstance(before, float) and isinstance(after, float) and f"{before:.6g}" != f"{after:.6g}":
+        return f"{before:.6g} -> {after:.6g}"
+    return f"{before} -> {after}"
 
-    def __init__(self):
-        self.requested = False
-        self.forced = False
-        self._installed = False
-        self._previous = None
 
-    def _handler(self, signum, frame):
-        if self.requested:
-            self.forced = True
-            raise KeyboardInterrupt
-        self.requested = True
+def _this_process() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
 
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
-        return self
 
-    def __exit__(self, *exc):
-        if self._installed:
-            previous = self._previous if self._previous is not None else signal.default_int_handler
-            signal.signal(signal.SIGINT, previous)
-        return False
+def earlier_run_files(out_dir) -> list[str]:
+    """The RUN_FILES present in ``out_dir`` (none when it does not exist)."""
+    folder = Path(out_dir)
+    return [name for name in RUN_FILES if (folder / name).exists()]
+
+
+def check_run_folder(out_dir, resume: bool = False, overwrite: bool = False) -> list[str]:
+    """Refuse a run folder this run may not use; return the earlier run's files in it.
+
+    Allowed: a new or empty folder; a folder holding a run, with ``resume`` (its checkpoint
+    continues) or ``overwrite`` (its files go). Refused with FileExistsError saying what to
+    do: an earlier run's files without either option, ``resume`` of a run that has no
+    checkpoint, and a fresh run beside files that are not a run's (a run never writes beside
+    a user's files; hidden files such as the lock are ignored)."""
+    folder = Path(out_dir)
+    if not folder.exists():
+        return []
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{folder} is a file, not a run folder; choose another out_dir")
+    found = earlier_run_files(folder)
+    listed = ", ".join(found)
+    if resume and CHECKPOINT_NAME in found:
+        return found
+    if resume and found:
+        raise FileExistsError(
+            f"{folder} holds a run with no checkpoint to resume from ({listed}): it stopped before "
+            "its first checkpoint; start it afresh (--overwrite, overwrite=True) or use another out_dir")
+    if found and not overwrite:
+        raise FileExistsError(
+            f"{folder} already holds a run ({listed}); resume it (--resume, resume=True), start "
+            "afresh (--overwrite, overwrite=True) or choose another out_dir")
+    foreign = sorted(p.name for p in folder.iterdir()
+                     if not p.name.startswith(".") and p.name not in RUN_FILES)
+    if foreign:
+        more = ", ..." if len(foreign) > 3 else ""
+        raise FileExistsError(
+            f"{folder} holds files that are not a run's ({', '.join(foreign[:3])}{more}); a run "
+            "goes into a new or empty folder: choose another out_dir")
+    return found
 
 
 class Trainer:
@@ -246,7 +295,8 @@ class Trainer:
 
     ``run`` is the loop; each of its steps is a method: ``_start`` (resume or refuse, new
     history), ``_train_step`` (one SGD update), ``_after_step`` (bookkeeping), ``_evaluate``,
-    ``_save_checkpoint``, and on the way out ``_on_interrupt``, ``_on_divergence``, ``_finish``.
+    ``_save_checkpoint``, and on the way out ``_on_interrupt``, ``_on_divergence``,
+    ``_on_failure``, ``_finish``. ``run`` holds the run folder's lock throughout.
     """
 
     def __init__(self, model, cache, config: TrainConfig,
@@ -292,8 +342,8 @@ class Trainer:
             "config": dataclasses.asdict(self.config),
             "model": {"arch": m.spec["arch"], "spec": m.spec, "num_parameters": int(m.num_parameters()),
                       "backend": m.backend, "device": device_name(m.backend)},
-            "data": {"root": str(getattr(c, "root", "")), "size": int(c.size), "mode": str(c.mode),
-                     "mean": self.mean, "std": self.std, "n_train": len(self.train_split.labels),
+            "data": {**self._data_identity(), "size": int(c.size), "mode": str(c.mode),
+                     "n_train": len(self.train_split.labels),
                      "n_valid": len(self.valid_split.labels),
                      "train_eval_images": int(len(self.eval_rows)),
                      "train_eval_patients": int(len(np.unique(np.asarray(self.train_split.patient_ids)[self.eval_rows]))),
@@ -304,11 +354,20 @@ class Trainer:
             "epoch": 0.0,
             "loss": [],
             "lr": [],
+            "lr_changes": [],
             "evals": [],
             "best": None,
             "timing": {},
             "versions": _versions(),
         }
+
+    def _data_identity(self) -> dict:
+        """What a resumed run's data must match: the folder, the cache's content key (file
+        list with sizes and mtimes, preprocessing) and the train mean/std."""
+        c = self.cache
+        key = getattr(c, "key", None)
+        return {"root": str(getattr(c, "root", "")), "cache_key": None if key is None else str(key),
+                "mean": self.mean, "std": self.std}
 
     def _update_timing(self) -> None:
         h = self.state.history
@@ -360,6 +419,8 @@ class Trainer:
         self._checkpoint_step = s.step
 
     def _restore(self, path: Path) -> None:
+        """Continue from the checkpoint ``path``: same settings (but RESUMABLE_CHANGES), same
+        model, same data; ValueError naming the difference otherwise, before any state moves."""
         checkpoint = read_checkpoint(path)
         saved = checkpoint.state["config"]
         mine = dataclasses.asdict(self.config)
@@ -369,6 +430,8 @@ class Trainer:
             detail = ", ".join(f"{k}: {saved.get(k)!r} -> {mine[k]!r}" for k in changed)
             raise ValueError(f"cannot resume {path} with other settings ({detail}): they change the "
                              "data order or the updates; resume with the run's settings or use another out_dir")
+        check_same_model(checkpoint, self.model)
+        self._check_same_data(path, checkpoint.state["history"].get("data") or {})
         restore_checkpoint(checkpoint, self.model, self.opt)
         meta, s = checkpoint.state, self.state
         s.step, s.lr = int(meta["step"]), float(meta["lr"])
@@ -378,7 +441,40 @@ class Trainer:
         s.history["config"] = mine
         s.history["total_steps"] = self.total_steps
         s.history["status"], s.history["error"] = "running", None
+        s.history["data"].update(self._data_identity())  # adds the cache key to older runs
         self._checkpoint_step = s.step
+        if float(saved["lr"]) != float(self.config.lr):
+            self._change_lr(float(self.config.lr))
+
+    def _check_same_data(self, path: Path, saved: dict) -> None:
+        """Refuse to resume on other data than the checkpoint's: another folder, other files
+        (the cache key) or other statistics would continue the run on another problem."""
+        mine = self._data_identity()
+        labels = {"root": "data root", "cache_key": "cache key", "mean": "train mean", "std": "train std"}
+        shown = {**mine, "cache_key": str(mine["cache_key"])[:12]}  # a hash: its start will do
+        saved_shown = {**saved, "cache_key": str(saved.get("cache_key"))[:12]}
+        changed = [f"{label} {_shown(saved_shown[k], shown[k])}" for k, label in labels.items()
+                   if saved.get(k) is not None and saved[k] != mine[k]]
+        if changed:
+            raise ValueError(
+                f"cannot resume {path}: it was trained on other data ({'; '.join(changed)}); resume "
+                f"with the run's data (--data {saved.get('root')}), or start afresh with --overwrite "
+                "(overwrite=True) or in another out_dir")
+
+    def _change_lr(self, lr: float) -> None:
+        """Resume at learning rate ``lr`` instead of the checkpoint's (a schedule goes on from
+        it); recorded in the history. A best.npz saved after the checkpoint's step comes from
+        the steps now retaken at another rate: it goes, and the best is tracked afresh."""
+        s = self.state
+        s.history.setdefault("lr_changes", []).append({"step": s.step, "lr_from": s.lr, "lr_to": lr})
+        s.lr = lr
+        best = self._path(BEST_NAME)
+        saved_at = _trained_step(best) if best.exists() else None
+        if best.exists() and (saved_at is None or saved_at > s.step):
+            best.unlink()
+            s.best_accuracy, s.history["best"] = -1.0, None
+            print(f"note: removed {best}: it was saved after step {s.step}, on the steps now "
+                  f"retaken at learning rate {lr:g}")
 
     # --- pieces of a step ----------------------------------------------------------------
     def _scheduled_lr(self) -> float:
@@ -402,12 +498,13 @@ class Trainer:
         ckpt = self._path(CHECKPOINT_NAME)
         if ckpt is not None and self._checkpoint_step is not None:
             kept = f"the last good checkpoint, {ckpt} (step {self._checkpoint_step}), is kept"
+            how = f"resume from it at that rate (--resume --lr {lr / 10:g}) or train afresh (--overwrite)"
         else:
             kept = "no checkpoint had been written yet"
+            how = "train afresh (--overwrite)"
         return TrainingDiverged(
             f"training diverged: {what} is {value} at step {step} (learning rate {lr:g}); training "
-            f"stopped and {kept}. Lower the learning rate (e.g. {lr / 10:g}) "
-            "and train again.", step, lr)
+            f"stopped and {kept}. Lower the learning rate (e.g. {lr / 10:g}): {how}.", step, lr)
 
     def _evaluate_split(self, split, indices: np.ndarray | None) -> tuple[np.ndarray, dict]:
         rows = split_rows(split, indices)
@@ -506,31 +603,51 @@ class Trainer:
                 or bool(every and step % every == 0))
 
     # --- the loop ------------------------------------------------------------------------
+    def _hold_run_folder(self):
+        """The run folder's lock for the whole run (nothing when there is no out_dir); the
+        folder is checked for writability first, so a read-only one fails before any step."""
+        if self.out_dir is None:
+            return contextlib.nullcontext()
+        check_writable_folder(self.out_dir, "run folder")
+        return hold_folder(self.out_dir, "run folder")
+
     def _start(self) -> None:
-        """Resume from the checkpoint, or refuse a folder that holds a run, or start afresh."""
+        """In the locked run folder: remove what a killed writer left, then resume the run
+        there, or replace it, or start afresh; refuse anything else (``check_run_folder``)."""
         c, s = self.config, self.state
-        ckpt = self._path(CHECKPOINT_NAME)
-        if ckpt is not None and ckpt.exists():
-            if c.resume:
-                self._restore(ckpt)
-            elif not c.overwrite:
-                raise FileExistsError(f"{self.out_dir} already holds a run ({ckpt.name}); resume it "
-                                      "(resume=True, --resume) or choose another out_dir")
+        if self.out_dir is not None:
+            remove_stale_temp_files(self.out_dir)
+            found = check_run_folder(self.out_dir, c.resume, c.overwrite)
+            if c.resume and found:
+                self._restore(self._path(CHECKPOINT_NAME))
+            elif found:
+                self._remove_earlier_run(found)
         if not s.history:
             s.history = self._new_history()
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+        s.history["process"] = _this_process()
+
+    def _remove_earlier_run(self, names: list[str]) -> None:
+        # Before the first step, so no file of the earlier run is left beside the new run's,
+        # even if the new run diverges or is killed at once.
+        for name in names:
+            self._path(name).unlink(missing_ok=True)
+        print(f"overwrite: removed the earlier run's {', '.join(names)} from {self.out_dir}")
 
     def run(self) -> TrainResult:
+        with self._hold_run_folder():
+            return self._run_locked()
+
+    def _run_locked(self) -> TrainResult:
         from tqdm.auto import tqdm  # noqa: PLC0415
 
-        self._start()
         s = self.state
-        bar = tqdm(total=self.total_steps, initial=s.step, desc=f"train {self.model.spec['arch']}",
-                   unit="step", disable=not self.config.progress, dynamic_ncols=True)
-        sigint = _SigintDeferral()
+        bar = None
+        stop = StopDeferral()  # before _start: a signal during it stops after one step
         try:
-            with sigint:
+            with stop:
+                self._start()
+                bar = tqdm(total=self.total_steps, initial=s.step, desc=f"train {self.model.spec['arch']}",
+                           unit="step", disable=not self.config.progress, dynamic_ncols=True)
                 while s.step < self.total_steps:
                     for batch in self._epoch_batches():
                         start = time.perf_counter()
@@ -541,28 +658,48 @@ class Trainer:
                             self._write_history()
                         if self._due(self.config.checkpoint_every):
                             self._save_checkpoint()
-                        if sigint.requested:
-                            raise KeyboardInterrupt
+                        if stop.requested is not None:
+                            raise Stopped(stop.requested)
                         if s.step == self.total_steps:
                             break
         except KeyboardInterrupt:
-            bar.close()
-            self._on_interrupt(forced=sigint.forced)
+            if bar is not None:
+                bar.close()
+            self._on_interrupt(forced=stop.forced)
             raise
         except TrainingDiverged as exc:
             self._on_divergence(exc)
             raise
+        except Exception as exc:
+            self._on_failure(exc)
+            raise
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
         return self._finish()
 
+    def _end_history(self, status: str, error: str | None = None) -> dict:
+        """Mark the history ended with ``status``: no process runs it any more."""
+        h = self.state.history
+        h["status"], h["error"] = status, error
+        h.pop("process", None)
+        return h
+
     def _on_interrupt(self, forced: bool) -> None:
+        """Ctrl+C or SIGTERM: checkpoint the step just finished (unless ``forced``: a second
+        signal may have cut an update in half, so the last checkpoint stays the one to resume
+        from) and mark the history "interrupted"."""
         s = self.state
-        s.history["status"] = "interrupted"
+        if not s.history or (s.step == 0 and self._checkpoint_step is None):
+            print("interrupted before the first step; nothing was written")
+            return
+        self._end_history("interrupted")
         if forced:
-            # Stopped at once, maybe in the middle of an update: keep the last checkpoint.
+            # Stopped at once, maybe in the middle of an update: keep the last checkpoint, and
+            # the history on disk, which was written with it or at an evaluation since.
             kept = f"; the checkpoint of step {self._checkpoint_step} is kept" if self._checkpoint_step else ""
             print(f"stopped at once during step {s.step + 1}{kept}")
+            self._mark_history_on_disk("interrupted")
         elif self._checkpoint_step != s.step:
             self._save_checkpoint()
         else:
@@ -571,13 +708,33 @@ class Trainer:
         where = f"; resume from {ckpt}" if ckpt is not None and self._checkpoint_step is not None else ""
         print(f"interrupted at step {s.step} of {self.total_steps}{where}")
 
+    def _mark_history_on_disk(self, status: str) -> None:
+        """Set the status of the history.json on disk, leaving the rest as it was written."""
+        path = self._path(HISTORY_NAME)
+        if path is None or not path.exists():
+            return
+        history = json.loads(path.read_text())
+        history["status"] = status
+        history.pop("process", None)
+        atomic_write_text(path, json.dumps(history, indent=1, allow_nan=False))
+
     def _on_divergence(self, exc: TrainingDiverged) -> None:
-        self.state.history["status"], self.state.history["error"] = "diverged", str(exc)
+        self._end_history("diverged", str(exc))
         self._write_history()
+
+    def _on_failure(self, exc: Exception) -> None:
+        """Any other error: the history says the run failed and why, instead of "running"."""
+        if not self.state.history:
+            return
+        self._end_history("failed", f"{exc.__class__.__name__}: {exc}")
+        try:
+            self._write_history()
+        except OSError:
+            pass  # the error being raised matters more (a full disk, say)
 
     def _finish(self) -> TrainResult:
         s = self.state
-        s.history["status"] = "completed"
+        self._end_history("completed")
         s.history["step"], s.history["epoch"] = s.step, s.step / self.steps_per_epoch
         if self._checkpoint_step != s.step:
             self._save_checkpoint()
@@ -602,9 +759,11 @@ def train(model, cache, config: TrainConfig | dict | None = None, *,
     config: a TrainConfig, a dict of its fields, or None; keyword overrides win, e.g.
     ``train(model, cache, steps=100, lr=0.01, out_dir="runs/a")``. Every setting is checked
     before any work. on_step(step, loss): called after every step (progress hooks, tests).
-    Raises TrainingDiverged on a NaN/inf loss, gradient, weight or evaluated probability,
-    re-raises KeyboardInterrupt after writing a checkpoint, FileExistsError when out_dir holds
-    a run and neither resume nor overwrite is set.
+    Raises TrainingDiverged on a NaN/inf loss, gradient, weight or evaluated probability;
+    re-raises KeyboardInterrupt (``signals.Stopped`` for SIGTERM) after writing a checkpoint;
+    FileExistsError when out_dir may not be used (``check_run_folder``); ValueError when a
+    resumed run's settings or data differ from its checkpoint's; ``locks.FolderLocked`` when
+    another process trains in out_dir; PermissionError when out_dir cannot be written.
     """
     if config is None:
         config = TrainConfig()
@@ -616,12 +775,35 @@ def train(model, cache, config: TrainConfig | dict | None = None, *,
 
 
 def load_history(path) -> dict:
-    """Read a history.json (a path to the file or to its run folder)."""
+    """Read a history.json (a path to the file or to its run folder).
+
+    A history still "running" whose process is gone (same host, pid not running) comes back
+    with status "killed" and an error saying so: that process ended without a word (SIGKILL,
+    out of memory, power loss), and its checkpoint, if any, is where to resume. The file
+    itself is left as it is."""
     path = Path(path)
     if path.is_dir():
         path = path / HISTORY_NAME
     with open(path) as fh:
-        return json.load(fh)
+        history = json.load(fh)
+    process = history.get("process") or {}
+    if history.get("status") == "running" and "pid" in process \
+            and process_alive(process["pid"], process.get("host")) is False:
+        history["status"] = "killed"
+        history["error"] = (f"the process that ran it (pid {process['pid']} on {process.get('host')}, "
+                            f"started {process.get('started')}) ended without updating its history "
+                            "(killed?); resume from its checkpoint, if any")
+    return history
 
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "load_history", "train"]
+def _trained_step(path: Path) -> int | None:
+    """The step a model file of this trainer was saved at; None when it does not say."""
+    try:
+        trained = (read_model_header(path).get("metadata") or {}).get("trained") or {}
+    except ValueError:  # ModelFileError: a damaged file says nothing
+        return None
+    return trained.get("step")
+
+
+__all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged",
+           "check_run_folder", "earlier_run_files", "load_history", "train"]

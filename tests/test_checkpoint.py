@@ -1,8 +1,18 @@
 """Saving and loading models: round trips, atomic writes, and clear errors for bad files."""
+import json
+import os
+import stat
+
 import numpy as np
 import pytest
 
 import mura_core as mc
+from mura_core.files import (
+    atomic_write_text,
+    check_writable_file,
+    check_writable_folder,
+    remove_stale_temp_files,
+)
 from mura_core.nn.serialization import load_weights, read_npz
 
 
@@ -61,3 +71,82 @@ def test_model_files_load_without_pickle(tmp_path, model):
     mc.save_model(model, path)
     with np.load(path, allow_pickle=False) as f:
         assert "__model__" in f.files and "param/conv1.W" in f.files
+
+
+def test_random_bytes_are_not_a_model_file(tmp_path):
+    noise = tmp_path / "noise.npz"
+    noise.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(mc.ModelFileError) as info:
+        mc.load_model(noise)
+    message = str(info.value)
+    assert message.startswith(f"{noise}: not a model file") and "pickle" not in message
+    array = tmp_path / "array.npy"  # an .npy array, not an .npz archive
+    np.save(array, np.zeros(3))
+    with pytest.raises(mc.ModelFileError, match="array.npy: not a model file"):
+        mc.load_model(array)
+
+
+def _rewrite(path, edit):
+    """Rewrite the model file ``path`` with ``edit(arrays)`` applied (header as a dict)."""
+    arrays = read_npz(path)
+    header = json.loads(str(arrays["__model__"]))
+    edit(arrays, header)
+    arrays["__model__"] = np.array(json.dumps(header))
+    np.savez(path, **arrays)
+
+
+def test_a_header_without_a_spec_key_is_a_model_file_error_naming_the_file(tmp_path, model):
+    path = tmp_path / "m.npz"
+    mc.save_model(model, path)
+    _rewrite(path, lambda arrays, header: header["spec"].pop("width"))
+    with pytest.raises(mc.ModelFileError, match=r"m\.npz: the model header lacks 'width'"):
+        mc.load_model(path)
+
+
+def test_weights_holding_nan_are_refused_at_load(tmp_path, model):
+    path = tmp_path / "nan.npz"
+    mc.save_model(model, path)
+
+    def poison(arrays, header):
+        arrays["param/fc1.W"] = arrays["param/fc1.W"].copy()
+        arrays["param/fc1.W"][0, 0] = np.nan
+
+    _rewrite(path, poison)
+    with pytest.raises(mc.ModelFileError, match=r"nan\.npz: weight 'fc1.W' holds NaN or infinite"):
+        mc.load_model(path)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_atomic_writes_get_the_mode_the_umask_gives(tmp_path, model, umask, mode):
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "history.json", "{}")
+        mc.save_model(model, tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    for name in ("history.json", "m.npz"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
+
+
+def test_stale_temp_files_of_the_atomic_writer_are_found_and_removed(tmp_path):
+    stale = tmp_path / ".checkpoint.npz.3f9a0c1b2d4e.tmp"  # what a SIGKILL mid-write leaves
+    stale.write_bytes(b"half a checkpoint")
+    keep = [tmp_path / "history.json", tmp_path / ".lock", tmp_path / "notes.tmp"]
+    for path in keep:
+        path.write_text("x")
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert not stale.exists() and all(p.exists() for p in keep)
+
+
+def test_places_are_checked_before_work_and_never_created(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(NotADirectoryError, match="the run folder .*file is a file, not a folder"):
+        check_writable_folder(a_file, "run folder")
+    with pytest.raises(NotADirectoryError, match="is a file, so no folder can be made below it"):
+        check_writable_folder(a_file / "run", "run folder")
+    with pytest.raises(IsADirectoryError, match="the --json file .* is a folder"):
+        check_writable_file(tmp_path, "--json file")
+    check_writable_folder(tmp_path / "new" / "run", "run folder")
+    check_writable_file(tmp_path / "new" / "tables.json", "--json file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]

@@ -26,7 +26,7 @@ def test_index_prints_mura_shaped_counts(tmp_path: Path, capsys) -> None:
 
 def test_cache_builds_then_reuses(tmp_path: Path, capsys) -> None:
     write_tiny_mura(tmp_path / "src")
-    args = ["data", "cache", str(tmp_path / "src"), "--size", "16", "--cache-dir", str(tmp_path / "c"),
+    args = ["data", "cache", str(tmp_path / "src"), "--size", "32", "--cache-dir", str(tmp_path / "c"),
             "--no-progress", "--time-epoch", "4"]
     assert main(args) == 0
     first = capsys.readouterr().out
@@ -52,3 +52,56 @@ def test_missing_folder_is_a_one_line_error_from_the_command_line(tmp_path: Path
     assert done.returncode == 2
     assert done.stderr.startswith("error: MURA folder") and "data synth" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("size, message", [
+    ("0", "--size 0 is too small: the networks take images of at least 27x27 pixels"),
+    ("-3", "--size -3 is too small"),
+    ("16", "use --size 27 or more"),
+])
+def test_cache_size_below_the_networks_smallest_input_is_refused_before_decoding(
+        tmp_path: Path, capsys, size, message) -> None:
+    from mura_core.nn.models import smallest_input_size
+
+    assert smallest_input_size() == smallest_input_size("baseline") == 27  # the message's number
+    write_tiny_mura(tmp_path / "src")
+    cache_dir = tmp_path / "c"
+    assert main(["data", "cache", str(tmp_path / "src"), "--size", size, "--cache-dir", str(cache_dir),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not cache_dir.exists(), "nothing decoded, no junk folder"
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--train", "1", "--train must be a whole number of images from 8 to 200,000, got 1"),
+    ("--valid", "1000000000", "--valid must be a whole number of images from 2 to 200,000, got 1000000000"),
+    ("--seed", "-1", "--seed must be a non-negative integer, got -1"),
+    ("--workers", "0", "--workers must be a positive integer, got 0"),
+])
+def test_synth_options_outside_the_generators_limits_are_refused_before_writing(
+        tmp_path: Path, capsys, option, value, message) -> None:
+    args = {"--train": "10", "--valid": "3", option: value}
+    out = tmp_path / "s"
+    assert main(["data", "synth", str(out), *[x for kv in args.items() for x in kv], "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n"
+    assert not out.exists()
+
+
+def test_a_split_where_no_image_decodes_names_its_first_failure_and_leaves_nothing(
+        tmp_path: Path, capsys) -> None:
+    from mura_core.data import read_split
+
+    root = write_tiny_mura(tmp_path / "src")
+    valid = read_split(root, "valid")
+    for record in valid:
+        Path(record.path).write_text("not an image")
+    cache_dir = tmp_path / "c"
+    assert main(["data", "cache", str(root), "--size", "32", "--cache-dir", str(cache_dir),
+                 "--no-progress", "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {root}: none of the {len(valid)} valid images could be decoded "
+                          f"(the first, {valid[0].path}: ")
+    assert "first failure" not in err and "\n" not in err
+    assert not cache_dir.exists()

@@ -102,6 +102,45 @@ def test_run_all_trains_a_run_named_twice_once(cache, tmp_path, monkeypatch):
     assert runs[0].folder == runs[1].folder != runs[2].folder
 
 
+@pytest.mark.parametrize("damage, named", [
+    (lambda f: (f / "history.json").write_text((f / "history.json").read_text()[:100]),
+     "history.json: JSONDecodeError"),
+    (lambda f: (f / "last.npz").write_bytes((f / "last.npz").read_bytes()[:300]),
+     "last.npz: not a readable .npz model file"),
+])
+def test_a_stored_run_that_does_not_load_is_named_and_trained_again(cache, tmp_path, damage, named):
+    first = experiments.train_or_load(SPEC, cache, tmp_path, **QUIET)
+    damage(first.folder)
+    logs = []
+    again = experiments.train_or_load(SPEC, cache, tmp_path, log=logs.append)
+    assert not again.reused and again.history["loss"] == first.history["loss"]
+    assert any(named in m and str(first.folder) in m and "training it again" in m for m in logs), logs
+    assert experiments.train_or_load(SPEC, cache, tmp_path, log=logs.append).reused
+
+
+def test_an_unfinished_run_resumes_or_starts_over_when_its_checkpoint_cannot_help(cache, tmp_path):
+    from mura_core.train import load_history
+
+    spec = SPEC.replace(steps=6)
+    ident = experiments.train_or_load(spec, cache, tmp_path / "ref", **QUIET)
+    folder = tmp_path / "runs" / ident.folder.name
+    # killed before its first checkpoint: a history says "running", nothing to resume from
+    folder.mkdir(parents=True)
+    (folder / "history.json").write_text(json.dumps({"status": "running", "loss": [1.0]}))
+    logs = []
+    run = experiments.train_or_load(spec, cache, tmp_path / "runs", log=logs.append)
+    assert run.history["loss"] == ident.history["loss"]
+    assert any("holds an unfinished run with no checkpoint" in m for m in logs), logs
+    # an unfinished run whose checkpoint is damaged: named, then trained from step 0
+    (folder / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
+    (folder / "history.json").write_text(json.dumps({"status": "interrupted"}))
+    logs = []
+    run = experiments.train_or_load(spec, cache, tmp_path / "runs", log=logs.append)
+    assert run.history["loss"] == ident.history["loss"]
+    assert any("checkpoint.npz: not a readable .npz model file" in m for m in logs), logs
+    assert load_history(folder)["status"] == "completed"
+
+
 DIVERGING = SPEC.replace(steps=6, lr=1e9, momentum=0.0, eval_every=None)
 
 
@@ -117,6 +156,12 @@ def test_a_diverging_run_comes_back_marked_instead_of_raising(cache, tmp_path):
     row = experiments.variant_row("lr 1e9", [run], design)
     assert row["diverged"] is True and row["final_train_loss"] is None
     assert row["image_accuracy"] is None
+    (run.folder / "diverged.json").write_text("{")  # a damaged record: trained again
+    logs = []
+    with np.errstate(all="ignore"):
+        again = experiments.train_or_load(DIVERGING, cache, tmp_path, log=logs.append)
+    assert again.diverged and not again.reused
+    assert any("diverged.json: JSONDecodeError" in m for m in logs), logs
 
 
 def test_variants_from_seeds_give_rows_with_intervals_and_comparisons(cache, tmp_path):

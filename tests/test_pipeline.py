@@ -207,6 +207,109 @@ def test_provenance_records_source_backend_seed_versions_commit_and_times(tmp_pa
     json.dumps(prov)
 
 
+# --------------------------------------------------------------------------- a report is replaced whole
+
+FAKE_PARAMETERS = ("data_dir = None\nprofile = 'smoke'\nbackend = 'numpy'\nseed = 0\n"
+                   "out_dir = None\nfigures_dir = None\nwork_dir = None")
+
+
+def _fake_notebooks(folder: Path, version: str, fail: bool = False) -> Path:
+    """01_model and 02_training stand-ins: each writes its results and a figure and shows a
+    line of Markdown; 02 raises when ``fail``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("01_model", "02_training"):
+        body = ("import json, pathlib\n"
+                f"pathlib.Path(out_dir, 'results').mkdir(parents=True, exist_ok=True)\n"
+                f"pathlib.Path(out_dir, 'results', '{name}.json').write_text(json.dumps({{'version': '{version}'}}))\n"
+                f"pathlib.Path(figures_dir).mkdir(parents=True, exist_ok=True)\n"
+                f"pathlib.Path(figures_dir, '{name}_curve.png').write_text('{version}')\n"
+                "from IPython.display import Markdown, display\n"
+                f"display(Markdown('{name} {version}'))")
+        cells = [body] + (["raise ValueError('the build breaks')"] if fail and name == "02_training" else [])
+        _notebook(folder / f"{name}.ipynb", *cells, params=FAKE_PARAMETERS)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_mura(tmp_path_factory):
+    from mura_core.data import generate_synthetic
+
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    generate_synthetic(root, n_train=8, n_valid=2, seed=0, workers=1)
+    return root
+
+
+def _report(tmp_path, tiny_mura, notebooks):
+    return pipeline.run_report(profile="smoke", data=tiny_mura, out=tmp_path / "report",
+                               figures=tmp_path / "figures", work=tmp_path / "work",
+                               notebooks_dir=notebooks, only=["01_model", "02_training"],
+                               progress=False, pdf=False, log=lambda *a, **k: None)
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+
+
+def test_a_failed_build_leaves_the_last_good_report_its_results_and_figures(tmp_path, tiny_mura):
+    result = _report(tmp_path, tiny_mura, _fake_notebooks(tmp_path / "good", "v1"))
+    out, figures = tmp_path / "report", tmp_path / "figures"
+    assert result.outputs["html"] == out / "report.html" and "v1" in (out / "report.html").read_text()
+    assert [r.executed for r in result.runs] == [out / "executed" / "01_model.ipynb",
+                                                 out / "executed" / "02_training.ipynb"]
+    assert (figures / "01_model_curve.png").read_text() == "v1"
+    (out / "report.pdf").write_bytes(b"%PDF of the good report")  # as a build with XeLaTeX leaves
+    report, pictures = _snapshot(out), _snapshot(figures)
+
+    with pytest.raises(workspace.PipelineError, match="02_training.ipynb failed") as info:
+        _report(tmp_path, tiny_mura, _fake_notebooks(tmp_path / "bad", "v2", fail=True))
+    assert _snapshot(out) == report, "executed/, results/ and report.* all as they were"
+    assert _snapshot(figures) == pictures
+    failed = out / ".building-report" / "executed" / "02_training.ipynb"
+    assert str(failed) in str(info.value) and failed.exists(), "the traceback stays readable"
+
+    _report(tmp_path, tiny_mura, _fake_notebooks(tmp_path / "fixed", "v3"))
+    assert "v3" in (out / "report.html").read_text()
+    assert not (out / "report.pdf").exists(), "no old PDF beside the new HTML"
+    assert json.loads((out / "results" / "02_training.json").read_text()) == {"version": "v3"}
+    assert (figures / "02_training_curve.png").read_text() == "v3"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    assert (out / "results" / "provenance.json").exists()
+
+
+def test_a_report_whose_work_folder_is_in_use_is_refused_before_any_work(tmp_path, tiny_mura):
+    from test_locks import start_holder
+
+    from mura_core.locks import FolderLocked
+
+    holder = start_holder(tmp_path / "work")
+    try:
+        with pytest.raises(FolderLocked, match=rf"\(work folder\) is in use by process {holder.pid}"):
+            _report(tmp_path, tiny_mura, _fake_notebooks(tmp_path / "nbs", "v1"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "work" / "cache").exists()
+    assert not (tmp_path / "report" / "executed").exists()
+
+
+def test_an_unwritable_report_folder_is_refused_in_one_line_before_any_work(tmp_path):
+    from processes import cli, one_error_line
+
+    locked = tmp_path / "read-only"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        done = cli("report", "--profile", "smoke", "--no-pdf", "--out", locked / "report",
+                   "--figures", tmp_path / "figures", "--work", tmp_path / "work",
+                   obey_permissions=True)
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 2
+    assert f"cannot write the report folder {locked / 'report'}" in one_error_line(done.stderr)
+    assert not (tmp_path / "work").exists() and not (tmp_path / "figures").exists()
+
+
 # --------------------------------------------------------------------------- end to end
 
 SMOKE_FIGURES = {

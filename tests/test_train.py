@@ -9,10 +9,10 @@ import pytest
 
 import mura_core as mc
 from mura_core import metrics
-from mura_core.data.cache import CachedSplit, MuraCache, build_cache
+from mura_core.data.cache import CachedSplit, MuraCache
 from mura_core.data.mura import ImageRecord
 from mura_core.evaluation import evaluate, train_eval_indices
-from mura_core.train import TrainConfig, TrainingDiverged, load_history, train
+from mura_core.train import TrainingDiverged, load_history, train
 
 SIZE = 32
 PARTS = ("XR_ELBOW", "XR_HAND", "XR_WRIST")
@@ -174,12 +174,27 @@ def test_resume_can_extend_but_not_change_settings(cache, tmp_path):
     assert len(longer.history["loss"]) == 12
     straight = train(small_model(), cache, BASE, steps=12)
     assert longer.history["loss"] == straight.history["loss"]
-    with pytest.raises(ValueError, match=r"lr: 0.01 -> 0.05"):
-        train(small_model(), cache, BASE, steps=16, lr=0.05, out_dir=out, resume=True)
+    with pytest.raises(ValueError, match=r"momentum: 0.9 -> 0.5"):
+        train(small_model(), cache, BASE, steps=16, momentum=0.5, out_dir=out, resume=True)
     with pytest.raises(FileExistsError, match="resume"):
         train(small_model(), cache, BASE, out_dir=out)
     with pytest.raises(ValueError, match="another model"):
         train(small_model(size=40), memory_cache_40(), BASE, steps=16, out_dir=out, resume=True)
+
+
+def test_a_new_learning_rate_on_resume_is_recorded_and_drops_a_later_best_model(cache, tmp_path):
+    out = tmp_path / "run"
+    train(small_model(), cache, BASE, steps=8, out_dir=str(out))
+    # best.npz saved after the checkpoint, on steps now retaken at another rate (as when a
+    # run diverged some evaluations after its last checkpoint)
+    later = mc.load_model(out / "best.npz")
+    later.metadata["trained"]["step"] = 11
+    mc.save_model(later, out / "best.npz")
+    h = train(small_model(), cache, BASE, steps=12, lr=0.005, out_dir=str(out), resume=True).history
+    assert h["lr_changes"] == [{"step": 8, "lr_from": 0.01, "lr_to": 0.005}]
+    assert h["lr"] == [0.01] * 8 + [0.005] * 4
+    assert h["best"]["step"] > 8, "the best is tracked afresh from the resumed steps"
+    assert mc.load_model(out / "best.npz").metadata["trained"]["step"] == h["best"]["step"]
 
 
 def memory_cache_40():

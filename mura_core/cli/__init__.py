@@ -1,11 +1,14 @@
 """The command line, ``python -m mura_core COMMAND`` (``__main__.py`` imports only the module
 of the command that runs). One convention for every command:
 
-- bad input (a setting, a missing or unreadable file, a folder that holds another run): one
-  line ``error: ...`` on stderr naming the file and the fix, exit status 2, no traceback;
+- bad input (a setting, a missing or unreadable file, a folder that holds another run or
+  that another process is using, a place that cannot be written): one line ``error: ...``
+  on stderr naming the file and the fix, exit status 2, no traceback; checked before any
+  work where it can be;
 - a run that failed (training diverged, a report that could not be built, files that could
   not be predicted): one line on stderr, exit status 1;
-- interrupted by Ctrl+C: exit status 130 (after the checkpoint is written).
+- stopped by Ctrl+C or SIGTERM: exit status 130 or 143 (128 + the signal, as the shell
+  reports it), after the checkpoint is written; both run the same clean-up.
 """
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ import functools
 import sys
 import typing
 
+from ..signals import exit_status, sigterm_raises
+
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl+C; SIGTERM gives 143 (signals.exit_status)
 
 
 class CommandFailed(Exception):
@@ -27,10 +32,11 @@ class CommandFailed(Exception):
 def input_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input (exit status 2)."""
     from ..data.mura import MuraFormatError  # noqa: PLC0415
+    from ..locks import FolderLocked  # noqa: PLC0415
     from ..nn.serialization import ModelFileError  # noqa: PLC0415
 
     return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            IsADirectoryError, PermissionError, ModelFileError, MuraFormatError)
+            IsADirectoryError, PermissionError, ModelFileError, MuraFormatError, FolderLocked)
 
 
 def fail(message: str, status: int = EXIT_BAD_INPUT) -> int:
@@ -45,11 +51,15 @@ def command(func):
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
         try:
-            return int(func(args) or 0)
+            with sigterm_raises():
+                return int(func(args) or 0)
         except CommandFailed as exc:
             return fail(str(exc), EXIT_FAILED)
         except input_errors() as exc:
             return fail(str(exc), EXIT_BAD_INPUT)
+        except KeyboardInterrupt as exc:
+            print("interrupted", file=sys.stderr)
+            return exit_status(exc)
 
     return run
 

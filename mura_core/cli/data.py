@@ -1,4 +1,8 @@
-"""``python -m mura_core data synth | index | cache``."""
+"""``python -m mura_core data synth | index | cache``.
+
+Every option is checked before anything is decoded or written (counts within the generator's
+limits, a cache size the networks can use, output folders that can be written), so a refused
+command leaves no folder behind."""
 from __future__ import annotations
 
 import argparse
@@ -53,8 +57,10 @@ def format_index(root) -> str:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from ..data.synthetic import generate_synthetic
+    from ..data.synthetic import check_synthetic_settings, generate_synthetic
 
+    check_synthetic_settings(args.train, args.valid, args.seed, args.workers,
+                             names=("--train", "--valid", "--seed", "--workers"))
     summary = generate_synthetic(args.out, n_train=args.train, n_valid=args.valid, seed=args.seed,
                                  workers=args.workers, overwrite=args.force, progress=not args.no_progress)
     print(f"synthetic MURA written to {summary['root']} in {summary['seconds']:.1f} s (seed {summary['seed']})")
@@ -72,10 +78,25 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_cache_size(size: int) -> None:
+    """ValueError unless ``size`` is an input side some network can take: a cache of smaller
+    images could never be trained on."""
+    from ..nn.models import smallest_input_size
+
+    smallest = smallest_input_size()
+    if size < smallest:
+        raise ValueError(f"--size {size} is too small: the networks take images of at least "
+                         f"{smallest}x{smallest} pixels (227 in the assignment); use --size "
+                         f"{smallest} or more")
+
+
 def _cache(args: argparse.Namespace) -> int:
     from ..data.batches import iterate_batches
     from ..data.cache import build_cache
 
+    check_cache_size(args.size)
+    if args.time_epoch < 0:
+        raise ValueError(f"--time-epoch must be a positive batch size (or 0: no timing), got {args.time_epoch}")
     cache = build_cache(args.root, size=args.size, mode=args.mode, cache_dir=args.cache_dir,
                         workers=args.workers, progress=not args.no_progress, rebuild=args.rebuild)
     verb = f"built in {cache.build_seconds:.1f} s ({cache.n_images / cache.build_seconds:.0f} images/s)" \

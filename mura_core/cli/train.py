@@ -6,8 +6,14 @@
     predict   MODEL IMAGE...                            one line per image: path, P(normal), label
 
 Exit status (``cli``'s convention): 0 success; 1 a failed run (training diverged, some images
-could not be predicted); 2 bad input (settings, files); 130 interrupted (a checkpoint was
-written; ``--resume`` continues).
+could not be predicted); 2 bad input (settings, files, a run folder in use or holding another
+run, a place that cannot be written, a model file whose weights are not finite); 130 / 143
+stopped by Ctrl+C / SIGTERM (a checkpoint was written when a step had run; ``--resume``
+continues).
+
+``train`` checks, before the cache build: every setting, the data folder, that ``--out`` can
+be written, takes its lock (a second ``train`` on it is refused naming the first), and that
+``--out`` is empty, resumable or to be overwritten (``train.check_run_folder``).
 """
 from __future__ import annotations
 
@@ -17,52 +23,78 @@ from pathlib import Path
 
 from ..nn.backend import BACKENDS
 from ..nn.models import ARCHITECTURES
-from . import (EXIT_FAILED, EXIT_INTERRUPTED, CommandFailed, add_config_options, command,
-               config_from_args, fail)
+from . import EXIT_FAILED, CommandFailed, add_config_options, command, config_from_args, fail
 
 
 def _train(args) -> int:
-    from .. import metrics
-    from ..data.cache import build_cache
     from ..data.mura import find_mura_root
+    from ..files import check_writable_folder
+    from ..locks import hold_folder
     from ..nn.backend import resolve_backend
     from ..nn.models import build_model
-    from ..train import TrainConfig, Trainer, TrainingDiverged
+    from ..signals import exit_status
+    from ..train import TrainConfig, TrainingDiverged
 
+    # Every setting and place is checked before the (slow) cache build.
+    config = config_from_args(TrainConfig, args)
+    config.validate()
+    find_mura_root(args.data)
     try:
-        # Every setting is checked before the (slow) cache build and model construction.
-        config = config_from_args(TrainConfig, args)
-        config.validate()
-        find_mura_root(args.data)
-        try:
-            backend = resolve_backend(args.backend)
-        except RuntimeError as exc:  # cupy asked for where it cannot run
-            return fail(str(exc))
-        model = build_model(args.arch, input_size=args.size,
-                            seed=args.model_seed if args.model_seed is not None else args.seed,
-                            backend=backend, width=args.width, dropout=args.dropout)
-        cache = build_cache(args.data, size=args.size, mode=args.mode, cache_dir=args.cache_dir,
-                            workers=args.workers, progress=config.progress)
-        trainer = Trainer(model, cache, config)
-        if config.resume and not (Path(config.out_dir) / "checkpoint.npz").exists():
-            print(f"no checkpoint in {config.out_dir}: starting from step 0")
-        print(f"training {args.arch} ({model.num_parameters():,} parameters, {backend}) on "
-              f"{len(cache.split('train'))} train / {len(cache.split('valid'))} valid images "
-              f"({cache.size}x{cache.size} {cache.mode}) for {trainer.total_steps} steps "
-              f"({trainer.steps_per_epoch} per epoch), batch {config.batch_size}, lr {config.lr:g}, "
-              f"momentum {config.momentum:g}; output in {config.out_dir}")
-        start = time.perf_counter()
-        result = trainer.run()
-    except KeyboardInterrupt:
-        print(f"interrupted; continue with the same command and --resume (checkpoint: "
-              f"{args.out_dir}/checkpoint.npz)", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        backend = resolve_backend(args.backend)
+    except RuntimeError as exc:  # cupy asked for where it cannot run
+        return fail(str(exc))
+    model = build_model(args.arch, input_size=args.size,
+                        seed=args.model_seed if args.model_seed is not None else args.seed,
+                        backend=backend, width=args.width, dropout=args.dropout)
+    out = Path(config.out_dir)
+    check_writable_folder(out, "run folder")
+    try:
+        # The trainer takes this lock again for the run; holding it from here on keeps a
+        # second process out during the cache build too.
+        with hold_folder(out, "run folder"):
+            result, seconds = _train_in(out, args, config, model, backend)
+    except KeyboardInterrupt as exc:
+        if (out / "checkpoint.npz").exists():
+            print(f"interrupted; continue with the same command and --resume (checkpoint: "
+                  f"{out / 'checkpoint.npz'})", file=sys.stderr)
+        else:
+            print("interrupted before the first checkpoint; nothing to resume: run the same "
+                  "command again to start", file=sys.stderr)
+        return exit_status(exc)
     except TrainingDiverged as exc:
         raise CommandFailed(str(exc)) from None
+    _print_result(result, seconds, config)
+    return 0
+
+
+def _train_in(out: Path, args, config, model, backend: str):
+    """The part of ``train`` that runs with the run folder locked: (TrainResult, seconds the
+    training took in this process)."""
+    from ..data.cache import build_cache
+    from ..train import Trainer, check_run_folder
+
+    found = check_run_folder(out, config.resume, config.overwrite)
+    cache = build_cache(args.data, size=args.size, mode=args.mode, cache_dir=args.cache_dir,
+                        workers=args.workers, progress=config.progress)
+    trainer = Trainer(model, cache, config)
+    if config.resume and not found:
+        print(f"no checkpoint in {out}: starting from step 0")
+    print(f"training {args.arch} ({model.num_parameters():,} parameters, {backend}) on "
+          f"{len(cache.split('train'))} train / {len(cache.split('valid'))} valid images "
+          f"({cache.size}x{cache.size} {cache.mode}) for {trainer.total_steps} steps "
+          f"({trainer.steps_per_epoch} per epoch), batch {config.batch_size}, lr {config.lr:g}, "
+          f"momentum {config.momentum:g}; output in {out}")
+    start = time.perf_counter()
+    return trainer.run(), time.perf_counter() - start
+
+
+def _print_result(result, seconds: float, config) -> None:
+    from .. import metrics
+
     h = result.history
     last = h["evals"][-1]
     per_step = h["timing"]["time_per_step_s"]
-    print(f"done: {h['step']} steps ({h['epoch']:.2f} epochs) in {time.perf_counter() - start:.1f} s this session"
+    print(f"done: {h['step']} steps ({h['epoch']:.2f} epochs) in {seconds:.1f} s this session"
           f"{f', {per_step:.3f} s per step' if per_step else ''}")
     print(f"metrics at step {last['step']} (train: {h['data']['train_eval_images']} images of "
           f"{h['data']['train_eval_patients']} patients drawn from train):")
@@ -72,7 +104,6 @@ def _train(args) -> int:
         print(f"best valid accuracy per image {100 * best['valid_image_accuracy']:.1f} % at step {best['step']}: "
               f"{result.best_path}")
     print(f"last model: {result.last_path}; history: {Path(config.out_dir) / 'history.json'}")
-    return 0
 
 
 def _evaluate(args) -> int:
@@ -80,10 +111,12 @@ def _evaluate(args) -> int:
     from ..data.cache import build_cache
     from ..data.mura import find_mura_root
     from ..evaluation import evaluate
-    from ..files import write_json
+    from ..files import check_writable_file, write_json
     from ..nn.serialization import load_model
 
     find_mura_root(args.data)
+    if args.json:
+        check_writable_file(args.json, "--json file")
     model = load_model(args.model, backend=args.backend)
     pre = model.metadata.get("preprocessing")
     size = model.spec["input_size"]

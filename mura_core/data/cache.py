@@ -14,10 +14,15 @@ The key is a SHA-256 over the cache format version, the absolute source folder, 
 mode, and every record (path, label, body part, patient, study) with its file size and mtime.
 An existing cache is used only when its key matches; otherwise it is rebuilt in place. The
 index is written last (atomically), and removed before a rebuild starts, so an interrupted
-build is never mistaken for a finished one.
+build is never mistaken for a finished one. A build holds the folder's lock (``locks``): a
+second process that needs the same cache waits for it, then reuses it. Its folder is checked
+for writability before any image is decoded; an up-to-date cache is read without writing, so
+a read-only shared cache works.
 
 A file that cannot be decoded (truncated, not an image, missing) is skipped with a warning,
-counted, and listed in ``index.json``; it never stops the build.
+counted, and listed in ``index.json``; it never stops the build, unless no image of a split
+can be decoded: then the build fails, naming the split and its first failure, and leaves
+nothing behind.
 """
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_text
+from ..files import atomic_write_text, check_writable_folder, remove_stale_temp_files
+from ..locks import hold_folder
 from .mura import SPLITS, ImageRecord, find_mura_root, read_split
 from .preprocess import MODES, preprocess_image
 
@@ -226,6 +232,35 @@ def _finalize_images(tmp: Path, final: Path, keep: np.ndarray) -> None:
     os.remove(tmp)
 
 
+def _decode_all(mura_root: Path, size: int, mode: str, records: dict[str, list[ImageRecord]],
+                tmp_paths: dict[str, str], workers, progress):
+    """Decode every record into the arrays ``tmp_paths`` (created here); (keep: split -> (N,)
+    bool, reasons: split -> {row: why it was skipped}, histogram of the train pixels).
+    ValueError when no image of a split can be decoded."""
+    for split in SPLITS:
+        np.lib.format.open_memmap(tmp_paths[split], mode="w+", dtype=np.uint8,
+                                  shape=(len(records[split]), size, size)).flush()
+    tasks = [(split, row, r.path) for split in SPLITS for row, r in enumerate(records[split])]
+    keep = {split: np.ones(len(records[split]), dtype=bool) for split in SPLITS}
+    reasons: dict[str, dict[int, str]] = {split: {} for split in SPLITS}
+    histogram = np.zeros(256, dtype=np.int64)
+    desc = f"caching {mura_root.name} {size}px {mode}"
+    for split, row, reason, hist in _run_tasks(tasks, tmp_paths, size, mode, workers, progress, desc):
+        if reason is not None:
+            keep[split][row] = False
+            reasons[split][row] = reason
+        elif split == "train":
+            histogram += hist
+    for split in SPLITS:
+        if not keep[split].any():
+            first = min(reasons[split])
+            raise ValueError(
+                f"{mura_root}: none of the {len(records[split])} {split} images could be decoded "
+                f"(the first, {records[split][first].path}: {reasons[split][first]}); check that "
+                "the folder holds the images its CSV files list")
+    return keep, reasons, histogram
+
+
 def _load(cache_dir: Path, index: dict, built: bool) -> MuraCache:
     size, mode = int(index["size"]), index["mode"]
     splits = {}
@@ -289,6 +324,8 @@ def build_cache(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"the image size must be a positive whole number of pixels, got {size!r}")
     size = int(size)
     mura_root = find_mura_root(root)
     records = {split: read_split(mura_root, split) for split in SPLITS}
@@ -298,40 +335,41 @@ def build_cache(
         cached = _reusable(cache_dir, key)
         if cached is not None:
             return cached
+    check_writable_folder(cache_dir, "cache folder")
+    with hold_folder(cache_dir, "cache folder", wait=True):
+        # Whoever held the lock before may just have built this very cache.
+        cached = None if rebuild else _reusable(cache_dir, key)
+        if cached is not None:
+            return cached
+        remove_stale_temp_files(cache_dir)
+        return _build(cache_dir, mura_root, size, mode, key, records, workers, progress)
 
+
+def _build(cache_dir: Path, mura_root: Path, size: int, mode: str, key: str,
+           records: dict[str, list[ImageRecord]], workers, progress) -> MuraCache:
+    """Decode every record into ``cache_dir`` (locked by the caller); the cache."""
     start = time.perf_counter()
-    cache_dir.mkdir(parents=True, exist_ok=True)
     (cache_dir / INDEX_NAME).unlink(missing_ok=True)
-    tmp_paths = {}
-    for split in SPLITS:
-        tmp = cache_dir / f"{split}_images.npy.tmp"
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records[split]), size, size)).flush()
-        tmp_paths[split] = str(tmp)
-
-    tasks = [(split, row, r.path) for split in SPLITS for row, r in enumerate(records[split])]
-    keep = {split: np.ones(len(records[split]), dtype=bool) for split in SPLITS}
-    reasons: dict[str, dict[int, str]] = {split: {} for split in SPLITS}
-    histogram = np.zeros(256, dtype=np.int64)
-    desc = f"caching {mura_root.name} {size}px {mode}"
-    for split, row, reason, hist in _run_tasks(tasks, tmp_paths, size, mode, workers, progress, desc):
-        if reason is not None:
-            keep[split][row] = False
-            reasons[split][row] = reason
-        elif split == "train":
-            histogram += hist
+    tmp_paths = {split: str(cache_dir / f"{split}_images.npy.tmp") for split in SPLITS}
+    try:
+        keep, reasons, histogram = _decode_all(mura_root, size, mode, records, tmp_paths,
+                                               workers, progress)
+    except BaseException:
+        # Nothing half-built stays behind (the index was removed above, so no reader would
+        # take these for a cache, but they may be large).
+        for tmp in tmp_paths.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
 
     skipped_all = []
     for split in SPLITS:
         _finalize_images(Path(tmp_paths[split]), cache_dir / f"{split}_images.npy", keep[split])
         skipped_all += [(records[split][row].path, reasons[split][row]) for row in sorted(reasons[split])]
-        if not keep[split].any():
-            raise ValueError(f"{mura_root}: none of the {len(records[split])} {split} images could be decoded; "
-                             f"first failure: {skipped_all[-1][0]}: {skipped_all[-1][1]}")
     for path, reason in skipped_all[:_MAX_WARNINGS]:
-        warnings.warn(f"skipped {path}: {reason}", SkippedImageWarning, stacklevel=2)
+        warnings.warn(f"skipped {path}: {reason}", SkippedImageWarning, stacklevel=3)
     if len(skipped_all) > _MAX_WARNINGS:
         warnings.warn(f"... and {len(skipped_all) - _MAX_WARNINGS} more skipped images, all listed in "
-                      f"{cache_dir / INDEX_NAME}", SkippedImageWarning, stacklevel=2)
+                      f"{cache_dir / INDEX_NAME}", SkippedImageWarning, stacklevel=3)
 
     values = np.arange(256, dtype=np.float64)
     count = histogram.sum()

@@ -37,10 +37,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..files import check_writable_folder
 from .mura import BODY_PARTS, ROOT_NAME
 
 DEFAULT_TRAIN = 2000
 DEFAULT_VALID = 500
+#: Images per split the generator makes: (fewest, most). At least a few studies of each
+#: class; at most about five times MURA's train split, which guards a typo from filling a
+#: disk (a 512-pixel PNG is about 100 kB).
+LIMITS = {"train": (8, 200_000), "valid": (2, 200_000)}
 MARKER_NAME = "SYNTHETIC.json"
 # Bump whenever the images (or their layout or labels) change for the same seed and counts:
 # a set on disk is reused only when its marker holds this version, so an old set is not
@@ -370,6 +375,22 @@ def marker_mismatch(marker: dict, seed: int, n_train: int, n_valid: int) -> str 
     return ", ".join(differs) or None
 
 
+def check_synthetic_settings(n_train, n_valid, seed=0, workers=None,
+                             names=("n_train", "n_valid", "seed", "workers")) -> None:
+    """ValueError naming the first setting ``generate_synthetic`` cannot use (``names``: how
+    to call them in the message, e.g. the command line's options)."""
+    for name, n, (low, high) in ((names[0], n_train, LIMITS["train"]),
+                                 (names[1], n_valid, LIMITS["valid"])):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not low <= n <= high:
+            raise ValueError(f"{name} must be a whole number of images from {low} to {high:,}, "
+                             f"got {n!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{names[2]} must be a non-negative integer, got {seed!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
+                                or workers < 1):
+        raise ValueError(f"{names[3]} must be a positive integer, got {workers!r}")
+
+
 def generate_synthetic(
     out: str | os.PathLike,
     n_train: int = DEFAULT_TRAIN,
@@ -385,13 +406,15 @@ def generate_synthetic(
     on purpose; it is listed in the CSVs and the cache must skip it), ``junk_files`` (``._*``
     files, not listed), ``seconds``.
 
-    n_train / n_valid: images per split (at least 8 / 2). overwrite: replace an earlier
-    synthetic set in ``out`` (never a folder this function did not write).
+    n_train / n_valid: images per split (within ``LIMITS``). seed: a non-negative integer.
+    overwrite: replace an earlier synthetic set in ``out`` (never a folder this function did
+    not write). Every argument and ``out``'s writability are checked before anything is
+    written or removed.
     """
-    if n_train < 8 or n_valid < 2:
-        raise ValueError(f"need at least 8 train and 2 valid images, got {n_train} and {n_valid}")
+    check_synthetic_settings(n_train, n_valid, seed, workers)
     start = time.perf_counter()
     out = Path(out).expanduser().absolute()
+    check_writable_folder(out, "output folder")
     mura_root = out / ROOT_NAME
     if mura_root.exists() and any(mura_root.iterdir()):
         if not overwrite:

@@ -247,6 +247,14 @@ def _assemble(layers: list[dict], input_size: int, seed: int, dropout: float, dt
     return Sequential(built), stream
 
 
+def smallest_input_size(name: str | None = None) -> int:
+    """The smallest input side (pixels) at which the architecture ``name`` keeps a non-empty
+    output in every layer; with no name, the smallest over all architectures (what a cache
+    must hold at least to be of use to any network)."""
+    names = ARCHITECTURES if name is None else [name]
+    return min(_smallest_input_size(architecture_layers(n)[0]) for n in names)
+
+
 def _smallest_input_size(layers: list[dict]) -> int:
     for size in range(1, 4097):
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 
@@ -25,13 +25,21 @@ class ModelFileError(ValueError):
     """A file that is not a loadable model (or not the expected one); the message says which."""
 
 
+#: How the atomic writer names its temp files: ``.NAME.<random>.tmp`` beside ``NAME``.
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+
+
 def atomic_write(path, write) -> None:
     """Write ``path`` through ``write(binary_file)`` into a temp file beside it, then
     ``os.replace``: a reader sees the old file or the whole new one, never half of it.
-    The one atomic writer of the project (model files, checkpoints, histories, results)."""
+    The one atomic writer of the project (model files, checkpoints, histories, results).
+
+    The file gets the mode the umask gives a new file (0644 under the usual 022), as with
+    ``open``; a process killed mid-write leaves ``.NAME.<random>.tmp``, which the next run in
+    that folder removes (``files.remove_stale_temp_files``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_temp_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -42,6 +50,17 @@ def atomic_write(path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _new_temp_file(path: Path) -> tuple[int, str]:
+    """Create ``.NAME.<random>.tmp`` beside ``path``; (fd, its path). Not tempfile.mkstemp:
+    that forces mode 0600, and a result file should get the umask's mode like any other."""
+    while True:
+        tmp = str(path.parent / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_save_npz(path, arrays: dict) -> None:
@@ -68,17 +87,42 @@ def save_model(model: Model, path) -> None:
     atomic_save_npz(path, model_arrays(model))
 
 
+#: The first bytes of every .npz file (a zip archive).
+ZIP_MAGIC = b"PK\x03\x04"
+#: The keys of a model header's spec that ``build_model`` needs.
+SPEC_KEYS = ("arch", "input_size", "seed", "width", "dropout", "dtype")
+
+
 def read_npz(path) -> dict:
-    """All arrays of an .npz file, loaded without pickle; a ModelFileError names a bad file."""
+    """All arrays of an .npz file, loaded without pickle; a ModelFileError names a bad file.
+
+    A file that does not start like a zip archive is said to be no model file at all: np.load
+    would otherwise try it as a pickle and talk about "pickled (object) data"."""
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        start = f.read(len(ZIP_MAGIC))
+    if start != ZIP_MAGIC:
+        raise ModelFileError(f"{path}: not a model file (a model file is an .npz archive, as "
+                             "saved by train: best.npz, last.npz or checkpoint.npz)")
     try:
         with np.load(path, allow_pickle=False) as f:
             return {name: f[name] for name in f.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         raise ModelFileError(f"{path}: not a readable .npz model file "
                              f"({exc.__class__.__name__}: {exc}); was it truncated?") from None
+
+
+def read_model_header(path) -> dict:
+    """The header of a model file (format, spec, metadata), read without its weights."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return json.loads(str(f["__model__"]))
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, AttributeError) as exc:
+        raise ModelFileError(f"{path}: no readable model header ({exc.__class__.__name__}: "
+                             f"{exc})") from None
 
 
 def model_from_arrays(arrays: dict, path, backend: str = "numpy", expect_arch: str | None = None) -> Model:
@@ -88,16 +132,24 @@ def model_from_arrays(arrays: dict, path, backend: str = "numpy", expect_arch: s
     try:
         header = json.loads(str(arrays["__model__"]))
         spec = header["spec"]
+        missing = [key for key in SPEC_KEYS if key not in spec]
     except (ValueError, KeyError, TypeError) as exc:
         raise ModelFileError(f"{path}: unreadable model header ({exc})") from None
     if header.get("format") != MODEL_FORMAT:
         raise ModelFileError(f"{path}: unknown model format {header.get('format')!r}")
+    if missing:
+        raise ModelFileError(f"{path}: the model header lacks {', '.join(map(repr, missing))}; "
+                             "the file is damaged or was not written by mura_core")
     if expect_arch is not None and spec["arch"] != expect_arch:
         raise ModelFileError(f"{path} holds a '{spec['arch']}' model, not '{expect_arch}': "
                              "pick the file trained for that architecture")
-    model = build_model(spec["arch"], input_size=spec["input_size"], seed=spec["seed"],
-                        backend=backend, width=spec["width"], dropout=spec["dropout"],
-                        dtype=spec["dtype"])
+    try:
+        model = build_model(spec["arch"], input_size=spec["input_size"], seed=spec["seed"],
+                            backend=backend, width=spec["width"], dropout=spec["dropout"],
+                            dtype=spec["dtype"])
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: the model header describes no buildable network "
+                             f"({exc})") from None
     load_weights(model, {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")},
                  path)
     model.metadata = dict(header.get("metadata") or {})
@@ -105,7 +157,9 @@ def model_from_arrays(arrays: dict, path, backend: str = "numpy", expect_arch: s
 
 
 def load_weights(model: Model, weights: dict, path="weights") -> None:
-    """Copy ``weights`` (name -> array) into ``model``; names and shapes must match exactly."""
+    """Copy ``weights`` (name -> array) into ``model``; names and shapes must match exactly,
+    and every value must be finite: a network with a NaN weight predicts NaN for every image
+    (the trainer never saves one; such a file was damaged or written by other code)."""
     params = model.parameters()
     missing = sorted(set(params) - set(weights))
     extra = sorted(set(weights) - set(params))
@@ -121,6 +175,10 @@ def load_weights(model: Model, weights: dict, path="weights") -> None:
                 f"{path}: '{name}' has shape {weights[name].shape}, the '{model.spec['arch']}' "
                 f"network expects {value.shape}; it was saved for another architecture, "
                 "width or input size")
+        if not np.isfinite(weights[name]).all():
+            raise ModelFileError(f"{path}: weight '{name}' holds NaN or infinite values, so the "
+                                 "network cannot predict; use a model saved before training "
+                                 "diverged (its checkpoint.npz or best.npz)")
         value[...] = model.xp.asarray(weights[name], dtype=value.dtype)
 
 

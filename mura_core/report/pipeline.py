@@ -13,6 +13,11 @@
 4. ``OUT/results/provenance.json``, then ``OUT/report.html`` and ``OUT/report.pdf``
    (nbconvert, XeLaTeX, no code shown; see ``document.py``).
 
+Before any of it, the three folders are checked for writability and locked (``locks``: a
+second report on them is refused, naming the first). Steps 3 and 4 write into staging
+folders, published together only when all succeeded (``workspace.stage`` / ``publish``): a
+failed build leaves the last good report, its results and figures intact.
+
 Where things go (defaults for ``make report``): ``OUT = report/``, figures in ``figures/``
 (PNG + PDF, one pair per figure), the numbers of each notebook in ``OUT/results/NAME.json``,
 models and training runs under ``WORK/models`` and ``WORK/runs`` (``WORK = .``).
@@ -22,6 +27,7 @@ at ``None`` take these same defaults, and the synthetic set and cache are built 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -30,9 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import profiles as profiles_mod
-from ..files import write_json
+from ..files import check_writable_folder, write_json
+from ..locks import hold_folder
 from .provenance import provenance
-from .workspace import NOTEBOOKS_DIR, DataSource, Paths, PipelineError, build_cache, prepare_data
+from .workspace import (NOTEBOOKS_DIR, DataSource, Paths, PipelineError, build_cache, prepare_data,
+                        publish, stage)
 
 REPORT_TITLE = "Normal vs abnormal radiographs (MURA v1.1) with a CNN written from scratch"
 
@@ -166,22 +174,32 @@ def run_report(profile: str | None = None, data=None, backend: str = "numpy",
     profile = choose_profile(profile, backend)
     prof = profiles_mod.get_profile(profile)
     paths = Paths.make(out, figures, work)
+    sources = notebook_paths(notebooks_dir, only)
+    for folder, what in paths.places():
+        check_writable_folder(folder, what)
     if progress is None:
         progress = sys.stderr.isatty()
-    log(f"report: profile {prof.name} ({prof.description}), backend {backend}, seed {seed}")
-    source = prepare_data(data, profile, seed, paths, log=log)
-    build_cache(source, prof.input_size, paths, progress=progress, log=log)
-    sources = notebook_paths(notebooks_dir, only)
-    runs = run_notebooks(
-        sources, paths,
-        lambda name: notebook_parameters(name, profile, source, backend, seed, paths, scheduler),
-        progress=progress, log=log)
-    prov = provenance(source, profile, backend, seed, runs,
-                      total_s=time.perf_counter() - t0)
-    write_json(paths.results / "provenance.json", prov)
-    t_report = time.perf_counter()
-    nb = assemble_report(runs, prov, paths)
-    outputs = document.export_report(nb, paths.out, pdf=pdf, log=log)
+    with contextlib.ExitStack() as locks:
+        for folder, what in paths.places():
+            locks.enter_context(hold_folder(folder, what))
+        log(f"report: profile {prof.name} ({prof.description}), backend {backend}, seed {seed}")
+        source = prepare_data(data, profile, seed, paths, log=log)
+        build_cache(source, prof.input_size, paths, progress=progress, log=log)
+        staged = stage(paths, keep_results=only is not None)
+        runs = run_notebooks(
+            sources, staged,
+            lambda name: notebook_parameters(name, profile, source, backend, seed, staged,
+                                             scheduler),
+            progress=progress, log=log)
+        prov = provenance(source, profile, backend, seed, runs,
+                          total_s=time.perf_counter() - t0)
+        write_json(staged.results / "provenance.json", prov)
+        t_report = time.perf_counter()
+        nb = assemble_report(runs, prov, staged)
+        outputs = document.export_report(nb, staged.out, pdf=pdf, log=log)
+        publish(staged, paths)
+    outputs = {kind: paths.out / path.name for kind, path in outputs.items()}
+    runs = [NotebookRun(r.name, paths.executed / r.executed.name, r.wall_s) for r in runs]
     log(f"report: built in {time.perf_counter() - t_report:.0f} s: "
         + ", ".join(str(p) for k, p in outputs.items() if k != "ipynb"))
     log(f"report: total {time.perf_counter() - t0:.0f} s")

@@ -4,10 +4,19 @@
 folder, and the work folder (``WORK``: data/, cache/, models/, runs/). ``prepare_data``: the
 MURA folder given, or the synthetic set of the profile (generated when missing or out of
 date). ``build_cache``: the preprocessing cache at the profile's input size.
+
+A report is built aside and published whole (``stage``, ``publish``): the notebooks, results
+and report files of a run go to ``OUT/.building-report/`` and its figures to
+``FIGURES/.building-figures/``; only when every step succeeded do ``executed/``,
+``results/`` and ``report.*`` replace the previous ones together, and the new figures
+replace theirs. A failed or interrupted build leaves the last good report as it was (and
+its own files in the staging folders, for the traceback, until the next build).
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -63,6 +72,51 @@ class Paths:
 
     def synthetic_data(self, profile: str, seed: int) -> Path:
         return self.work / "data" / f"synthetic-{profile}-seed{seed}"
+
+    def places(self) -> list[tuple[Path, str]]:
+        """The folders a report writes, with what they are called in messages."""
+        return [(self.out, "report folder"), (self.figures, "figures folder"),
+                (self.work, "work folder")]
+
+
+#: What a report publishes into OUT, all together.
+REPORT_ENTRIES = ("executed", "results", "report.ipynb", "report.html", "report.pdf")
+STAGED_REPORT, STAGED_FIGURES, PREVIOUS_REPORT = ".building-report", ".building-figures", ".previous-report"
+
+
+def stage(paths: Paths, keep_results: bool = False) -> Paths:
+    """Empty staging folders for a build (left-overs of an earlier failed build removed);
+    the Paths the build writes to. ``keep_results``: start from copies of the current
+    ``executed/`` and ``results/`` (a build of some notebooks only reads the others')."""
+    staged = Paths(out=paths.out / STAGED_REPORT, figures=paths.figures / STAGED_FIGURES,
+                   work=paths.work)
+    for folder in (staged.out, staged.figures, paths.out / PREVIOUS_REPORT):
+        shutil.rmtree(folder, ignore_errors=True)
+    staged.out.mkdir(parents=True)
+    staged.figures.mkdir(parents=True)
+    if keep_results:
+        for name in ("executed", "results"):
+            if (paths.out / name).is_dir():
+                shutil.copytree(paths.out / name, staged.out / name)
+    return staged
+
+
+def publish(staged: Paths, paths: Paths) -> None:
+    """Replace the report in ``paths.out`` (REPORT_ENTRIES, together: an old report.pdf never
+    stays beside a new report.html) and the figures with the staged ones. Each move is an
+    atomic rename; only a crash between them could leave the old entries in
+    ``OUT/.previous-report``."""
+    previous = paths.out / PREVIOUS_REPORT
+    previous.mkdir()
+    for name in REPORT_ENTRIES:
+        if (paths.out / name).exists():
+            os.replace(paths.out / name, previous / name)
+        if (staged.out / name).exists():
+            os.replace(staged.out / name, paths.out / name)
+    for figure in staged.figures.iterdir():
+        os.replace(figure, paths.figures / figure.name)
+    for folder in (previous, staged.out, staged.figures):
+        shutil.rmtree(folder)
 
 
 def _default_root() -> Path:
