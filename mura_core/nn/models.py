@@ -319,16 +319,17 @@ def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
     return Model(spec, body, stream, backend, (1, input_size, input_size))
 
 
-def loss_and_grads(model: Model, x, t, training: bool = False):
+def loss_and_grads(model: Model, x, t, training: bool = False, weights=None):
     """BCE of the model on (x, t) and the gradient of every parameter.
 
-    x: (B, 1, H, W) (NumPy or the model's backend); t: (B,) or (B, 1), 1 = normal, 0 = abnormal.
+    x: (B, 1, H, W) (NumPy or the model's backend); t: (B,) or (B, 1), 1 = normal, 0 = abnormal;
+    weights: None, or one loss weight per example (B,) (``bce_with_logits``).
     Returns (loss as a float: mean over the batch; dict name -> gradient with exactly the keys
     of ``model.parameters()``). The gradients are the layers' own buffers, overwritten by the
     next backward pass: copy them to keep them. The loss is taken from the logits
     (``bce_with_logits``), so saturated outputs still give finite values.
     """
     z = model.logits(x, training)
-    loss, dz = bce_with_logits(z, t)
+    loss, dz = bce_with_logits(z, t, weights)
     model.backward_from_logits(dz)
     return loss, model.gradients()
