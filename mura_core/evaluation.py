@@ -134,3 +134,73 @@ def predict_images(model, paths, batch_size: int = 32):
         for row, p in zip(good, probs):
             results[row] = (results[row][0], float(p), None)
     return results
+
+
+def split_inputs(split, rows, mean: float, std: float) -> np.ndarray:
+    """The network inputs (n, 1, H, W) float32 of the rows ``rows`` of a cached split, in that
+    order, standardized exactly as in training (no augmentation)."""
+    rows = np.asarray(rows, np.int64)
+    batches = [b.x for b in iterate_batches(split, 64, mean=mean, std=std, indices=rows)]
+    if not batches:
+        return np.zeros((0, 1, *split.images.shape[1:]), dtype=np.float32)
+    return np.concatenate(batches)
+
+
+def confident_mistakes(labels, probs, k: int) -> dict[str, np.ndarray]:
+    """The ``k`` most confident mistakes of each kind, as positions into ``labels``/``probs``:
+    ``"false_normal"``: abnormal images called normal, highest P(normal) first;
+    ``"false_abnormal"``: normal images called abnormal, lowest P(normal) first."""
+    y = np.asarray(labels).reshape(-1)
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    called_normal = p >= metrics.THRESHOLD
+    false_normal = np.flatnonzero((y == metrics.ABNORMAL) & called_normal)
+    false_abnormal = np.flatnonzero((y == metrics.NORMAL) & ~called_normal)
+    return {"false_normal": false_normal[np.argsort(-p[false_normal], kind="stable")][:k],
+            "false_abnormal": false_abnormal[np.argsort(p[false_abnormal], kind="stable")][:k]}
+
+
+def roc_summary(split, rows, probs, intervals: dict) -> dict[str, dict]:
+    """ROC curves per image and per study (a study: the mean P(normal) of its images) with
+    abnormal as the finding (score 1 - P(normal)), for ``plots.plot_roc``.
+
+    intervals: ``split_intervals`` of the same predictions (for AUROC and its interval).
+    Returns {"image": ..., "study": ...}, each {"fpr", "tpr" (lists; None with one class),
+    "auc", "low", "high", "sensitivity", "specificity" (at P(normal) < 0.5 called abnormal),
+    "n", "n_abnormal"}."""
+    rows = np.asarray(rows, np.int64)
+    labels = np.asarray(split.labels)[rows].astype(np.int64)
+    _, study_labels, study_probs = metrics.study_probabilities(
+        labels, probs, np.asarray(split.study_ids)[rows])
+    out = {}
+    for level, (y, p) in {"image": (labels, np.asarray(probs)), "study": (study_labels, study_probs)}.items():
+        auc = intervals.get(f"{level}_auc") or {}
+        sensitivity, specificity = metrics.sensitivity_specificity(y, p)
+        fpr = tpr = None
+        if 0 < y.sum() < y.size:
+            fpr, tpr, _ = metrics.roc_curve(1 - y, 1.0 - p)
+            fpr, tpr = fpr.tolist(), tpr.tolist()
+        out[level] = {"fpr": fpr, "tpr": tpr, "auc": auc.get("value"), "low": auc.get("low"),
+                      "high": auc.get("high"), "sensitivity": sensitivity,
+                      "specificity": specificity, "n": int(y.size),
+                      "n_abnormal": int(np.sum(y == metrics.ABNORMAL))}
+    return out
+
+
+def body_part_kappas(split, rows, probs, seed: int = 0) -> list[dict]:
+    """Study kappa (MURA's protocol) with its 95 % bootstrap interval over patients, per body
+    part and over all of them (last, ``body_part`` "all"): {"body_part", "studies",
+    "value", "low", "high"}; None where kappa is undefined (one class)."""
+    from . import stats  # noqa: PLC0415
+
+    rows = np.asarray(rows, np.int64)
+    probs = np.asarray(probs)
+    parts = np.asarray(split.body_parts)[rows]
+    design = stats.Design.of(np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
+                             np.asarray(split.study_ids)[rows], parts)
+    out = []
+    for part in [*np.unique(parts).tolist(), "all"]:
+        mask = np.ones(len(rows), bool) if part == "all" else parts == part
+        sub = design.subset(mask)
+        kappa = stats.intervals(sub, probs[mask], ("study_kappa",), seed=seed)["study_kappa"]
+        out.append({"body_part": part, "studies": int(len(sub.study_labels)), **kappa})
+    return out

@@ -148,3 +148,58 @@ def peak_in_mask(maps, masks) -> np.ndarray:
     flat = maps.reshape(len(maps), -1)
     peak = flat.argmax(axis=1)
     return (masks.reshape(len(masks), -1)[np.arange(len(maps)), peak]) & (flat.max(axis=1) > 0)
+
+
+#: The kinds of sign the synthetic generator draws, in the order tables show them.
+SIGN_KINDS = ("fracture", "implant")
+
+
+def localization(maps, masks, signs) -> list[dict]:
+    """How much of each map falls on the drawn sign, per kind of sign and over all (last row).
+
+    maps (N, H, W) >= 0, masks (N, H, W) bool (non-empty), signs: N kinds ("fracture" ...).
+    Each row: ``sign``, ``images``; ``zero_maps`` (maps zero everywhere: no evidence for the
+    target anywhere, so no share; left out of the rest); over the other maps the mean
+    ``share`` of their mass inside the sign (``mass_in_mask``), the mean ``uniform_share``
+    (the sign's area fraction: what a uniform map scores), ``ratio`` (share / uniform share)
+    and ``peak_inside`` (the share of maps whose highest pixel lies on the sign, whose chance
+    level is the uniform share too)."""
+    signs = np.asarray(signs)
+    share = mass_in_mask(maps, masks)
+    area = np.asarray(masks, dtype=bool).mean(axis=(1, 2))
+    peak = peak_in_mask(maps, masks)
+    rows = []
+    for kind in (*SIGN_KINDS, "all"):
+        chosen = np.ones(len(signs), bool) if kind == "all" else signs == kind
+        counted = chosen & np.isfinite(share)
+        row = {"sign": kind, "images": int(chosen.sum()), "zero_maps": int((chosen & ~counted).sum()),
+               "share": None, "uniform_share": None, "ratio": None, "peak_inside": None}
+        if counted.any():
+            row.update(share=float(share[counted].mean()), uniform_share=float(area[counted].mean()),
+                       peak_inside=float(peak[counted].mean()))
+            row["ratio"] = row["share"] / row["uniform_share"]
+        rows.append(row)
+    return rows
+
+
+def sign_localization(model, split, mean: float, std: float, data_root, layer: str | None = None,
+                      batch_size: int = 32) -> dict:
+    """Grad-CAM of "abnormal" on every abnormal image of a synthetic split against where the
+    generator drew its sign (``data.synthetic.sign_masks``): ``localization`` of the images
+    whose sign is visible at the network's input.
+
+    Returns {"abnormal_images", "without_sign" (abnormal images drawn without a sign),
+    "sign_too_small" (a sign that covers no pixel at the input size), "rows"}."""
+    from .data.synthetic import sign_masks  # noqa: PLC0415
+    from .evaluation import split_inputs  # noqa: PLC0415
+
+    rows = np.flatnonzero(np.asarray(split.labels) == 0)
+    masks, signs = sign_masks(data_root, [split.records[i].path for i in rows],
+                              split.images.shape[1], getattr(split, "mode", "pad"))
+    drawn = np.array([bool(s) for s in signs], dtype=bool)
+    visible = masks.any(axis=(1, 2))
+    maps = grad_cam(model, split_inputs(split, rows[visible], mean, std), layer, "abnormal",
+                    batch_size)
+    return {"abnormal_images": int(len(rows)), "without_sign": int((~drawn).sum()),
+            "sign_too_small": int((drawn & ~visible).sum()),
+            "rows": localization(maps, masks[visible], np.asarray(signs)[visible])}

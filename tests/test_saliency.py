@@ -179,3 +179,41 @@ def test_mass_in_mask_and_peak_in_mask():
     assert share[0] == pytest.approx(0.75) and share[1] == pytest.approx(0.25)
     assert np.isnan(share[2]), "an all-zero map has no share"
     assert saliency.peak_in_mask(maps, masks).tolist() == [True, True, False]
+
+
+def test_localization_scores_maps_against_the_sign_and_a_uniform_map():
+    masks = np.zeros((4, 10, 10), dtype=bool)
+    masks[:, 2:4, 2:7] = True  # 10 % of the image
+    maps = np.ones((4, 10, 10))  # uniform maps score the area fraction
+    maps[1] = masks[1] * 0.7  # all of its mass on the sign
+    maps[3] = 0.0
+    rows = saliency.localization(maps, masks, ["fracture", "implant", "fracture", "implant"])
+    by_sign = {r["sign"]: r for r in rows}
+    assert [r["sign"] for r in rows] == ["fracture", "implant", "all"]
+    assert by_sign["fracture"] == {"sign": "fracture", "images": 2, "zero_maps": 0,
+                                   "share": pytest.approx(0.1), "uniform_share": pytest.approx(0.1),
+                                   "ratio": pytest.approx(1.0), "peak_inside": 0.0}
+    assert by_sign["implant"]["zero_maps"] == 1 and by_sign["implant"]["share"] == pytest.approx(1.0)
+    assert by_sign["implant"]["peak_inside"] == 1.0 and by_sign["implant"]["ratio"] == pytest.approx(10.0)
+    assert by_sign["all"]["images"] == 4 and by_sign["all"]["share"] == pytest.approx(0.4)
+    none = saliency.localization(np.zeros((1, 4, 4)), np.ones((1, 4, 4), bool), ["implant"])
+    assert none[1]["share"] is None and none[1]["zero_maps"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::mura_core.data.SkippedImageWarning")
+def test_sign_localization_on_a_small_synthetic_set(tmp_path):
+    from mura_core.data import build_cache, generate_synthetic
+
+    generate_synthetic(tmp_path / "data", n_train=24, n_valid=30, seed=1, workers=1)
+    cache = build_cache(tmp_path / "data", size=SIZE, cache_dir=tmp_path / "cache", workers=1,
+                        progress=False)
+    valid = cache.split("valid")
+    model = _small_model(dtype="float32")
+    got = saliency.sign_localization(model, valid, cache.mean, cache.std, tmp_path / "data")
+    abnormal = int(np.sum(valid.labels == 0))
+    assert got["abnormal_images"] == abnormal > 0
+    total = got["rows"][-1]
+    assert total["images"] == abnormal - got["without_sign"] - got["sign_too_small"] > 0
+    assert sum(r["images"] for r in got["rows"][:-1]) == total["images"]
+    if total["share"] is not None:
+        assert 0.0 <= total["share"] <= 1.0 and 0.0 < total["uniform_share"] < 0.5
