@@ -85,3 +85,12 @@ def test_split_inputs_are_the_training_standardization_in_row_order():
     np.testing.assert_array_equal(x, expected)
     np.testing.assert_allclose(x[1, 0], (split.images[2] - 100.0) / 50.0, rtol=1e-6)
     assert evaluation.split_inputs(split, [], 100.0, 50.0).shape == (0, 1, 6, 6)
+
+
+def test_a_body_part_of_one_patient_gets_its_kappa_without_an_interval():
+    split, probs = _split(n_patients=3)  # patients 0 and 2 under HAND, patient 1 under WRIST
+    got = {r["body_part"]: r for r in evaluation.body_part_kappas(split, np.arange(len(probs)), probs)}
+    wrist = split.body_parts == "XR_WRIST"
+    expected = metrics.study_kappa(split.labels[wrist], probs[wrist], split.study_ids[wrist])
+    assert got["XR_WRIST"]["low"] is None and got["XR_WRIST"]["high"] is None
+    assert got["XR_WRIST"]["value"] == (None if np.isnan(expected) else pytest.approx(expected))
