@@ -154,7 +154,7 @@ def peak_in_mask(maps, masks) -> np.ndarray:
 SIGN_KINDS = ("fracture", "implant")
 
 
-def localization(maps, masks, signs) -> list[dict]:
+def localization(maps, masks, signs, *, n_resamples: int = 2000, seed: int = 0) -> list[dict]:
     """How much of each map falls on the drawn sign, per kind of sign and over all (last row).
 
     maps (N, H, W) >= 0, masks (N, H, W) bool (non-empty), signs: N kinds ("fracture" ...).
@@ -162,8 +162,9 @@ def localization(maps, masks, signs) -> list[dict]:
     target anywhere, so no share; left out of the rest); over the other maps the mean
     ``share`` of their mass inside the sign (``mass_in_mask``), the mean ``uniform_share``
     (the sign's area fraction: what a uniform map scores), ``ratio`` (share / uniform share)
-    and ``peak_inside`` (the share of maps whose highest pixel lies on the sign, whose chance
-    level is the uniform share too)."""
+    with its 95 % bootstrap interval over images (``ratio_low``, ``ratio_high``), and
+    ``peak_inside`` (the share of maps whose highest pixel lies on the sign; a uniform map's
+    chance of that is its uniform share too). None where no map counts."""
     signs = np.asarray(signs)
     share = mass_in_mask(maps, masks)
     area = np.asarray(masks, dtype=bool).mean(axis=(1, 2))
@@ -173,13 +174,26 @@ def localization(maps, masks, signs) -> list[dict]:
         chosen = np.ones(len(signs), bool) if kind == "all" else signs == kind
         counted = chosen & np.isfinite(share)
         row = {"sign": kind, "images": int(chosen.sum()), "zero_maps": int((chosen & ~counted).sum()),
-               "share": None, "uniform_share": None, "ratio": None, "peak_inside": None}
+               "share": None, "uniform_share": None, "ratio": None, "ratio_low": None,
+               "ratio_high": None, "peak_inside": None}
         if counted.any():
-            row.update(share=float(share[counted].mean()), uniform_share=float(area[counted].mean()),
-                       peak_inside=float(peak[counted].mean()))
-            row["ratio"] = row["share"] / row["uniform_share"]
+            s, a = share[counted], area[counted]
+            row.update(share=float(s.mean()), uniform_share=float(a.mean()),
+                       ratio=float(s.mean() / a.mean()), peak_inside=float(peak[counted].mean()))
+            draws = np.random.default_rng(seed).integers(0, len(s), (n_resamples, len(s)))
+            ratios = s[draws].mean(axis=1) / a[draws].mean(axis=1)
+            row["ratio_low"], row["ratio_high"] = (float(v) for v in np.percentile(ratios, [2.5, 97.5]))
         rows.append(row)
     return rows
+
+
+def display_scale(maps, percentile: float = 99.0) -> np.ndarray:
+    """Maps (N, H, W) scaled for display: each divided by its ``percentile``-th value and
+    clipped to [0, 1], so a few extreme pixels (typical of input gradients) do not leave the
+    rest invisible; a map that is zero there stays zero."""
+    maps = np.asarray(maps, dtype=np.float64)
+    top = np.percentile(maps.reshape(len(maps), -1), percentile, axis=1)[:, None, None]
+    return normalize_maps(np.minimum(maps, top)).astype(np.float32)
 
 
 def sign_localization(model, split, mean: float, std: float, data_root, layer: str | None = None,

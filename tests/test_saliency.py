@@ -192,10 +192,13 @@ def test_localization_scores_maps_against_the_sign_and_a_uniform_map():
     assert [r["sign"] for r in rows] == ["fracture", "implant", "all"]
     assert by_sign["fracture"] == {"sign": "fracture", "images": 2, "zero_maps": 0,
                                    "share": pytest.approx(0.1), "uniform_share": pytest.approx(0.1),
-                                   "ratio": pytest.approx(1.0), "peak_inside": 0.0}
+                                   "ratio": pytest.approx(1.0), "ratio_low": pytest.approx(1.0),
+                                   "ratio_high": pytest.approx(1.0), "peak_inside": 0.0}
     assert by_sign["implant"]["zero_maps"] == 1 and by_sign["implant"]["share"] == pytest.approx(1.0)
     assert by_sign["implant"]["peak_inside"] == 1.0 and by_sign["implant"]["ratio"] == pytest.approx(10.0)
     assert by_sign["all"]["images"] == 4 and by_sign["all"]["share"] == pytest.approx(0.4)
+    everything = by_sign["all"]  # resamples of 1/3 or 2/3 perfect maps: ratio 4 to 7 of 10
+    assert 1.0 <= everything["ratio_low"] < everything["ratio"] < everything["ratio_high"] <= 10.0
     none = saliency.localization(np.zeros((1, 4, 4)), np.ones((1, 4, 4), bool), ["implant"])
     assert none[1]["share"] is None and none[1]["zero_maps"] == 1
 
@@ -217,3 +220,12 @@ def test_sign_localization_on_a_small_synthetic_set(tmp_path):
     assert sum(r["images"] for r in got["rows"][:-1]) == total["images"]
     if total["share"] is not None:
         assert 0.0 <= total["share"] <= 1.0 and 0.0 < total["uniform_share"] < 0.5
+
+
+def test_display_scale_clips_extreme_pixels():
+    maps = np.zeros((2, 10, 10))
+    maps[0] = np.arange(100).reshape(10, 10)
+    maps[0, 0, 0] = 1e6  # one extreme pixel
+    scaled = saliency.display_scale(maps, percentile=98)
+    assert scaled.dtype == np.float32 and scaled.max() == 1.0 and np.all(scaled[1] == 0)
+    assert scaled[0, 5, 0] == pytest.approx(50 / np.percentile(maps[0], 98), rel=1e-6)
