@@ -200,10 +200,11 @@ def sign_localization(model, split, mean: float, std: float, data_root, layer: s
                       batch_size: int = 32) -> dict:
     """Grad-CAM of "abnormal" on every abnormal image of a synthetic split against where the
     generator drew its sign (``data.synthetic.sign_masks``): ``localization`` of the images
-    whose sign is visible at the network's input.
+    whose sign is visible at the network's input; the input gradient of the same score too.
 
     Returns {"abnormal_images", "without_sign" (abnormal images drawn without a sign),
-    "sign_too_small" (a sign that covers no pixel at the input size), "rows"}."""
+    "sign_too_small" (a sign that covers no pixel at the input size), "rows" (Grad-CAM),
+    "input_gradient" (the rows of |ds/dx|)}."""
     from .data.synthetic import sign_masks  # noqa: PLC0415
     from .evaluation import split_inputs  # noqa: PLC0415
 
@@ -212,8 +213,11 @@ def sign_localization(model, split, mean: float, std: float, data_root, layer: s
                               split.images.shape[1], getattr(split, "mode", "pad"))
     drawn = np.array([bool(s) for s in signs], dtype=bool)
     visible = masks.any(axis=(1, 2))
-    maps = grad_cam(model, split_inputs(split, rows[visible], mean, std), layer, "abnormal",
-                    batch_size)
+    x = split_inputs(split, rows[visible], mean, std)
+    masks, signs = masks[visible], np.asarray(signs)[visible]
+    cams = grad_cam(model, x, layer, "abnormal", batch_size)
+    gradients = input_gradient(model, x, "abnormal", batch_size)
     return {"abnormal_images": int(len(rows)), "without_sign": int((~drawn).sum()),
             "sign_too_small": int((drawn & ~visible).sum()),
-            "rows": localization(maps, masks[visible], np.asarray(signs)[visible])}
+            "rows": localization(cams, masks, signs),
+            "input_gradient": localization(gradients, masks, signs)}

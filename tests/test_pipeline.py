@@ -310,6 +310,7 @@ def test_smoke_report_results_hold_sane_numbers(smoke_report):
         evaluation["metrics"]["valid"]["study_kappa"])
     located = explained["localization"]
     assert [r["sign"] for r in located["rows"]] == ["fracture", "implant", "all"]
+    assert [r["sign"] for r in located["input_gradient"]] == ["fracture", "implant", "all"]
     assert located["abnormal_images"] == evaluation["metrics"]["valid"]["n_images"] - \
         evaluation["metrics"]["valid"]["n_normal_images"]
 

@@ -269,10 +269,14 @@ def test_localization_summary_claims_a_concentration_only_when_the_interval_says
     unclear = prose.localization_summary(_localized(0.8, 1.6))
     assert "not distinguishable from a uniform one" in unclear and "concentrate" not in unclear
     assert "avoid the signs" in prose.localization_summary(_localized(0.2, 0.9))
-    rows = tables.localization_rows(_localized(3.1, 5.2)["rows"])
-    assert rows[-1] == {"sign": "all signs", "images": 40, "zero_maps": 2, "share": "12.0 %",
-                        "uniform_share": "3.0 %", "ratio": "4.00 (3.10 to 5.20)",
-                        "peak_inside": "30.0 %"}
+    rows = tables.localization_rows(_localized(3.1, 5.2))
+    assert rows[-1] == {"map": "Grad-CAM", "sign": "all signs", "images": 40, "zero_maps": 2,
+                        "share": "12.0 %", "uniform_share": "3.0 %",
+                        "ratio": "4.00 (3.10 to 5.20)", "peak_inside": "30.0 %"}
+    both = dict(_localized(3.1, 5.2), input_gradient=_localized(1.5, 2.5)["rows"])
+    assert [r["map"] for r in tables.localization_rows(both)] == ["Grad-CAM"] * 3 + ["input gradient"] * 3
+    assert "The input gradient of the same score puts 12.0 %" in prose.localization_summary(both)
+    assert "1.50 to 2.50" in prose.localization_summary(both)
 
 
 def test_paper_kappa_rows_quote_the_mura_table_beside_ours():

@@ -220,6 +220,9 @@ def test_sign_localization_on_a_small_synthetic_set(tmp_path):
     assert sum(r["images"] for r in got["rows"][:-1]) == total["images"]
     if total["share"] is not None:
         assert 0.0 <= total["share"] <= 1.0 and 0.0 < total["uniform_share"] < 0.5
+    gradient = got["input_gradient"][-1]
+    assert gradient["images"] == total["images"] and 0.0 <= gradient["share"] <= 1.0
+    assert 0.0 < gradient["uniform_share"] < 0.5
 
 
 def test_display_scale_clips_extreme_pixels():

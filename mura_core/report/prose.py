@@ -252,6 +252,13 @@ def localization_summary(result: dict) -> str:
         text += " By kind: " + "; ".join(
             f"{r['sign']}s {percent(r['share'])} against {percent(r['uniform_share'])} "
             f"({_count(r['images'], 'image', 'images')})" for r in kinds) + "."
+    gradient = (result.get("input_gradient") or [None])[-1]
+    if gradient and gradient["share"] is not None:
+        text += (f" The input gradient of the same score puts {percent(gradient['share'])} of "
+                 f"its mass on the sign ({gradient['ratio']:.2f} times a uniform map, 95 % "
+                 f"interval {gradient['ratio_low']:.2f} to {gradient['ratio_high']:.2f}), and its "
+                 f"highest pixel lies on the sign in {percent(gradient['peak_inside'])} of the "
+                 "images.")
     return text
 
 

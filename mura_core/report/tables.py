@@ -377,19 +377,23 @@ def paper_kappa_rows(kappas: list[dict]) -> list[dict]:
     return rows
 
 
-LOCALIZATION_COLUMNS = {"sign": "sign", "images": "images", "zero_maps": "all-zero maps",
-                        "share": "map mass on the sign", "uniform_share": "uniform map (sign area)",
-                        "ratio": "ratio (95 % CI)", "peak_inside": "peak on the sign"}
+LOCALIZATION_COLUMNS = {"map": "map", "sign": "sign", "images": "images",
+                        "zero_maps": "all-zero maps", "share": "map mass on the sign",
+                        "uniform_share": "uniform map (sign area)", "ratio": "ratio (95 % CI)",
+                        "peak_inside": "peak on the sign"}
 
 
-def localization_rows(rows: list[dict]) -> list[dict]:
-    """``saliency.localization`` rows as display strings."""
+def localization_rows(result: dict) -> list[dict]:
+    """``saliency.sign_localization``'s Grad-CAM rows, then its input-gradient rows, as
+    display strings."""
     out = []
-    for r in rows:
-        ratio = "–" if r["ratio"] is None else (
-            f"{r['ratio']:.2f} ({r['ratio_low']:.2f} to {r['ratio_high']:.2f})")
-        out.append({"sign": "all signs" if r["sign"] == "all" else f"{r['sign']}s",
-                    "images": r["images"], "zero_maps": r["zero_maps"],
-                    "share": percent(r["share"]), "uniform_share": percent(r["uniform_share"]),
-                    "ratio": ratio, "peak_inside": percent(r["peak_inside"])})
+    for name, rows in (("Grad-CAM", result["rows"]),
+                       ("input gradient", result.get("input_gradient") or [])):
+        for r in rows:
+            ratio = "–" if r["ratio"] is None else (
+                f"{r['ratio']:.2f} ({r['ratio_low']:.2f} to {r['ratio_high']:.2f})")
+            out.append({"map": name, "sign": "all signs" if r["sign"] == "all" else f"{r['sign']}s",
+                        "images": r["images"], "zero_maps": r["zero_maps"],
+                        "share": percent(r["share"]), "uniform_share": percent(r["uniform_share"]),
+                        "ratio": ratio, "peak_inside": percent(r["peak_inside"])})
     return out
