@@ -205,6 +205,40 @@ def roc_auc(labels, scores) -> float:
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ROC curve of ``scores`` for the class 1: (false positive rate, true positive rate,
+    thresholds), float64, one point per distinct score from the highest down (a point is
+    "score >= threshold called 1"), after a first point (0, 0) at threshold +inf; the last
+    point is (1, 1). Its trapezoid area is ``roc_auc``. Raises ValueError when only one class
+    is present (the curve is then undefined)."""
+    y = _as_binary(labels, "labels")
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    _check_lengths(labels=y, scores=s)
+    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("a ROC curve needs both classes among the labels")
+    order = np.argsort(-s, kind="mergesort")
+    sorted_s = s[order]
+    last = np.r_[np.flatnonzero(sorted_s[1:] != sorted_s[:-1]), s.size - 1]  # end of each tie run
+    true_pos = np.cumsum(y[order])[last]
+    false_pos = (last + 1) - true_pos
+    return (np.r_[0.0, false_pos / n_neg], np.r_[0.0, true_pos / n_pos],
+            np.r_[np.inf, sorted_s[last]])
+
+
+def sensitivity_specificity(labels, probs, threshold: float = THRESHOLD) -> tuple[float, float]:
+    """MURA's operating point, with abnormal as the finding: sensitivity = the share of
+    abnormal cases called abnormal (P(normal) < threshold), specificity = the share of normal
+    cases called normal. NaN for a class that is absent."""
+    y = _as_binary(labels, "labels")
+    preds = predict_labels(probs, threshold)
+    _check_lengths(labels=y, preds=preds)
+    abnormal, normal = y == ABNORMAL, y == NORMAL
+    sensitivity = float(np.mean(preds[abnormal] == ABNORMAL)) if abnormal.any() else float("nan")
+    specificity = float(np.mean(preds[normal] == NORMAL)) if normal.any() else float("nan")
+    return sensitivity, specificity
+
+
 def binary_cross_entropy(labels, probs, eps: float = 1e-7) -> float:
     """Mean BCE of P(normal) against the labels, probabilities clipped to [eps, 1 - eps]."""
     y = _as_binary(labels, "labels").astype(np.float64)

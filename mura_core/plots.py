@@ -412,3 +412,100 @@ def image_grid(images, titles, ncols: int = 4, title: str | None = None,
     if caption:
         fig.supxlabel(caption, fontsize=8)
     return fig
+
+
+def _overlay(ax, image, heat=None, alpha: float = 0.6, outline=None) -> None:
+    """A grayscale image, with ``heat`` (same size, in [0, 1]) over it in the jet colours,
+    transparent where the heat is 0 and ``alpha`` opaque where it is 1, and the border of the
+    bool mask ``outline`` (if any) as a thin white line."""
+    from matplotlib import colormaps  # noqa: PLC0415
+
+    image = np.asarray(image)
+    ax.imshow(image, cmap="gray", vmin=0, vmax=255 if image.dtype == np.uint8 else None)
+    if heat is not None:
+        heat = np.clip(np.asarray(heat, dtype=np.float64), 0.0, 1.0)
+        rgba = colormaps["jet"](heat)
+        rgba[..., 3] = alpha * heat
+        ax.imshow(rgba)
+    if outline is not None and np.any(outline):
+        ax.contour(np.asarray(outline, dtype=np.float32), levels=[0.5], colors="white",
+                   linewidths=0.6)
+    ax.axis("off")
+
+
+def saliency_grid(images, maps: Mapping[str, np.ndarray], titles: Sequence[str], *,
+                  outlines=None, ncols: int = 4, title: str | None = None,
+                  caption: str | None = None, cell: float = 1.9) -> Figure:
+    """Radiographs with their saliency maps: per image a column holding the radiograph (with
+    its title) and, under it, each map of ``maps`` (name -> (N, H, W) in [0, 1]) overlaid on
+    it; ``ncols`` images per row of such columns.
+
+    images: (N, H, W) uint8 or float. outlines: None, or (N, H, W) bool masks (e.g. where a
+    synthetic sign was drawn) outlined in white on every overlay."""
+    images = list(images)
+    if not images:
+        raise ValueError("saliency_grid needs at least one image")
+    if len(titles) != len(images) or any(len(m) != len(images) for m in maps.values()):
+        raise ValueError("saliency_grid needs one title and one map of each kind per image")
+    per_image = 1 + len(maps)
+    ncols = max(1, min(ncols, len(images)))
+    blocks = math.ceil(len(images) / ncols)
+    fig = Figure(figsize=(cell * ncols, cell * per_image * blocks + 0.6), layout="constrained")
+    axes = fig.subplots(per_image * blocks, ncols, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, image in enumerate(images):
+        block, col = divmod(i, ncols)
+        top = axes[block * per_image, col]
+        _overlay(top, image)
+        top.set_title(titles[i], fontsize=7)
+        for k, (name, heat) in enumerate(maps.items(), start=1):
+            ax = axes[block * per_image + k, col]
+            _overlay(ax, image, heat[i], outline=None if outlines is None else outlines[i])
+            if col == 0:
+                ax.text(-0.04, 0.5, name, transform=ax.transAxes, rotation=90, ha="right",
+                        va="center", fontsize=7)
+    return _finish(fig, title, caption, None)
+
+
+def plot_explanation(image, heat, title: str, *, map_name: str = "Grad-CAM") -> Figure:
+    """One radiograph beside its saliency map overlaid on it (what ``explain`` writes)."""
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    _overlay(left, image)
+    left.set_title("radiograph (network input)", fontsize=9)
+    _overlay(right, image, heat)
+    right.set_title(f"{map_name} overlay (red: strongest)", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_roc(roc: Mapping[str, Mapping], *, title: str | None = "ROC curves",
+             caption: str | None = None, path=None) -> Figure:
+    """ROC curves with abnormal as the finding, one panel per level (``evaluation.
+    roc_summary``: "image", "study"): sensitivity against 1 - specificity, AUROC with its
+    95 % interval in the legend, and the operating point at P(normal) < 0.5 called abnormal
+    marked with its sensitivity and specificity."""
+    fig, axes = _new_figure(len(roc), width=4.4, height=4.2)
+    for ax, (level, r) in zip(axes, roc.items()):
+        ax.plot([0, 1], [0, 1], ":", color="gray", label="chance")
+        if r.get("fpr") is not None:
+            auc = "" if r.get("auc") is None else f"AUROC {r['auc']:.3f}"
+            if r.get("low") is not None:
+                auc += f" (95 % CI {r['low']:.3f} to {r['high']:.3f})"
+            ax.plot(r["fpr"], r["tpr"], color="tab:blue", label=auc or "ROC")
+        if r.get("sensitivity") is not None and np.isfinite(r["sensitivity"]) \
+                and np.isfinite(r["specificity"]):
+            ax.plot([1 - r["specificity"]], [r["sensitivity"]], "o", color="tab:red",
+                    label=f"threshold 0.5: sensitivity {100 * r['sensitivity']:.1f} %, "
+                          f"specificity {100 * r['specificity']:.1f} %")
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_aspect("equal")
+        ax.set_xlabel("1 - specificity (normal called abnormal)")
+        ax.set_ylabel("sensitivity (abnormal called abnormal)")
+        plural = {"study": "studies", "patient": "patients"}.get(level, f"{level}s")
+        ax.set_title(f"per {level} ({r['n']} {plural}, {r['n_abnormal']} abnormal)", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    return _finish(fig, title, caption, path)

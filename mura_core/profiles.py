@@ -27,6 +27,7 @@ NOTEBOOKS = (
     "03_evaluation",
     "04_architectures",
     "05_hyperparameters",
+    "06_explanations",
 )
 
 ARCHITECTURES = ("baseline", "deeper", "wider", "residual")
@@ -81,6 +82,8 @@ def _knobs(
     momenta: list[float],
     gradcheck_size: int,
     gradcheck_width: float,
+    samples_per_class: int = 4,
+    mistakes: int = 4,
 ) -> dict:
     """The knobs of the notebooks, built from a few numbers so profiles stay consistent.
 
@@ -102,6 +105,8 @@ def _knobs(
         "04_architectures": dict(train, architectures=list(ARCHITECTURES), seeds=arch_seeds),
         "05_hyperparameters": dict(train, seeds=sweep_seeds, batch_sizes=batch_sizes,
                                    learning_rates=learning_rates, momenta=momenta),
+        "06_explanations": dict(input_size=input_size, samples_per_class=samples_per_class,
+                                mistakes=mistakes),
     }
 
 
@@ -116,7 +121,7 @@ PROFILES: dict[str, Profile] = {
                      momentum=0.9, warmup_steps=1, schedule="cosine", eval_images=16,
                      arch_seeds=2, sweep_seeds=1, batch_sizes=[2, 4],
                      learning_rates=[0.01, 0.001], momenta=[0.9, 0.0], gradcheck_size=32,
-                     gradcheck_width=0.25),
+                     gradcheck_width=0.25, samples_per_class=2, mistakes=2),
         why="numbers that mean nothing beyond 'every cell runs and every file is written'",
     ),
     # Measured on 2 cores (see README, "What quick trains"): at lr 0.005 with momentum 0.9, a

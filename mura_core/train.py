@@ -34,7 +34,9 @@ dicts)::
      "process": {"pid", "host", "started"} (only while "running"),
      "model": {"arch", "spec", "num_parameters", "backend", "device"},
      "data": {"root", "cache_key", "size", "mode", "mean", "std", "n_train", "n_valid",
-              "train_eval_images", "train_eval_patients", "majority_class"},
+              "train_eval_images", "train_eval_patients", "majority_class",
+              "class_weights": null | {body part: {"abnormal", "normal", "n_abnormal",
+                                                   "n_normal"}}},
      "steps_per_epoch": int, "total_steps": int, "step": int (steps done), "epoch": float,
      "loss": [float per step], "lr": [float per step],
      "lr_changes": [{"step", "lr_from", "lr_to"}, ...] (learning rates changed on resume),
@@ -79,6 +81,7 @@ from .signals import StopDeferral, Stopped
 
 HISTORY_FORMAT = "mura_core.history/1"
 SCHEDULES = ("none", "step", "plateau", "cosine")
+CLASS_WEIGHTS = ("none", "mura")
 HISTORY_NAME, CHECKPOINT_NAME, BEST_NAME, LAST_NAME = "history.json", "checkpoint.npz", "best.npz", "last.npz"
 PREDICTIONS_NAME = "predictions.npz"
 #: The files a run leaves in its folder (``diverged.json``: ``experiments``' record of a
@@ -119,6 +122,9 @@ class TrainConfig:
     ``min_lr``. A warm-up (``warmup_steps``) scales the first steps' rate by
     (step + 1) / warmup_steps, so the first updates of a fresh network stay small. Evaluation always follows each epoch and the last step. ``seed`` decides the
     data order, augmentation and the train-eval subset (the model has its own seed).
+    ``class_weights="mura"`` weighs each train image's loss by MURA's per-body-part class
+    weight (``mura_class_weights``); only the training loss changes, the evaluated loss stays
+    the plain BCE.
     """
 
     epochs: int = _option(1, "passes over train (ignored when --steps is given)")
@@ -145,6 +151,9 @@ class TrainConfig:
                                   "and last.npz, e.g. runs/baseline")
     seed: int = _option(0, "data order, augmentation and the train-eval subset")
     augment: bool = _option(False, "random flips and rotations in training")
+    class_weights: str = _option("none", "loss weights: none (plain BCE) or mura (per body part, "
+                                 "abnormal images weigh N/(A+N) and normal ones A/(A+N), with A and "
+                                 "N its abnormal and normal train images)", choices=CLASS_WEIGHTS)
     progress: bool = _option(True, "show a progress bar")
     resume: bool = _option(False, "continue the run in --out from its checkpoint (with the same "
                            "settings and data; --lr may change)")
@@ -178,6 +187,9 @@ class TrainConfig:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
         if not self.weight_decay >= 0.0:
             raise ValueError(f"weight decay must be >= 0, got {self.weight_decay!r}")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, "
+                             f"got {self.class_weights!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0.0 < self.lr_gamma <= 1.0:
@@ -192,6 +204,34 @@ class TrainConfig:
         if self.resume and self.overwrite:
             raise ValueError("resume and overwrite exclude each other: continue the run in "
                              "out_dir, or replace it")
+
+
+def mura_class_weights(labels, body_parts) -> tuple[np.ndarray, dict]:
+    """MURA's loss weights (Rajpurkar et al., 2017), one per train image.
+
+    For each body part T with A_T abnormal and N_T normal images (labels: 1 normal, 0
+    abnormal), an abnormal image weighs w(abnormal) = N_T / (A_T + N_T) and a normal one
+    w(normal) = A_T / (A_T + N_T): the two classes of a body part carry the same total weight
+    (a body part with images of one class only gives them weight 0, as the formula says).
+    Returns (weights (N,) float32, {body part: {"abnormal": w, "normal": w, "n_abnormal": A_T,
+    "n_normal": N_T}}).
+    """
+    labels = np.asarray(labels).reshape(-1)
+    parts = np.asarray(body_parts).reshape(-1)
+    if labels.shape != parts.shape:
+        raise ValueError(f"{len(labels)} labels for {len(parts)} body parts")
+    weights = np.zeros(len(labels), dtype=np.float32)
+    table = {}
+    for part in np.unique(parts).tolist():
+        rows = parts == part
+        normal = rows & (labels == 1)
+        n_normal, n_abnormal = int(normal.sum()), int(rows.sum() - normal.sum())
+        total = n_normal + n_abnormal
+        table[part] = {"abnormal": n_normal / total, "normal": n_abnormal / total,
+                       "n_abnormal": n_abnormal, "n_normal": n_normal}
+        weights[normal] = table[part]["normal"]
+        weights[rows & ~normal] = table[part]["abnormal"]
+    return weights, table
 
 
 @dataclass
@@ -320,6 +360,10 @@ class Trainer:
         self.total_steps = config.steps if config.steps is not None else config.epochs * self.steps_per_epoch
         self.eval_rows = train_eval_indices(self.train_split, config.train_eval_size, config.seed)
         self.majority = metrics.majority_class(self.train_split.labels)
+        self.example_weights, self.class_weight_table = None, None
+        if config.class_weights == "mura":
+            self.example_weights, self.class_weight_table = mura_class_weights(
+                self.train_split.labels, self.train_split.body_parts)
         self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
         self.opt = SGD(model.parameters(), config.lr, config.momentum, config.weight_decay)
         self.state = _State(lr=float(config.lr))
@@ -347,7 +391,8 @@ class Trainer:
                      "n_valid": len(self.valid_split.labels),
                      "train_eval_images": int(len(self.eval_rows)),
                      "train_eval_patients": int(len(np.unique(np.asarray(self.train_split.patient_ids)[self.eval_rows]))),
-                     "majority_class": self.majority},
+                     "majority_class": self.majority,
+                     "class_weights": self.class_weight_table},
             "steps_per_epoch": self.steps_per_epoch,
             "total_steps": self.total_steps,
             "step": 0,
@@ -422,7 +467,8 @@ class Trainer:
         """Continue from the checkpoint ``path``: same settings (but RESUMABLE_CHANGES), same
         model, same data; ValueError naming the difference otherwise, before any state moves."""
         checkpoint = read_checkpoint(path)
-        saved = checkpoint.state["config"]
+        # A setting added after the checkpoint was written ran at its default.
+        saved = {**dataclasses.asdict(TrainConfig()), **checkpoint.state["config"]}
         mine = dataclasses.asdict(self.config)
         changed = [k for k in mine if k not in RESUMABLE_CHANGES + ("resume", "overwrite")
                    and saved.get(k) != mine[k]]
@@ -567,7 +613,9 @@ class Trainer:
         self.opt.lr = self._scheduled_lr()
         # Overflow is caught below, with a message that says what to do.
         with np.errstate(over="ignore", invalid="ignore"):
-            loss, grads = loss_and_grads(self.model, batch.x, batch.t, training=True)
+            weights = None if self.example_weights is None else self.example_weights[batch.index]
+            loss, grads = loss_and_grads(self.model, batch.x, batch.t, training=True,
+                                         weights=weights)
         if not math.isfinite(loss):
             raise self._diverged("the loss", loss, s.step + 1)
         if not _grads_finite(grads, self.model.xp):
@@ -806,4 +854,4 @@ def _trained_step(path: Path) -> int | None:
 
 
 __all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged",
-           "check_run_folder", "earlier_run_files", "load_history", "train"]
+           "check_run_folder", "earlier_run_files", "load_history", "mura_class_weights", "train"]

@@ -48,3 +48,25 @@ def numeric_grad(f, x, eps=1e-6):
 def rel_error(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), 1e-12)
+
+
+def bilinear_reference(image, out_h, out_w):
+    """Bilinear resize of one 2-D image with half-pixel centres, as PyTorch's
+    ``interpolate(mode="bilinear", align_corners=False)`` documents it: loops over the output
+    pixels, each reading its four neighbours."""
+    in_h, in_w = image.shape
+    out = np.zeros((out_h, out_w))
+
+    def source(i, n_in, n_out):
+        s = max((i + 0.5) * n_in / n_out - 0.5, 0.0)
+        low = min(int(np.floor(s)), n_in - 1)
+        return low, min(low + 1, n_in - 1), s - low
+
+    for i in range(out_h):
+        y0, y1, fy = source(i, in_h, out_h)
+        for j in range(out_w):
+            x0, x1, fx = source(j, in_w, out_w)
+            top = (1 - fx) * image[y0, x0] + fx * image[y0, x1]
+            bottom = (1 - fx) * image[y1, x0] + fx * image[y1, x1]
+            out[i, j] = (1 - fy) * top + fy * bottom
+    return out

@@ -100,6 +100,18 @@ def test_unknown_architecture_is_refused_by_the_parser(synth, tmp_path, capsys):
     assert "invalid choice: 'lenet'" in capsys.readouterr().err
 
 
+def test_class_weights_option_comes_from_the_config(synth, tmp_path, capsys):
+    out = tmp_path / "weighted"
+    assert main(train_args(synth, out, "--steps", "2", "--class-weights", "mura")) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history["config"]["class_weights"] == "mura"
+    weights = history["data"]["class_weights"]
+    assert weights and all(w["abnormal"] + w["normal"] == pytest.approx(1.0) for w in weights.values())
+    with pytest.raises(SystemExit):
+        main(train_args(synth, tmp_path / "never", "--class-weights", "balanced"))
+    assert "invalid choice: 'balanced'" in capsys.readouterr().err
+
+
 def test_evaluate_prints_train_and_valid_tables(synth, trained, capsys, tmp_path):
     capsys.readouterr()
     assert main(["evaluate", "--model", str(trained / "best.npz"), "--data", synth["root"],

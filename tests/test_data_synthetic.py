@@ -157,3 +157,92 @@ def test_signal_is_learnable_but_not_trivial(synth_cache) -> None:
     assert auc > 0.68, auc
     assert accuracy > majority + 0.04, (accuracy, majority)
     assert accuracy < 0.95, accuracy
+
+
+# --------------------------------------------------------------------------- where the signs are
+
+
+def _planned(seed: int = 3, n_train: int = 60):
+    from mura_core.data.synthetic import _plan
+
+    train, _ = _plan(seed, n_train, 2)
+    return [s for _, _, specs in train for s in specs]
+
+
+def test_the_sign_mask_does_not_change_the_images() -> None:
+    """Rendering with the sign-mask hook in place gives the files generator version 2 wrote
+    (digests recorded from the generator before the hook; a change needs a version bump)."""
+    import hashlib
+
+    from mura_core.data.synthetic import render_radiograph
+
+    recorded = {"train/XR_WRIST/patient00003/study1_positive/image1.png": "b921b5e40eb65c51",
+                "train/XR_WRIST/patient00003/study1_positive/image2.png": "4d45d02655a657a5",
+                "train/XR_HAND/patient00004/study1_positive/image2.png": "6d206cdfc2c8c326",
+                "train/XR_ELBOW/patient00001/study1_negative/image1.png": "6e0ad9ed8db3bbb9"}
+    specs = {s.relpath: s for s in _planned(n_train=40)}
+    for path, digest in recorded.items():
+        pixels = render_radiograph(specs[path])
+        assert hashlib.sha256(pixels.tobytes()).hexdigest()[:16] == digest, path
+
+
+def test_sign_masks_cover_the_drawn_metal_and_the_dark_fracture_line() -> None:
+    from mura_core.data.synthetic import render_radiograph, sign_mask
+
+    specs = _planned()
+    implants = [s for s in specs if s.sign == "implant"][:4]
+    fractures = [s for s in specs if s.sign == "fracture"][:4]
+    assert implants and fractures
+    for spec in implants:
+        image, mask = render_radiograph(spec).astype(np.float64), sign_mask(spec)
+        assert mask.shape == image.shape and 0 < mask.mean() < 0.1
+        assert image[mask].mean() > 215, "metal is drawn near white"
+    for spec in fractures:
+        image, mask = render_radiograph(spec).astype(np.float64), sign_mask(spec)
+        assert 0 < mask.mean() < 0.05
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        box = (slice(max(rows[0] - 12, 0), rows[-1] + 13), slice(max(cols[0] - 12, 0), cols[-1] + 13))
+        around = image[box][~mask[box]]
+        bone = around[around > np.percentile(around, 75)]
+        assert image[mask].mean() < bone.mean() - 20, "the line darkens the bone it crosses"
+    for spec in [s for s in specs if not s.sign][:3]:
+        assert not sign_mask(spec).any()
+    assert np.array_equal(sign_mask(implants[0]), sign_mask(implants[0]))
+
+
+def test_sign_masks_at_the_network_input_follow_the_marker(synth, synth_cache) -> None:
+    from mura_core.data.preprocess import preprocess_image
+    from mura_core.data.synthetic import image_specs, sign_mask, sign_masks
+
+    out, _ = synth
+    valid = synth_cache.split("valid")
+    paths = [r.path for r in valid.records]
+    masks, signs = sign_masks(out, paths, synth_cache.size)
+    marker = json.loads((out / "SYNTHETIC.json").read_text())["signs"]
+    assert signs == [marker.get("/".join(Path(p).parts[-5:]), "") for p in paths]
+    assert masks.shape == (len(paths), 227, 227) and masks.dtype == bool
+    has = np.array([bool(s) for s in signs])
+    assert not masks[~has].any()
+    assert np.all(valid.labels[has] == 0), "only abnormal images carry a sign"
+    assert masks[has].any(axis=(1, 2)).mean() > 0.9
+    first = int(np.flatnonzero(has)[0])
+    spec = image_specs(out / "MURA-v1.1")["/".join(Path(paths[first]).parts[-5:])]
+    expected = preprocess_image(Image.fromarray(sign_mask(spec).astype(np.uint8) * 255), 227) >= 128
+    assert np.array_equal(masks[first], expected)
+
+
+def test_sign_masks_need_the_set_the_generator_wrote(synth, tmp_path) -> None:
+    from mura_core.data.synthetic import image_specs
+
+    with pytest.raises(ValueError, match="not a synthetic set"):
+        image_specs(tmp_path)
+    out, _ = synth
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    marker = json.loads((out / "SYNTHETIC.json").read_text())
+    (copy / "SYNTHETIC.json").write_text(json.dumps(dict(marker, generator_version=1)))
+    with pytest.raises(ValueError, match="another generator.*generate it again"):
+        image_specs(copy)
+    (copy / "SYNTHETIC.json").write_text(json.dumps(dict(marker, signs={})))
+    with pytest.raises(ValueError, match="not the ones this generator draws"):
+        image_specs(copy)

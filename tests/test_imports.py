@@ -32,7 +32,7 @@ def test_the_framework_imports_with_nothing_but_numpy():
 
 
 @pytest.mark.parametrize("argv", [["data", "synth", "--help"], ["train", "--help"],
-                                  ["predict", "--help"], ["--help"]])
+                                  ["predict", "--help"], ["explain", "--help"], ["--help"]])
 def test_help_of_commands_needs_no_jupyter(argv):
     proc = run_blocked(JUPYTER, f"from mura_core.__main__ import main\nmain({argv!r})")
     assert proc.returncode == 0, proc.stderr

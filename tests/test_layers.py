@@ -205,6 +205,30 @@ def test_sequential_backward_chains_layers(xp):
     assert [n for n, _ in net.named_parameters()] == ["conv.W", "conv.b", "fc.W", "fc.b"]
 
 
+def test_sequential_keeps_named_outputs_and_stops_backward_at_a_named_layer(xp):
+    rng = np.random.default_rng(0)
+    layers = [("conv", Conv2D(1, 2, 3, 1, rng=rng, dtype=np.float64)), ("relu", ReLU()),
+              ("flat", Flatten()), ("fc", Linear(32, 1, rng=rng, dtype=np.float64))]
+    net = _layer_on(Sequential(layers), xp)
+    x = xp.asarray(rng.standard_normal((2, 1, 4, 4)))
+    y = net.forward(x, keep=("conv",))
+    conv_out = layers[0][1].forward(x)  # the same layer again: its own output
+    np.testing.assert_allclose(to_numpy(net.outputs["conv"]), to_numpy(conv_out))
+    net.forward(x, keep=("conv",))
+    dy = xp.asarray(rng.standard_normal(y.shape))
+    at_conv = net.backward(dy, stop_at="conv")
+    net.forward(x)
+    manual = dy
+    for _, layer in reversed(layers[1:]):  # fc, flat, relu: the layers above conv
+        manual = layer.backward(manual)
+    np.testing.assert_allclose(to_numpy(at_conv), to_numpy(manual))
+    assert net.forward(x).shape == y.shape and net.outputs == {}
+    with pytest.raises(ValueError, match="no layer named 'pool'"):
+        net.forward(x, keep=("pool",))
+    with pytest.raises(ValueError, match="no layer named 'pool'"):
+        net.backward(dy, stop_at="pool")
+
+
 @pytest.mark.parametrize("make", [
     lambda: Conv2D(2, 3, 3, 2), lambda: MaxPool2D(2), lambda: ReLU(), lambda: Sigmoid(),
     lambda: Dropout(0.5), lambda: Flatten(), lambda: Residual(Conv2D(2, 2, 3)),

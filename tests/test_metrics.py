@@ -229,3 +229,28 @@ def test_bad_inputs_are_clear_errors():
         M.accuracy([2, 0], [1, 0])
     with pytest.raises(ValueError, match="within"):
         M.predict_labels([np.nan])
+
+
+def test_roc_curve_against_counts_at_every_threshold():
+    rng = np.random.default_rng(4)
+    y = (rng.random(60) < 0.4).astype(int)
+    s = np.round(rng.random(60), 1)  # many ties
+    fpr, tpr, thresholds = M.roc_curve(y, s)
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert thresholds[0] == np.inf and list(thresholds[1:]) == sorted(set(s), reverse=True)
+    for f, t, thr in zip(fpr[1:], tpr[1:], thresholds[1:]):
+        called = s >= thr
+        assert t == pytest.approx(np.sum(called & (y == 1)) / np.sum(y == 1))
+        assert f == pytest.approx(np.sum(called & (y == 0)) / np.sum(y == 0))
+    area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    assert area == pytest.approx(M.roc_auc(y, s))
+    with pytest.raises(ValueError, match="both classes"):
+        M.roc_curve([1, 1], [0.2, 0.3])
+
+
+def test_sensitivity_and_specificity_treat_abnormal_as_the_finding():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1])  # 0 abnormal, 1 normal
+    probs = np.array([0.1, 0.4, 0.5, 0.9, 0.6, 0.5, 0.2])  # P(normal); >= 0.5 is normal
+    sensitivity, specificity = M.sensitivity_specificity(labels, probs)
+    assert sensitivity == pytest.approx(2 / 4) and specificity == pytest.approx(2 / 3)
+    assert np.isnan(M.sensitivity_specificity([1, 1], [0.2, 0.7])[0])

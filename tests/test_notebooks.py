@@ -30,7 +30,7 @@ def _assigned(source: str) -> dict:
     return values
 
 
-def test_the_five_notebooks_are_committed():
+def test_every_notebook_of_the_report_is_committed():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(profiles.NOTEBOOKS)
 
 

@@ -318,6 +318,7 @@ SMOKE_FIGURES = {
     "03_evaluation": ["accuracy", "confusion"],
     "04_architectures": ["curves"],
     "05_hyperparameters": ["batch_size", "learning_rate", "momentum"],
+    "06_explanations": ["gradcam", "gradients", "roc"],
 }
 
 
@@ -399,6 +400,22 @@ def test_smoke_report_results_hold_sane_numbers(smoke_report):
         examples = {r["examples"] for r in sweep["sweeps"][knob]["rows"]}
         assert len(examples) == 1, f"{knob}: every run sees the same number of examples"
         assert "%" in sweep["sweeps"][knob]["discussion"]
+
+    explained = results["06_explanations"]
+    assert explained["layer"] == "conv6"
+    for level in ("image", "study"):
+        roc = explained["roc"][level]
+        assert 0 <= roc["auc"] <= 1 and roc["fpr"][0] == 0 and roc["tpr"][-1] == 1
+    assert roc["n"] == evaluation["metrics"]["valid"]["n_studies"]
+    assert explained["roc"]["image"]["auc"] == pytest.approx(evaluation["metrics"]["valid"]["image_auc"])
+    assert explained["body_parts"][-1]["body_part"] == "all"
+    assert explained["body_parts"][-1]["value"] == pytest.approx(
+        evaluation["metrics"]["valid"]["study_kappa"])
+    located = explained["localization"]
+    assert [r["sign"] for r in located["rows"]] == ["fracture", "implant", "all"]
+    assert [r["sign"] for r in located["input_gradient"]] == ["fracture", "implant", "all"]
+    assert located["abnormal_images"] == evaluation["metrics"]["valid"]["n_images"] - \
+        evaluation["metrics"]["valid"]["n_normal_images"]
 
     prov = json.loads((tmp / "report" / "results" / "provenance.json").read_text())
     assert [n["name"] for n in prov["notebooks"]] == list(profiles.NOTEBOOKS)

@@ -130,3 +130,36 @@ def test_plot_runs_loss_panel_follows_x_epoch():
     assert loss_ax.get_lines()[-1].get_xdata().tolist() == pytest.approx([3.0])
     with pytest.raises(ValueError, match="x must be"):
         plots.plot_runs({"a": _history()}, x="time")
+
+
+def test_saliency_grid_has_a_radiograph_and_each_map_per_image(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 16, 16)).astype(np.uint8)
+    maps = {"Grad-CAM": rng.random((5, 16, 16)), "input gradient": rng.random((5, 16, 16))}
+    fig = plots.saliency_grid(images, maps, [f"image {i}" for i in range(5)], ncols=3,
+                              title="maps", caption="synthetic data")
+    drawn = [ax for ax in fig.axes if ax.images]
+    assert len(drawn) == 5 * 3  # radiograph, Grad-CAM and input gradient of each image
+    overlays = [ax for ax in drawn if len(ax.images) == 2]
+    assert len(overlays) == 10
+    rgba = overlays[0].images[1].get_array()
+    assert rgba.shape == (16, 16, 4) and rgba[..., 3].max() <= 0.6 + 1e-9
+    assert [ax.get_title() for ax in drawn if ax.get_title()] == [f"image {i}" for i in range(5)]
+    plots.save_figure(fig, tmp_path / "grid")
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="one title"):
+        plots.saliency_grid(images, maps, ["a"])
+
+
+def test_roc_plot_marks_the_operating_point_and_the_interval():
+    level = {"fpr": [0.0, 0.25, 1.0], "tpr": [0.0, 0.75, 1.0], "auc": 0.81, "low": 0.7,
+             "high": 0.9, "sensitivity": 0.75, "specificity": 0.75, "n": 20, "n_abnormal": 8}
+    fig = plots.plot_roc({"image": level, "study": dict(level, fpr=None, tpr=None)})
+    left, right = fig.axes
+    labels = [line.get_label() for line in left.get_lines()]
+    assert "AUROC 0.810 (95 % CI 0.700 to 0.900)" in labels
+    assert "threshold 0.5: sensitivity 75.0 %, specificity 75.0 %" in labels
+    point = [line for line in left.get_lines() if line.get_label().startswith("threshold")][0]
+    assert point.get_xydata().tolist() == [[0.25, 0.75]]
+    assert right.get_title() == "per study (20 studies, 8 abnormal)"
+    assert len(right.get_lines()) == 2, "no curve where one class is missing, still the point"

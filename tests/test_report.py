@@ -250,3 +250,45 @@ def test_html_gets_the_markdown_form_and_the_pdf_the_latex_one(tmp_path):
         text = subprocess.run(["pdftotext", str(written["pdf"]), "-"], capture_output=True,
                               text=True, check=True).stdout
         assert text.count("Only once.") == 1
+
+
+def _localized(ratio_low: float, ratio_high: float) -> dict:
+    row = {"sign": "all", "images": 40, "zero_maps": 2, "share": 0.12, "uniform_share": 0.03,
+           "ratio": 4.0, "ratio_low": ratio_low, "ratio_high": ratio_high, "peak_inside": 0.3}
+    kinds = [dict(row, sign="fracture", images=1), dict(row, sign="implant", images=39)]
+    return {"abnormal_images": 60, "without_sign": 12, "sign_too_small": 1, "rows": [*kinds, row]}
+
+
+def test_localization_summary_claims_a_concentration_only_when_the_interval_says_so():
+    above = prose.localization_summary(_localized(3.1, 5.2))
+    assert "12 were drawn without a sign and 1 has a sign too small" in above
+    assert "40 remain (2 of them with an all-zero map" in above
+    assert "12.0 %" in above and "3.0 %" in above and "4.00 times" in above
+    assert "3.10 to 5.20" in above and "do concentrate on the signs" in above
+    assert "fractures 12.0 % against 3.0 % (1 image)" in above
+    unclear = prose.localization_summary(_localized(0.8, 1.6))
+    assert "not distinguishable from a uniform one" in unclear and "concentrate" not in unclear
+    assert "avoid the signs" in prose.localization_summary(_localized(0.2, 0.9))
+    rows = tables.localization_rows(_localized(3.1, 5.2))
+    assert rows[-1] == {"map": "Grad-CAM", "sign": "all signs", "images": 40, "zero_maps": 2,
+                        "share": "12.0 %", "uniform_share": "3.0 %",
+                        "ratio": "4.00 (3.10 to 5.20)", "peak_inside": "30.0 %"}
+    both = dict(_localized(3.1, 5.2), input_gradient=_localized(1.5, 2.5)["rows"])
+    assert [r["map"] for r in tables.localization_rows(both)] == ["Grad-CAM"] * 3 + ["input gradient"] * 3
+    assert "The input gradient of the same score puts 12.0 %" in prose.localization_summary(both)
+    assert "1.50 to 2.50" in prose.localization_summary(both)
+
+
+def test_paper_kappa_rows_quote_the_mura_table_beside_ours():
+    kappas = [{"body_part": "XR_WRIST", "studies": 30, "value": 0.5, "low": 0.3, "high": 0.7},
+              {"body_part": "all", "studies": 90, "value": 0.4, "low": None, "high": None}]
+    rows = tables.paper_kappa_rows(kappas)
+    assert rows == [
+        {"body_part": "wrist", "studies": 30, "ours": "0.500 (0.300 to 0.700)",
+         "paper_model": "0.931 (0.922 to 0.940)", "radiologist": "0.931"},
+        {"body_part": "overall", "studies": 90, "ours": "0.400",
+         "paper_model": "0.705 (0.700 to 0.710)", "radiologist": "0.778"}]
+    assert set(tables.MURA_PAPER_KAPPA) == {"elbow", "finger", "forearm", "hand", "humerus",
+                                           "shoulder", "wrist", "overall"}
+    assert "not comparable" in prose.paper_comparison_note(True)
+    assert "valid split" in prose.paper_comparison_note(False)

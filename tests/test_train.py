@@ -12,7 +12,8 @@ from mura_core import metrics
 from mura_core.data.cache import CachedSplit, MuraCache
 from mura_core.data.mura import ImageRecord
 from mura_core.evaluation import evaluate, train_eval_indices
-from mura_core.train import TrainingDiverged, load_history, train
+from mura_core.data.batches import iterate_batches
+from mura_core.train import TrainConfig, TrainingDiverged, load_history, mura_class_weights, train
 
 SIZE = 32
 PARTS = ("XR_ELBOW", "XR_HAND", "XR_WRIST")
@@ -261,6 +262,7 @@ def test_weights_blown_up_by_a_step_stop_the_evaluation_after_it(cache, tmp_path
     (dict(warmup_steps=-1), "warmup_steps must be"),
     (dict(steps=0), "steps must be a positive"),
     (dict(momentum=1.0), "momentum"),
+    (dict(class_weights="balanced"), "class_weights must be one of none, mura"),
 ])
 def test_bad_settings_fail_before_any_work(cache, tmp_path, bad, message):
     out = tmp_path / "never"
@@ -343,3 +345,40 @@ def test_evaluate_matches_metric_table_on_model_probabilities(cache):
     np.testing.assert_allclose(probs, model.predict_proba(x), rtol=1e-5, atol=1e-6)
     expected = metrics.metric_table(probs, split.labels, split.patient_ids, split.study_ids, split.body_parts)
     assert table == expected
+
+
+def test_mura_class_weights_follow_the_paper_per_body_part():
+    labels = np.array([1, 1, 1, 0, 1, 0, 0, 0, 1])  # 1 normal, 0 abnormal
+    parts = np.array(["HAND"] * 4 + ["WRIST"] * 5)
+    weights, table = mura_class_weights(labels, parts)
+    # HAND: A = 1 abnormal, N = 3 normal; WRIST: A = 3, N = 2.
+    assert table["HAND"] == {"abnormal": 3 / 4, "normal": 1 / 4, "n_abnormal": 1, "n_normal": 3}
+    assert table["WRIST"] == {"abnormal": 2 / 5, "normal": 3 / 5, "n_abnormal": 3, "n_normal": 2}
+    expected = [1 / 4, 1 / 4, 1 / 4, 3 / 4, 3 / 5, 2 / 5, 2 / 5, 2 / 5, 3 / 5]
+    np.testing.assert_allclose(weights, expected, rtol=1e-6)
+    assert weights.dtype == np.float32
+    for part in ("HAND", "WRIST"):  # the two classes of a part carry the same total weight
+        rows = parts == part
+        assert weights[rows & (labels == 1)].sum() == pytest.approx(weights[rows & (labels == 0)].sum())
+
+
+def test_mura_class_weights_reach_the_training_loss(cache):
+    config = dict(BASE, steps=1, eval_every=None, class_weights="mura")
+    h = train(small_model(), cache, config).history
+    split = cache.split("train")
+    weights, table = mura_class_weights(split.labels, split.body_parts)
+    assert h["data"]["class_weights"] == table
+    batch = next(iter(iterate_batches(split, BASE["batch_size"], mean=cache.mean, std=cache.std,
+                                      shuffle=True, seed=BASE["seed"], epoch=0, drop_last=True)))
+    fresh = small_model()  # same weights and dropout stream as the run's first step
+    loss, _ = mc.loss_and_grads(fresh, batch.x, batch.t, training=True, weights=weights[batch.index])
+    assert h["loss"][0] == pytest.approx(loss, rel=1e-6)
+    plain, _ = mc.loss_and_grads(small_model(), batch.x, batch.t, training=True)
+    assert abs(plain - loss) > 1e-3, "the weights change the loss"
+
+
+def test_no_class_weights_is_the_plain_loss_and_the_default(cache):
+    assert TrainConfig().class_weights == "none"
+    plain = train(small_model(), cache, dict(BASE, steps=4, eval_every=None)).history
+    named = train(small_model(), cache, dict(BASE, steps=4, eval_every=None, class_weights="none")).history
+    assert plain["loss"] == named["loss"] and plain["data"]["class_weights"] is None

@@ -127,14 +127,17 @@ def _soft_capsule(layer: np.ndarray, p0, p1, radius: float, value: float, blur: 
     layer[sl] += np.float32(value) * np.clip((radius - d) / np.float32(blur) + np.float32(0.5), 0.0, 1.0)
 
 
-def _dark_line(layer: np.ndarray, center, direction, half_length: float, width: float, depth: float, rng) -> None:
-    """Multiply ``layer`` by (1 - depth) along a slightly jagged line (a fracture)."""
+def _dark_line(layer: np.ndarray, center, direction, half_length: float, width: float, depth: float, rng):
+    """Multiply ``layer`` by (1 - depth) along a slightly jagged line (a fracture).
+
+    Returns (the slices of its bounding box, the line's weight in [0, 1] there), or None when
+    it lies outside the image."""
     ux, uy = direction
     ends = np.array([[center[0] - ux * half_length, center[1] - uy * half_length],
                      [center[0] + ux * half_length, center[1] + uy * half_length]], dtype=np.float32)
     region = _box(*layer.shape, ends, width + 4)
     if region is None:
-        return
+        return None
     sl, yy, xx = region
     u = (xx - center[0]) * ux + (yy - center[1]) * uy
     v = -(xx - center[0]) * uy + (yy - center[1]) * ux
@@ -143,6 +146,7 @@ def _dark_line(layer: np.ndarray, center, direction, half_length: float, width: 
     line = np.clip((width / 2 - np.abs(v)) / np.float32(0.8) + np.float32(0.5), 0.0, 1.0)
     line *= np.clip((half_length - np.abs(u)) / np.float32(2.0), 0.0, 1.0)
     layer[sl] *= 1 - np.float32(depth) * line
+    return sl, line
 
 
 # -- scenes: bones of each body part in a frame (a along the limb, b across), unit = long side --
@@ -213,6 +217,22 @@ def _bones(part: str, rng) -> tuple[list, list]:
 
 def render_radiograph(spec: ImageSpec) -> np.ndarray:
     """Draw one image: (height, width) uint8."""
+    return _render(spec)
+
+
+def sign_mask(spec: ImageSpec) -> np.ndarray:
+    """Where the image's abnormal sign was drawn: (height, width) bool, all False for an image
+    without one. Deterministic (the same random draws as ``render_radiograph``, stopped once
+    the sign is drawn).
+
+    An implant: the pixels the metal covers at least half. A fracture: the pixels of the dark
+    line (weight at least 1/2) that lie on bone (at least half the bone's base brightness),
+    i.e. where the line darkens the image; its ends over soft tissue change nothing."""
+    return _render(spec, sign_only=True)
+
+
+def _render(spec: ImageSpec, sign_only: bool = False) -> np.ndarray:
+    """The image of ``spec`` (uint8), or with ``sign_only`` the mask of its sign (bool)."""
     rng = np.random.default_rng(list(spec.seed))
     h, w = spec.height, spec.width
     long_side = max(h, w)
@@ -239,6 +259,7 @@ def render_radiograph(spec: ImageSpec) -> np.ndarray:
         _capsule(bone_layer, to_xy(a0, b0), to_xy(a1, b1), r * scale, bone_value * rng.uniform(0.85, 1.1))
 
     metal_layer = None
+    mask = np.zeros((h, w), dtype=bool)
     if spec.sign:
         a0, b0, a1, b1, r = bones[long_idx[int(rng.integers(len(long_idx)))]]
         p0, p1 = np.array(to_xy(a0, b0)), np.array(to_xy(a1, b1))
@@ -250,7 +271,11 @@ def render_radiograph(spec: ImageSpec) -> np.ndarray:
             direction = (axis[1] * math.cos(tilt) + axis[0] * math.sin(tilt),
                          -axis[0] * math.cos(tilt) + axis[1] * math.sin(tilt))
             width = long_side * rng.uniform(0.022, 0.035)
-            _dark_line(bone_layer, center, direction, radius * 1.4, width, rng.uniform(0.85, 1.0), rng)
+            bone = bone_layer.copy() if sign_only else None
+            drawn = _dark_line(bone_layer, center, direction, radius * 1.4, width, rng.uniform(0.85, 1.0), rng)
+            if sign_only and drawn is not None:
+                sl, line = drawn
+                mask[sl] = (line >= 0.5) & (bone[sl] >= np.float32(0.5 * bone_value))
         else:
             metal_layer = np.zeros((h, w), dtype=np.float32)
             level = 1.0  # a mask; metal is drawn near white after the contrast change
@@ -267,6 +292,9 @@ def render_radiograph(spec: ImageSpec) -> np.ndarray:
             else:  # a wire
                 _capsule(metal_layer, tuple(q0), tuple(q1), max(2.0, long_side * rng.uniform(0.01, 0.015)), level,
                          cortex=False)
+            mask = metal_layer >= 0.5
+    if sign_only:
+        return mask
 
     # Low-frequency texture over bone and tissue.
     coarse = rng.normal(0.0, 1.0, (h // 24 + 2, w // 24 + 2)).astype(np.float32)
@@ -352,10 +380,78 @@ def _count(studies) -> dict:
     }
 
 
+def _plan(seed: int, n_train: int, n_valid: int):
+    """(train studies, valid studies) of the set of (seed, counts): ``_plan_split``'s output."""
+    rng = np.random.default_rng([seed, 2024])
+    train, last_train_patient = _plan_split(rng, "train", n_train, 1)
+    valid, _ = _plan_split(rng, "valid", n_valid, last_train_patient + 1)
+    return train, valid
+
+
+def _marker_path(root: str | os.PathLike) -> Path | None:
+    folder = Path(root)
+    for candidate in (folder, folder.parent if folder.name == ROOT_NAME else None):
+        if candidate is not None and (candidate / MARKER_NAME).is_file():
+            return candidate / MARKER_NAME
+    return None
+
+
 def is_synthetic(root: str | os.PathLike) -> bool:
     """True when ``root`` (a MURA-v1.1 folder or its parent) was written by generate_synthetic."""
-    folder = Path(root)
-    return (folder / MARKER_NAME).is_file() or (folder.name == ROOT_NAME and (folder.parent / MARKER_NAME).is_file())
+    return _marker_path(root) is not None
+
+
+def read_marker(root: str | os.PathLike) -> dict | None:
+    """The ``SYNTHETIC.json`` of the set at ``root`` (a MURA-v1.1 folder or its parent), or
+    None when the folder was not written by the generator."""
+    path = _marker_path(root)
+    return None if path is None else json.loads(path.read_text())
+
+
+def image_specs(root: str | os.PathLike) -> dict[str, ImageSpec]:
+    """relative path (``"valid/XR_WRIST/patient00001/study1_positive/image1.png"``) -> the
+    ``ImageSpec`` the image at ``root`` was drawn from, replayed from the seed and counts of its
+    marker. Raises ValueError when ``root`` is no synthetic set of this generator version."""
+    marker = read_marker(root)
+    if marker is None:
+        raise ValueError(f"{root} is not a synthetic set ({MARKER_NAME} is missing): only the "
+                         "generator knows where it drew the signs")
+    seed, n_train, n_valid = marker.get("seed"), (marker.get("train") or {}).get("images"), \
+        (marker.get("valid") or {}).get("images")
+    mismatch = marker_mismatch(marker, seed, n_train, n_valid)
+    if mismatch is not None:
+        raise ValueError(f"the synthetic set at {root} was written by another generator "
+                         f"({mismatch}); generate it again")
+    specs = {s.relpath: s for studies in _plan(seed, n_train, n_valid)
+             for _, _, ss in studies for s in ss}
+    if {p: s.sign for p, s in specs.items() if s.sign} != marker.get("signs"):
+        raise ValueError(f"the signs listed in {_marker_path(root)} are not the ones this "
+                         "generator draws for its seed and counts; generate the set again")
+    return specs
+
+
+def sign_masks(root: str | os.PathLike, paths, size: int, mode: str = "pad"):
+    """Where the generator drew the sign of each image, at the network's input.
+
+    paths: image paths of the set at ``root`` (ending in ``split/body part/patient/study/
+    image``, as ``ImageRecord.path``). Each ``sign_mask`` goes through the same preprocessing as
+    the image (``preprocess_image``: resize to ``size``, pad or crop) and is kept where it
+    covers at least half a pixel. Returns (masks (N, size, size) bool, signs: N strings,
+    "" for an image without a sign, "fracture" or "implant")."""
+    from PIL import Image  # noqa: PLC0415
+
+    from .preprocess import preprocess_image  # noqa: PLC0415
+
+    specs = image_specs(root)
+    masks = np.zeros((len(paths), size, size), dtype=bool)
+    signs = []
+    for i, path in enumerate(paths):
+        spec = specs["/".join(Path(path).parts[-5:])]
+        signs.append(spec.sign)
+        if spec.sign:
+            drawn = Image.fromarray(sign_mask(spec).astype(np.uint8) * 255)
+            masks[i] = preprocess_image(drawn, size, mode) >= 128
+    return masks, signs
 
 
 def marker_mismatch(marker: dict, seed: int, n_train: int, n_valid: int) -> str | None:
@@ -423,9 +519,7 @@ def generate_synthetic(
             raise FileExistsError(f"{mura_root} exists and was not written by the synthetic generator "
                                   f"(no {out / MARKER_NAME}); refusing to delete it")
         shutil.rmtree(mura_root)
-    rng = np.random.default_rng([seed, 2024])
-    train, last_train_patient = _plan_split(rng, "train", n_train, 1)
-    valid, _ = _plan_split(rng, "valid", n_valid, last_train_patient + 1)
+    train, valid = _plan(seed, n_train, n_valid)
 
     for split, studies in (("train", train), ("valid", valid)):
         for study_dir, _, _ in studies:

@@ -368,22 +368,50 @@ class Flatten(Layer):
 
 
 class Sequential(Layer):
-    """Named layers applied in order. ``layers``: a list of (name, layer) pairs."""
+    """Named layers applied in order. ``layers``: a list of (name, layer) pairs.
+
+    Besides the protocol, what a saliency map needs from the same two passes: ``forward`` can
+    keep the outputs of named layers (``outputs``), and ``backward`` can stop at a named
+    layer's output and return the gradient there.
+    """
 
     def __init__(self, layers):
         super().__init__()
         self.layers = list(layers)
+        self.outputs: dict = {}
 
     def children(self):
         return self.layers
 
-    def forward(self, x, training: bool = False):
-        for _, layer in self.layers:
+    def _check_names(self, names) -> None:
+        known = {name for name, _ in self.layers}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"no layer named {', '.join(map(repr, unknown))}; the layers are "
+                             f"{', '.join(name for name, _ in self.layers)}")
+
+    def forward(self, x, training: bool = False, keep=()):
+        """Apply the layers in order. ``keep``: names of layers whose outputs are kept in
+        ``outputs`` (name -> array) until the next forward pass."""
+        if keep:
+            self._check_names(keep)
+        self.outputs = {}
+        for name, layer in self.layers:
             x = layer.forward(x, training)
+            if name in keep:
+                self.outputs[name] = x
         return x
 
-    def backward(self, dy):
-        for _, layer in reversed(self.layers):
+    def backward(self, dy, stop_at: str | None = None):
+        """Backpropagate ``dy`` (the gradient at the last layer's output) and return the
+        gradient at the input. ``stop_at``: the name of a layer; the pass stops once it has
+        the gradient at that layer's output and returns it (the layers from there down are
+        not visited: their ``grads`` keep older values)."""
+        if stop_at is not None:
+            self._check_names([stop_at])
+        for name, layer in reversed(self.layers):
+            if name == stop_at:
+                return dy
             dy = layer.backward(dy)
             if dy is None:  # a first layer that was told not to compute its input gradient
                 return None

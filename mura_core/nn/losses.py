@@ -15,17 +15,19 @@ from .backend import get_array_module
 from .layers import sigmoid
 
 
-def _flat_targets(t, like):
+def _flat_targets(t, like, what: str = "targets"):
     xp = get_array_module(like)
     t = xp.asarray(t, dtype=like.dtype).reshape(-1)
     if t.shape[0] != like.shape[0]:
-        raise ValueError(f"targets have {t.shape[0]} entries for a batch of {like.shape[0]}")
+        raise ValueError(f"{what} have {t.shape[0]} entries for a batch of {like.shape[0]}")
     return t
 
 
-def bce_with_logits(z, t):
+def bce_with_logits(z, t, weights=None):
     """Mean BCE of logits z (B,) or (B, 1) against targets t (B,) or (B, 1).
 
+    weights: None, or a weight per example (B,) or (B, 1): the loss is then the batch mean of
+    w_i * BCE_i (MURA's class weighting passes one weight per example; see ``train.py``).
     Returns (loss as a Python float, dL/dz with the shape of z and its dtype).
     """
     xp = get_array_module(z)
@@ -33,9 +35,12 @@ def bce_with_logits(z, t):
     t = _flat_targets(t, zf)
     n = zf.shape[0]
     losses = xp.maximum(zf, zf.dtype.type(0)) - t * zf + xp.log1p(xp.exp(-xp.abs(zf)))
-    loss = float(losses.mean())
     dz = (sigmoid(zf) - t) / zf.dtype.type(n)
-    return loss, dz.reshape(z.shape)
+    if weights is not None:
+        w = _flat_targets(weights, zf, "weights")
+        losses = w * losses
+        dz = w * dz
+    return float(losses.mean()), dz.reshape(z.shape)
 
 
 def bce_from_probabilities(p, t, eps: float = 1e-7):

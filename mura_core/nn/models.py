@@ -107,18 +107,36 @@ class Model:
                              f", got {tuple(x.shape)}")
         return x
 
-    def logits(self, x, training: bool = False):
-        """The logit z, (B, 1), on the model's backend: P(normal) = sigmoid(z)."""
-        return self.body.forward(self._to_device(x), training)
+    def logits(self, x, training: bool = False, keep=()):
+        """The logit z, (B, 1), on the model's backend: P(normal) = sigmoid(z).
+
+        ``keep``: names of body layers (e.g. ``"conv6"``) whose outputs stay readable in
+        ``self.body.outputs`` until the next forward pass."""
+        return self.body.forward(self._to_device(x), training, keep=keep)
 
     def forward(self, x, training: bool = False):
         """P(normal), (B, 1), on the model's backend."""
         return self.head.forward(self.logits(x, training))
 
-    def backward_from_logits(self, dz):
+    def backward_from_logits(self, dz, *, stop_at: str | None = None, input_grad: bool = False):
         """Backpropagate dL/dz (B, 1) through the body; fills every layer's ``grads`` and
-        returns dL/dx (None when the first layer skips its input gradient)."""
-        return self.body.backward(dz)
+        returns dL/dx (None when the first layer skips its input gradient, as in training).
+
+        ``stop_at``: the name of a body layer: stop there and return dL/d(its output) instead
+        (the layers below it are not visited). ``input_grad``: compute dL/dx even through a
+        first convolution that normally skips it (saliency maps need it; training does not).
+        """
+        if not input_grad:
+            return self.body.backward(dz, stop_at)
+        skipping = [layer for _, layer in self.body.layers
+                    if isinstance(layer, Conv2D) and not layer.input_grad]
+        for layer in skipping:
+            layer.input_grad = True
+        try:
+            return self.body.backward(dz, stop_at)
+        finally:
+            for layer in skipping:
+                layer.input_grad = False
 
     def backward(self, dp):
         """Backpropagate dL/dP(normal) (B, 1) through the head and the body."""
@@ -309,16 +327,17 @@ def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
     return Model(spec, body, stream, backend, (1, input_size, input_size))
 
 
-def loss_and_grads(model: Model, x, t, training: bool = False):
+def loss_and_grads(model: Model, x, t, training: bool = False, weights=None):
     """BCE of the model on (x, t) and the gradient of every parameter.
 
-    x: (B, 1, H, W) (NumPy or the model's backend); t: (B,) or (B, 1), 1 = normal, 0 = abnormal.
+    x: (B, 1, H, W) (NumPy or the model's backend); t: (B,) or (B, 1), 1 = normal, 0 = abnormal;
+    weights: None, or one loss weight per example (B,) (``bce_with_logits``).
     Returns (loss as a float: mean over the batch; dict name -> gradient with exactly the keys
     of ``model.parameters()``). The gradients are the layers' own buffers, overwritten by the
     next backward pass: copy them to keep them. The loss is taken from the logits
     (``bce_with_logits``), so saturated outputs still give finite values.
     """
     z = model.logits(x, training)
-    loss, dz = bce_with_logits(z, t)
+    loss, dz = bce_with_logits(z, t, weights)
     model.backward_from_logits(dz)
     return loss, model.gradients()

@@ -1,4 +1,4 @@
-"""The report pipeline: data, cache, the five notebooks (papermill), then the report.
+"""The report pipeline: data, cache, the notebooks (papermill), then the report.
 
 ``python -m mura_core report`` (and ``make report``) runs ``run_report``:
 
@@ -121,7 +121,7 @@ def execute_notebook(source: Path, executed: Path, parameters: dict,
 
 
 def notebook_paths(notebooks_dir: Path | None = None, names=None) -> list[Path]:
-    """The notebooks to run, in order (default: the five of ``profiles.NOTEBOOKS``)."""
+    """The notebooks to run, in order (default: all of ``profiles.NOTEBOOKS``)."""
     folder = Path(notebooks_dir) if notebooks_dir else NOTEBOOKS_DIR
     names = names or profiles_mod.NOTEBOOKS
     paths = [folder / (n if n.endswith(".ipynb") else n + ".ipynb") for n in names]

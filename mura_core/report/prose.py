@@ -203,3 +203,65 @@ def evaluation_summary(tables: dict, intervals: dict | None = None) -> str:
         text += (f" Train accuracy per image is {percent(train['image_accuracy'])}, "
                  f"{abs(gap):.1f} points {'above' if gap >= 0 else 'below'} valid.")
     return text
+
+
+def paper_comparison_note(synthetic: bool) -> str:
+    """Why our per-body-part kappas and the MURA paper's can or cannot be read side by side."""
+    if synthetic:
+        return ("**The two MURA columns are not comparable with ours.** They are the paper's "
+                "figures for real radiographs on MURA's hidden test set, from an ensemble of "
+                "ImageNet-pretrained DenseNet-169s at 320x320 and from radiologists scored "
+                "against three others; ours come from synthetic images, whose difficulty per "
+                "body part is whatever the generator makes it (for instance a fracture across "
+                "the thin bones of a hand or finger is barely visible). The columns stand "
+                "together only to show the layout the real report would have.")
+    return ("Ours are on MURA's valid split (the test split is hidden), the paper's on its test "
+            "set: the same protocol (mean probability per study, threshold 0.5, Cohen's kappa) "
+            "on other studies, by a far larger ImageNet-pretrained network at 320x320. The "
+            "paper's intervals come from a closed-form standard error that is much narrower "
+            "than a bootstrap (see MURA.md); ours resample whole patients.")
+
+
+def localization_summary(result: dict) -> str:
+    """A paragraph on ``saliency.sign_localization``: how much of the Grad-CAM maps falls on
+    the signs the generator drew, against a uniform map; a concentration is claimed only
+    when the interval of the ratio lies above 1."""
+    total = result["rows"][-1]
+    lead = (f"Of the {result['abnormal_images']} abnormal valid images, "
+            f"{_count(result['without_sign'], 'was', 'were')} drawn without a sign and "
+            f"{_count(result['sign_too_small'], 'has', 'have')} a sign too small to cover a "
+            f"pixel at the input size; {_count(total['images'], 'remains', 'remain')}")
+    if total["share"] is None:
+        return lead + ", and every one of their maps is zero: the network finds no evidence " \
+                      "for abnormal anywhere in them."
+    text = (lead + f" ({total['zero_maps']} of them with an all-zero map, left out). On "
+            f"average {percent(total['share'])} of a Grad-CAM map's mass lies on the drawn "
+            f"sign, where a uniform map would put {percent(total['uniform_share'])} (the sign's "
+            f"share of the image): {total['ratio']:.2f} times as much (95 % interval "
+            f"{total['ratio_low']:.2f} to {total['ratio_high']:.2f}, bootstrap over images). ")
+    if total["ratio_low"] > 1:
+        text += "The maps do concentrate on the signs."
+    elif total["ratio_high"] < 1:
+        text += "The maps avoid the signs: the network looks elsewhere."
+    else:
+        text += "The maps are not distinguishable from a uniform one on this measure."
+    text += (f" The highest point of a map lies on the sign in {percent(total['peak_inside'])} "
+             f"of the images (a uniform guess: {percent(total['uniform_share'])}).")
+    kinds = [r for r in result["rows"][:-1] if r["share"] is not None]
+    if len(kinds) > 1:
+        text += " By kind: " + "; ".join(
+            f"{r['sign']}s {percent(r['share'])} against {percent(r['uniform_share'])} "
+            f"({_count(r['images'], 'image', 'images')})" for r in kinds) + "."
+    gradient = (result.get("input_gradient") or [None])[-1]
+    if gradient and gradient["share"] is not None:
+        text += (f" The input gradient of the same score puts {percent(gradient['share'])} of "
+                 f"its mass on the sign ({gradient['ratio']:.2f} times a uniform map, 95 % "
+                 f"interval {gradient['ratio_low']:.2f} to {gradient['ratio_high']:.2f}), and its "
+                 f"highest pixel lies on the sign in {percent(gradient['peak_inside'])} of the "
+                 "images.")
+    return text
+
+
+def _count(n: int, one: str, many: str) -> str:
+    """'1 was', '3 were': a count with the word that agrees with it."""
+    return f"{n} {one if n == 1 else many}"

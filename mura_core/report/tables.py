@@ -233,6 +233,13 @@ def prediction_rows(split, rows, probs) -> list[dict]:
 
 
 
+def image_titles(split, rows, probs) -> list[str]:
+    """Per shown image: 'body part, true label' over 'P(normal) 0.83'."""
+    return [f"{body_part_name(split.body_parts[row])}, "
+            f"{'normal' if split.labels[row] == 1 else 'abnormal'}\nP(normal) {float(p):.2f}"
+            for row, p in zip(rows, probs)]
+
+
 def metric_rows(tables: dict, intervals: dict | None = None) -> list[dict]:
     """Rows ``{"metric", "train", "valid"}`` (formatted strings) of ``evaluate_splits``, and
     ``"valid_interval"`` (the 95 % interval) where ``intervals`` (``stats.intervals`` of
@@ -332,3 +339,61 @@ def sweep_report(knob: str, summary: dict, centre) -> dict:
                     "(dashed) and valid (solid) against the epoch (right)"),
         "discussion": sweep_discussion(label, rows, summary["comparisons"], reference),
     }
+
+
+# --------------------------------------------------------------------------- explanations
+
+#: The MURA paper's study kappa per body part on its hidden test set (Rajpurkar et al.,
+#: arXiv:1712.06957, as quoted in MURA.md): the best of three radiologists, and the model (an
+#: ensemble of ImageNet-pretrained DenseNet-169s) with its interval as published.
+MURA_PAPER_KAPPA = {
+    "elbow": {"radiologist": 0.850, "model": 0.710, "low": 0.674, "high": 0.745},
+    "finger": {"radiologist": 0.410, "model": 0.389, "low": 0.332, "high": 0.446},
+    "forearm": {"radiologist": 0.802, "model": 0.737, "low": 0.707, "high": 0.766},
+    "hand": {"radiologist": 0.927, "model": 0.851, "low": 0.830, "high": 0.871},
+    "humerus": {"radiologist": 0.933, "model": 0.600, "low": 0.558, "high": 0.642},
+    "shoulder": {"radiologist": 0.864, "model": 0.729, "low": 0.697, "high": 0.760},
+    "wrist": {"radiologist": 0.931, "model": 0.931, "low": 0.922, "high": 0.940},
+    "overall": {"radiologist": 0.778, "model": 0.705, "low": 0.700, "high": 0.710},
+}
+PAPER_KAPPA_COLUMNS = {"body_part": "body part", "studies": "valid studies",
+                       "ours": "our study kappa (95 % CI)",
+                       "paper_model": "MURA model, test (95 % CI as published)",
+                       "radiologist": "best radiologist, test"}
+
+
+def paper_kappa_rows(kappas: list[dict]) -> list[dict]:
+    """Our study kappa per body part (``evaluation.body_part_kappas``) beside the MURA paper's
+    model and best radiologist, as display strings; the row "all" becomes "overall"."""
+    rows = []
+    for k in kappas:
+        name = "overall" if k["body_part"] == "all" else body_part_name(k["body_part"])
+        paper = MURA_PAPER_KAPPA.get(name, {})
+        rows.append({"body_part": name, "studies": k["studies"],
+                     "ours": interval(k.get("value"), k.get("low"), k.get("high"), "float"),
+                     "paper_model": interval(paper.get("model"), paper.get("low"),
+                                             paper.get("high"), "float"),
+                     "radiologist": number(paper.get("radiologist"))})
+    return rows
+
+
+LOCALIZATION_COLUMNS = {"map": "map", "sign": "sign", "images": "images",
+                        "zero_maps": "all-zero maps", "share": "map mass on the sign",
+                        "uniform_share": "uniform map (sign area)", "ratio": "ratio (95 % CI)",
+                        "peak_inside": "peak on the sign"}
+
+
+def localization_rows(result: dict) -> list[dict]:
+    """``saliency.sign_localization``'s Grad-CAM rows, then its input-gradient rows, as
+    display strings."""
+    out = []
+    for name, rows in (("Grad-CAM", result["rows"]),
+                       ("input gradient", result.get("input_gradient") or [])):
+        for r in rows:
+            ratio = "–" if r["ratio"] is None else (
+                f"{r['ratio']:.2f} ({r['ratio_low']:.2f} to {r['ratio_high']:.2f})")
+            out.append({"map": name, "sign": "all signs" if r["sign"] == "all" else f"{r['sign']}s",
+                        "images": r["images"], "zero_maps": r["zero_maps"],
+                        "share": percent(r["share"]), "uniform_share": percent(r["uniform_share"]),
+                        "ratio": ratio, "peak_inside": percent(r["peak_inside"])})
+    return out

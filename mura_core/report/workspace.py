@@ -14,7 +14,6 @@ its own files in the staging folders, for the traceback, until the next build).
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -191,13 +190,9 @@ def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> 
 
 def _synthetic_marker(root: Path) -> dict | None:
     """The generator's ``SYNTHETIC.json`` for a set at ``root`` (or its MURA-v1.1), if any."""
-    from ..data import is_synthetic  # noqa: PLC0415
-    from ..data.synthetic import MARKER_NAME  # noqa: PLC0415
+    from ..data.synthetic import read_marker  # noqa: PLC0415
 
-    if not is_synthetic(root):
-        return None
-    folder = root if (root / MARKER_NAME).is_file() else root.parent
-    return json.loads((folder / MARKER_NAME).read_text())
+    return read_marker(root)
 
 
 def build_cache(source: DataSource, input_size: int, paths: Paths, progress: bool = False,
