@@ -10,7 +10,9 @@ centre point of 05's sweeps when the profile gives them the same settings: same 
 settings, same numbers.
 
 An executor (``executors.py``) runs a list of specs, in this process or on a Dask cluster;
-``run_all`` hands it the specs and returns the runs in the same order.
+``run_all`` hands it the specs and returns the runs in the same order. Wherever a run trains,
+it checkpoints at its evaluation points (``train_or_load``), so a run whose process died
+resumes from its last evaluation instead of starting over.
 
 A variant (an architecture, or one value of a swept knob) is trained from each of a list of
 seeds; its valid predictions (seeds x images) go to ``stats``: every metric with a bootstrap
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
+from .files import atomic_write_text
 
 #: Training settings that enter a run's identity (besides arch, seed, input size, backend,
 #: and the cache key), all fields of ``RunSpec``.
@@ -38,6 +41,8 @@ RUN_SETTINGS = ("steps", "batch_size", "lr", "momentum", "weight_decay", "eval_e
 SWEEP_KNOBS = {"batch_size": "batch size", "lr": "learning rate", "momentum": "momentum"}
 #: The valid metrics a comparison reports, with intervals.
 COMPARED = ("image_accuracy", "patient_accuracy", "study_accuracy", "study_kappa")
+#: A run folder's record of a diverged run (the trainer leaves no last.npz then).
+DIVERGED_NAME = "diverged.json"
 
 
 @dataclass(frozen=True)
@@ -78,15 +83,18 @@ class RunSpec:
 @dataclass
 class Run:
     """One finished (or diverged) training run: its spec, history and folder, the final
-    model's valid predictions, and where and how long it ran."""
+    model's valid predictions, where and how long it ran (``worker``, set by the executor,
+    and ``wall_s``; None and 0 for a run reused from its folder) and the step it resumed
+    from, if it did."""
 
     spec: RunSpec
     history: dict
     folder: Path
     reused: bool = False
     valid_probs: np.ndarray | None = None
-    worker: str = "local"
+    worker: str | None = None  # who trained it now; None for a run reused from its folder
     wall_s: float = 0.0
+    resumed_from: int | None = None  # the checkpoint's step when training resumed from one
 
     @property
     def name(self) -> str:
@@ -130,51 +138,84 @@ def _completed(folder: Path, steps: int) -> tuple[dict, np.ndarray] | None:
         return history, f["valid"]
 
 
-def train_or_load(spec: RunSpec, cache, runs_dir, *, backend: str = "numpy",
-                  progress: bool = False, log=print) -> Run:
-    """Train ``spec`` on ``cache``, or load the completed run that has exactly its identity.
+def run_folder(spec: RunSpec, cache, runs_dir, backend: str = "numpy") -> Path:
+    """``RUNS/<run_id>``: where the run of ``spec`` on ``cache`` lives."""
+    return Path(runs_dir) / spec.run_id(input_size=cache.size, backend=backend,
+                                        cache_key=cache.key)
 
-    A NaN/inf loss does not raise: the run comes back with ``diverged`` set and the history up
-    to its last evaluation (so a sweep can show a learning rate that is too large)."""
-    from .nn.models import build_model  # noqa: PLC0415
-    from .train import TrainingDiverged, load_history, train  # noqa: PLC0415
 
-    start = time.perf_counter()
-    folder = Path(runs_dir) / spec.run_id(input_size=cache.size, backend=backend,
-                                          cache_key=cache.key)
+def stored_run(spec: RunSpec, cache, runs_dir, *, backend: str = "numpy",
+               log=print) -> Run | None:
+    """The completed (or diverged) run of ``spec`` stored in its folder, or None when it
+    still has to be trained (or finished)."""
+    folder = run_folder(spec, cache, runs_dir, backend)
     label = spec.label or spec.arch
     done = _completed(folder, spec.steps)
     if done is not None:
         log(f"{label} (seed {spec.seed}): reusing the completed run {folder.name}")
         return Run(spec, done[0], folder, reused=True, valid_probs=done[1])
-    diverged = folder / "diverged.json"
+    diverged = folder / DIVERGED_NAME
     if diverged.exists():
         log(f"{label} (seed {spec.seed}): reusing the diverged run {folder.name}")
         return Run(spec, json.loads(diverged.read_text()), folder, reused=True)
+    return None
+
+
+def train_or_load(spec: RunSpec, cache, runs_dir, *, backend: str = "numpy",
+                  progress: bool = False, checkpoint_every: int | None = None,
+                  log=print) -> Run:
+    """Train ``spec`` on ``cache``, or load the completed run that has exactly its identity.
+
+    An interrupted run (its process stopped or killed) resumes from the checkpoint in its
+    folder; the run then says so (``resumed_from``, and a log line). Checkpoints are written
+    every ``checkpoint_every`` steps, by default at the run's evaluation points
+    (``spec.eval_every``), besides the trainer's own (epoch ends, the end): where to write
+    them does not change a number, so it is not part of the run's identity.
+
+    A NaN/inf loss does not raise: the run comes back with ``diverged`` set and the history up
+    to its last evaluation (so a sweep can show a learning rate that is too large)."""
+    from .checkpoint import checkpoint_step  # noqa: PLC0415
+    from .nn.models import build_model  # noqa: PLC0415
+    from .train import CHECKPOINT_NAME, TrainingDiverged, load_history, train  # noqa: PLC0415
+
+    start = time.perf_counter()
+    stored = stored_run(spec, cache, runs_dir, backend=backend, log=log)
+    if stored is not None:
+        return stored
+    folder = run_folder(spec, cache, runs_dir, backend)
+    label = spec.label or spec.arch
     model = build_model(spec.arch, input_size=cache.size, seed=spec.seed, backend=backend,
                         dropout=spec.dropout)
-    log(f"{label} (seed {spec.seed}): training {spec.steps} steps (batch {spec.batch_size}, "
-        f"lr {spec.lr:g}, momentum {spec.momentum:g}) -> {folder}")
+    checkpoint = folder / CHECKPOINT_NAME
+    resumed_from = checkpoint_step(checkpoint) if checkpoint.exists() else None
+    if resumed_from is None:
+        log(f"{label} (seed {spec.seed}): training {spec.steps} steps (batch "
+            f"{spec.batch_size}, lr {spec.lr:g}, momentum {spec.momentum:g}) -> {folder}")
+    else:
+        log(f"{label} (seed {spec.seed}): resuming {folder.name} from its checkpoint at step "
+            f"{resumed_from} of {spec.steps}")
     settings = {k: v for k, v in spec.settings().items() if k != "dropout"}
     try:
         result = train(model, cache, **settings, seed=spec.seed, out_dir=str(folder),
-                       resume=True, progress=progress)
+                       resume=True, progress=progress,
+                       checkpoint_every=checkpoint_every or spec.eval_every)
     except TrainingDiverged as exc:
         history = load_history(folder) if (folder / "history.json").exists() else {
             "loss": [], "evals": []}
         history["status"] = "diverged"
         history["error"] = str(exc)
         history["diverged_at_step"] = exc.step
-        diverged.write_text(json.dumps(history))
+        atomic_write_text(folder / DIVERGED_NAME, json.dumps(history))
         log(f"{label} (seed {spec.seed}): diverged at step {exc.step} (lr {spec.lr:g})")
-        return Run(spec, history, folder, wall_s=time.perf_counter() - start)
+        return Run(spec, history, folder, wall_s=time.perf_counter() - start,
+                   resumed_from=resumed_from)
     # The resume checkpoint (model + momentum) and the best-so-far model are only needed while
     # the run is unfinished; last.npz, predictions.npz and history.json are what is read.
-    for name in ("checkpoint.npz", "best.npz"):
+    for name in (CHECKPOINT_NAME, "best.npz"):
         (folder / name).unlink(missing_ok=True)
     _, probs = _completed(folder, spec.steps)
     return Run(spec, result.history, folder, valid_probs=probs,
-               wall_s=time.perf_counter() - start)
+               wall_s=time.perf_counter() - start, resumed_from=resumed_from)
 
 
 def run_all(specs: list[RunSpec], cache, runs_dir, *, backend: str = "numpy", executor=None,
@@ -372,4 +413,5 @@ def run_record(run: Run) -> dict:
     """What the results JSON keeps of a run: its identity, where and how long it ran."""
     return {"name": run.name, "arch": run.spec.arch, "seed": run.spec.seed,
             "folder": run.folder.name, "reused": run.reused, "worker": run.worker,
-            "wall_s": round(run.wall_s, 2), "status": run.history.get("status")}
+            "wall_s": round(run.wall_s, 2), "resumed_from_step": run.resumed_from,
+            "status": run.history.get("status")}

@@ -61,3 +61,18 @@ def test_model_files_load_without_pickle(tmp_path, model):
     mc.save_model(model, path)
     with np.load(path, allow_pickle=False) as f:
         assert "__model__" in f.files and "param/conv1.W" in f.files
+
+
+def test_checkpoint_step_reads_the_step_and_names_a_model_file_or_a_damaged_one(tmp_path, model):
+    from mura_core.checkpoint import checkpoint_step, save_checkpoint
+    from mura_core.nn.optim import SGD
+
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, model, SGD(model.parameters(), 0.1, 0.9), {"step": 7})
+    assert checkpoint_step(path) == 7
+    mc.save_model(model, tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"m\.npz is a model file, not a training checkpoint"):
+        checkpoint_step(tmp_path / "m.npz")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"checkpoint\.npz: not a readable checkpoint"):
+        checkpoint_step(path)
