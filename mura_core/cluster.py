@@ -57,6 +57,7 @@ class ClusterError(RuntimeError):
 def _distributed():
     try:
         import distributed  # noqa: PLC0415
+        import threadpoolctl  # noqa: F401, PLC0415  (see DaskExecutor.run)
     except ImportError:
         raise ClusterError("--scheduler needs Dask's distributed scheduler, which is not "
                            f"installed: {EXTRA}") from None
@@ -255,7 +256,7 @@ def check_workers(client, cache, runs_dir: Path) -> None:
     probe = Path(runs_dir) / f".probe-{uuid.uuid4().hex}"
     probe.write_text("written by the client: a worker that sees the runs folder sees this\n")
     try:
-        problems = client.run(_worker_problem, str(cache.cache_dir), cache.key,
+        problems = client.run(_worker_problem, str(Path(cache.cache_dir).resolve()), cache.key,
                               str(runs_dir), probe.name)
     except ImportError as exc:
         raise ClusterError(f"a worker cannot import mura_core ({exc}): install this project "
@@ -299,6 +300,7 @@ class DaskExecutor:
         if not todo:
             return runs
         client = self.cluster.client
+        cache_dir = str(Path(cache.cache_dir).resolve())
         runs_dir.mkdir(parents=True, exist_ok=True)
         check_workers(client, cache, runs_dir)
         # How many threads a float32 product is split over decides its last bits, and a few
@@ -307,7 +309,7 @@ class DaskExecutor:
         futures = {}
         for i in todo:
             key = f"train-{run_folder(specs[i], cache, runs_dir, backend).name}-{uuid.uuid4().hex[:8]}"
-            futures[client.submit(_train_task, specs[i], str(cache.cache_dir), cache.key,
+            futures[client.submit(_train_task, specs[i], cache_dir, cache.key,
                                   str(runs_dir), backend, threads, key=key, pure=False,
                                   retries=self.retries)] = i
         batch, total, done = uuid.uuid4().hex, len(specs), len(specs) - len(todo)
