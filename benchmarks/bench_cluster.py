@@ -7,9 +7,10 @@ LocalCluster (``--scheduler local:N``), and whether their numbers are identical.
 The runs are notebook 04's of the profile (every architecture from ``--seeds`` seeds, the
 profile's input size, batch, learning rate and schedule), each shortened to ``--steps`` steps
 with one evaluation at the end, on the profile's synthetic set (generated and cached under
-``--work`` once). Each executor trains them afresh into its own runs folder; the LocalCluster
-is started before its clock starts. The load average is printed before and after: on a shared
-machine it decides the result as much as the executor does.
+``--work`` once). Each executor trains them afresh into its own runs folder, after a warm-up
+of one step per architecture (imports, first allocations, the page cache) that its clock does
+not count; the LocalCluster is started before its clock starts. The load average is printed
+before and after: on a shared machine it decides the result as much as the executor does.
 """
 from __future__ import annotations
 
@@ -39,7 +40,13 @@ def _specs(profile: profiles.Profile, steps: int, seeds: int) -> list[experiment
 
 
 def _timed(executor, specs, cache, runs_dir: Path) -> tuple[float, list]:
-    shutil.rmtree(runs_dir, ignore_errors=True)
+    """Seconds to train ``specs`` afresh into ``runs_dir``, after an untimed warm-up."""
+    warm_up = list({s.arch: s.replace(steps=1, eval_every=1, train_eval_size=8)
+                    for s in specs}.values())
+    for folder in (runs_dir, runs_dir.with_name(runs_dir.name + "-warm-up")):
+        shutil.rmtree(folder, ignore_errors=True)
+    experiments.run_all(warm_up, cache, runs_dir.with_name(runs_dir.name + "-warm-up"),
+                        executor=executor, log=lambda m: None)
     start = time.perf_counter()
     runs = experiments.run_all(specs, cache, runs_dir, executor=executor, log=lambda m: None)
     return time.perf_counter() - start, runs
@@ -64,8 +71,9 @@ def main(argv=None) -> int:
         cache = build_cache(data, size=profile.input_size, mode="pad",
                             cache_dir=args.work / f"cache-{profile.name}", progress=False)
     specs = _specs(profile, args.steps, args.seeds)
-    print(f"{len(specs)} runs ({', '.join(profile.notebook_knobs('04_architectures')['architectures'])}"
-          f" x {args.seeds} seeds), {args.steps} steps of {specs[0].batch_size} at "
+    archs = ", ".join(profile.notebook_knobs("04_architectures")["architectures"])
+    print(f"{len(specs)} runs ({archs} x {args.seeds} seeds), {args.steps} steps of "
+          f"{specs[0].batch_size} at "
           f"{profile.input_size}x{profile.input_size}; {os.cpu_count()} CPU cores")
     load_before = os.getloadavg()
     local_s, local = _timed(LocalExecutor(), specs, cache, args.work / "runs-local")

@@ -308,7 +308,8 @@ class DaskExecutor:
         threads = blas_threads() if backend == "numpy" else None
         futures = {}
         for i in todo:
-            key = f"train-{run_folder(specs[i], cache, runs_dir, backend).name}-{uuid.uuid4().hex[:8]}"
+            run_id = run_folder(specs[i], cache, runs_dir, backend).name
+            key = f"train-{run_id}-{uuid.uuid4().hex[:8]}"  # the dashboard shows it
             futures[client.submit(_train_task, specs[i], cache_dir, cache.key,
                                   str(runs_dir), backend, threads, key=key, pure=False,
                                   retries=self.retries)] = i
