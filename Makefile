@@ -1,6 +1,8 @@
 # Every target sets up what it needs; running one twice does no work twice.
 #   make report   [MURA_DIR=/path/to/MURA-v1.1] [PROFILE=quick|smoke|full] [BACKEND=numpy|cupy|auto]
-#                 (no PROFILE: full when the backend is CuPy, else quick)
+#                 [SCHEDULER=tcp://host:8786|local:N]
+#                 (no PROFILE: full when the backend is CuPy, else quick; SCHEDULER: the
+#                 training runs go to a Dask cluster, see README "More than one machine")
 #   make test     unit tests + the end-to-end smoke report
 #   make bench    speed and memory against PyTorch (when installed: make bench-deps)
 #   make lab      JupyterLab on the notebooks, with the project's kernel
@@ -12,10 +14,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REPORT_STAMP := $(VENV)/.installed-report
 TEST_STAMP := $(VENV)/.installed-test
+CLUSTER_STAMP := $(VENV)/.installed-cluster
 PROFILE ?=
 BACKEND ?= numpy
 SEED ?= 0
 MURA_DIR ?=
+SCHEDULER ?=
 TEX_PACKAGES := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc poppler-utils
 
 .PHONY: setup tex test report bench bench-deps lab clean
@@ -31,6 +35,10 @@ $(STAMP): pyproject.toml
 $(REPORT_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[report]'
 	touch $(REPORT_STAMP)
+
+$(CLUSTER_STAMP): $(REPORT_STAMP)
+	$(PY) -m pip install --quiet -e '.[report,cluster]'
+	touch $(CLUSTER_STAMP)
 
 $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[report,cluster,dev]'
@@ -54,8 +62,8 @@ tex:
 test: $(TEST_STAMP) tex
 	MPLBACKEND=agg $(PY) -m pytest -q
 
-report: $(REPORT_STAMP) tex
-	MPLBACKEND=agg $(PY) -m mura_core report $(if $(PROFILE),--profile $(PROFILE),) --backend $(BACKEND) --seed $(SEED) $(if $(MURA_DIR),--data $(MURA_DIR),)
+report: $(REPORT_STAMP) $(if $(SCHEDULER),$(CLUSTER_STAMP),) tex
+	MPLBACKEND=agg $(PY) -m mura_core report $(if $(PROFILE),--profile $(PROFILE),) --backend $(BACKEND) --seed $(SEED) $(if $(MURA_DIR),--data $(MURA_DIR),) $(if $(SCHEDULER),--scheduler $(SCHEDULER),)
 
 # PyTorch only for the comparison, never a dependency of mura_core itself. The CPU build
 # 2.13.0 is pinned first, so the bench extra's torch>=2.1 fetches nothing larger.

@@ -13,8 +13,11 @@ written atomically, so a crash leaves the previous checkpoint or the new one, ne
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from .nn.serialization import (ModelFileError, atomic_save_npz, json_array, load_weights,
                                model_arrays, read_npz)
@@ -67,6 +70,22 @@ def read_checkpoint(path) -> Checkpoint:
     weights = {k[len(PARAM):]: v for k, v in arrays.items() if k.startswith(PARAM)}
     velocity = {k[len(VELOCITY):]: v for k, v in arrays.items() if k.startswith(VELOCITY)}
     return Checkpoint(path, state, header, weights, velocity)
+
+
+def checkpoint_step(path) -> int:
+    """The step a checkpoint was written at, read from its trainer state alone (the weights
+    stay on disk); ValueError (naming the file) for a model file or a damaged one."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            state = str(f["__trainer__"]) if "__trainer__" in f.files else None
+        step = None if state is None else int(json.loads(state)["step"])
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({exc.__class__.__name__}: "
+                         f"{exc}); was it truncated?") from None
+    if step is None:
+        raise ValueError(f"{path} is a model file, not a training checkpoint")
+    return step
 
 
 def check_same_model(checkpoint: Checkpoint, model) -> None:

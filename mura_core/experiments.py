@@ -13,7 +13,9 @@ point of 05's sweeps when the profile gives them the same settings: same seed, s
 same numbers.
 
 An executor (``executors.py``) runs a list of specs, in this process or on a Dask cluster;
-``run_all`` hands it the specs and returns the runs in the same order.
+``run_all`` hands it the specs and returns the runs in the same order. Wherever a run trains,
+it checkpoints at its evaluation points (``train_or_load``), so a run whose process died
+resumes from its last evaluation instead of starting over.
 
 A variant (an architecture, or one value of a swept knob) is trained from each of a list of
 seeds; its valid predictions (seeds x images) go to ``stats``: every metric with a bootstrap
@@ -33,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
+from .files import atomic_write_text
 
 #: Training settings that enter a run's identity (besides arch, seed, input size, backend,
 #: and the cache key), all fields of ``RunSpec``.
@@ -41,6 +44,8 @@ RUN_SETTINGS = ("steps", "batch_size", "lr", "momentum", "weight_decay", "eval_e
 SWEEP_KNOBS = {"batch_size": "batch size", "lr": "learning rate", "momentum": "momentum"}
 #: The valid metrics a comparison reports, with intervals.
 COMPARED = ("image_accuracy", "patient_accuracy", "study_accuracy", "study_kappa")
+#: A run folder's record of a diverged run (the trainer leaves no last.npz then).
+DIVERGED_NAME = "diverged.json"
 
 
 @dataclass(frozen=True)
@@ -81,15 +86,18 @@ class RunSpec:
 @dataclass
 class Run:
     """One finished (or diverged) training run: its spec, history and folder, the final
-    model's valid predictions, and where and how long it ran."""
+    model's valid predictions, where and how long it ran (``worker``, set by the executor,
+    and ``wall_s``; None and 0 for a run reused from its folder) and the step it resumed
+    from, if it did."""
 
     spec: RunSpec
     history: dict
     folder: Path
     reused: bool = False
     valid_probs: np.ndarray | None = None
-    worker: str = "local"
+    worker: str | None = None  # who trained it now; None for a run reused from its folder
     wall_s: float = 0.0
+    resumed_from: int | None = None  # the checkpoint's step when training resumed from one
 
     @property
     def name(self) -> str:
@@ -167,51 +175,78 @@ def _error_text(path: Path, exc: BaseException) -> str:
     return text if str(path) in text else f"{path}: {exc.__class__.__name__}: {text}"
 
 
+def run_folder(spec: RunSpec, cache, runs_dir, backend: str = "numpy") -> Path:
+    """``RUNS/<run_id>``: where the run of ``spec`` on ``cache`` lives."""
+    return Path(runs_dir) / spec.run_id(input_size=cache.size, backend=backend,
+                                        cache_key=cache.key)
+
+
+def _label(spec: RunSpec) -> str:
+    return f"{spec.label or spec.arch} (seed {spec.seed})"
+
+
+def _damage_log(spec: RunSpec, log):
+    def damaged(path: Path, exc: BaseException) -> None:
+        log(f"{_label(spec)}: the stored run does not load ({_error_text(path, exc)}); "
+            "training it again")
+    return damaged
+
+
+def stored_run(spec: RunSpec, cache, runs_dir, *, backend: str = "numpy",
+               log=print) -> Run | None:
+    """The completed (or diverged) run of ``spec`` stored in its folder, or None when it
+    still has to be trained (or finished). A stored run whose files do not load is named on
+    the log and counts as absent."""
+    folder = run_folder(spec, cache, runs_dir, backend)
+    damaged = _damage_log(spec, log)
+    done = _completed(folder, spec.steps, damaged)
+    if done is not None:
+        log(f"{_label(spec)}: reusing the completed run {folder.name}")
+        return Run(spec, done[0], folder, reused=True, valid_probs=done[1], worker=None)
+    history = _stored_divergence(folder, damaged)
+    if history is not None:
+        log(f"{_label(spec)}: reusing the diverged run {folder.name}")
+        return Run(spec, history, folder, reused=True, worker=None)
+    return None
+
+
 def train_or_load(spec: RunSpec, cache, runs_dir, *, backend: str = "numpy",
                   progress: bool = False, checkpoint_every: int | None = None,
                   log=print) -> Run:
     """Train ``spec`` on ``cache``, or load the completed run that has exactly its identity.
 
+    An interrupted run (its process stopped or killed) resumes from the checkpoint in its
+    folder; the run then says so (``resumed_from``, and a log line). Checkpoints are written
+    every ``checkpoint_every`` steps, by default at the run's evaluation points
+    (``spec.eval_every``), besides the trainer's own (epoch ends, the end): where to write
+    them does not change a number, so it is not part of the run's identity. The run folder is
+    locked throughout (``locks``).
+
     A NaN/inf loss does not raise: the run comes back with ``diverged`` set and the history up
-    to its last evaluation (so a sweep can show a learning rate that is too large).
-    ``checkpoint_every`` (not part of the run's identity): also checkpoint every N steps, so a
-    run cut short resumes from near where it stopped."""
+    to its last evaluation (so a sweep can show a learning rate that is too large)."""
     from .locks import hold_folder  # noqa: PLC0415
 
-    folder = Path(runs_dir) / spec.run_id(input_size=cache.size, backend=backend,
-                                          cache_key=cache.key)
+    folder = run_folder(spec, cache, runs_dir, backend)
     start = time.perf_counter()
     with hold_folder(folder, "run folder"):
-        run = _train_or_load_locked(spec, cache, folder, backend=backend, progress=progress,
-                                    checkpoint_every=checkpoint_every, log=log)
-    run.wall_s = time.perf_counter() - start
+        run = stored_run(spec, cache, runs_dir, backend=backend, log=log)
+        if run is None:
+            run = _train(spec, cache, folder, backend=backend, progress=progress,
+                         checkpoint_every=checkpoint_every or spec.eval_every, log=log)
+            run.wall_s = time.perf_counter() - start
     return run
 
 
-def _train_or_load_locked(spec: RunSpec, cache, folder: Path, *, backend: str, progress: bool,
-                          checkpoint_every: int | None, log) -> Run:
-    """``train_or_load`` with ``folder`` locked: reuse, resume, or train (again)."""
-    from .files import write_json  # noqa: PLC0415
+def _train(spec: RunSpec, cache, folder: Path, *, backend: str, progress: bool,
+           checkpoint_every: int | None, log) -> Run:
+    """Train (or resume, or train again) the run of ``spec`` in the locked ``folder``."""
+    from .checkpoint import checkpoint_step  # noqa: PLC0415
     from .nn.models import build_model  # noqa: PLC0415
     from .nn.serialization import ModelFileError  # noqa: PLC0415
     from .train import (CHECKPOINT_NAME, TrainingDiverged, earlier_run_files,  # noqa: PLC0415
                         load_history, train)
 
-    label = f"{spec.label or spec.arch} (seed {spec.seed})"
-
-    def damaged(path: Path, exc: BaseException) -> None:
-        log(f"{label}: the stored run does not load ({_error_text(path, exc)}); training it again")
-
-    done = _completed(folder, spec.steps, damaged)
-    if done is not None:
-        log(f"{label}: reusing the completed run {folder.name}")
-        return Run(spec, done[0], folder, reused=True, valid_probs=done[1])
-    history = _stored_divergence(folder, damaged)
-    if history is not None:
-        log(f"{label}: reusing the diverged run {folder.name}")
-        return Run(spec, history, folder, reused=True)
-    log(f"{label}: training {spec.steps} steps (batch {spec.batch_size}, lr {spec.lr:g}, "
-        f"momentum {spec.momentum:g}) -> {folder}")
+    label, damaged = _label(spec), _damage_log(spec, log)
     settings = {k: v for k, v in spec.settings().items() if k != "dropout"}
 
     def run(resume: bool):
@@ -223,16 +258,28 @@ def _train_or_load_locked(spec: RunSpec, cache, folder: Path, *, backend: str, p
 
     # An unfinished run resumes from its checkpoint; any other files left in the folder
     # (damaged, or a run killed before its first checkpoint) are replaced.
-    resume = (folder / CHECKPOINT_NAME).exists()
-    if resume:
-        log(f"{label}: resuming the unfinished run in {folder.name} from its checkpoint")
-    elif earlier_run_files(folder):
-        log(f"{label}: {folder} holds an unfinished run with no checkpoint; training it from step 0")
+    checkpoint = folder / CHECKPOINT_NAME
+    resumed_from = None
+    if checkpoint.exists():
+        try:
+            resumed_from = checkpoint_step(checkpoint)
+        except ValueError as exc:
+            damaged(checkpoint, exc)
+    if resumed_from is not None:
+        log(f"{label}: resuming {folder.name} from its checkpoint at step {resumed_from} of "
+            f"{spec.steps}")
+    else:
+        if earlier_run_files(folder) and not checkpoint.exists():
+            log(f"{label}: {folder} holds an unfinished run with no checkpoint; training it "
+                "from step 0")
+        log(f"{label}: training {spec.steps} steps (batch {spec.batch_size}, lr {spec.lr:g}, "
+            f"momentum {spec.momentum:g}) -> {folder}")
     try:
         try:
-            result = run(resume)
+            result = run(resume=resumed_from is not None)
         except ModelFileError as exc:  # the checkpoint to resume from does not load
-            damaged(folder / CHECKPOINT_NAME, exc)
+            damaged(checkpoint, exc)
+            resumed_from = None
             result = run(resume=False)
     except TrainingDiverged as exc:
         history = load_history(folder) if (folder / "history.json").exists() else {
@@ -240,15 +287,16 @@ def _train_or_load_locked(spec: RunSpec, cache, folder: Path, *, backend: str, p
         history["status"] = "diverged"
         history["error"] = str(exc)
         history["diverged_at_step"] = exc.step
-        write_json(folder / "diverged.json", history, indent=None)
+        atomic_write_text(folder / DIVERGED_NAME, json.dumps(history))
         log(f"{label}: diverged at step {exc.step} (lr {spec.lr:g})")
-        return Run(spec, history, folder)
+        return Run(spec, history, folder, resumed_from=resumed_from)
     # The resume checkpoint (model + momentum) and the best-so-far model are only needed while
     # the run is unfinished; last.npz, predictions.npz and history.json are what is read.
     for name in (CHECKPOINT_NAME, "best.npz"):
         (folder / name).unlink(missing_ok=True)
     done = _completed(folder, spec.steps, damaged)
-    return Run(spec, result.history, folder, valid_probs=None if done is None else done[1])
+    return Run(spec, result.history, folder, valid_probs=None if done is None else done[1],
+               resumed_from=resumed_from)
 
 
 def run_all(specs: list[RunSpec], cache, runs_dir, *, backend: str = "numpy", executor=None,
@@ -446,4 +494,5 @@ def run_record(run: Run) -> dict:
     """What the results JSON keeps of a run: its identity, where and how long it ran."""
     return {"name": run.name, "arch": run.spec.arch, "seed": run.spec.seed,
             "folder": run.folder.name, "reused": run.reused, "worker": run.worker,
-            "wall_s": round(run.wall_s, 2), "status": run.history.get("status")}
+            "wall_s": round(run.wall_s, 2), "resumed_from_step": run.resumed_from,
+            "status": run.history.get("status")}

@@ -150,3 +150,18 @@ def test_places_are_checked_before_work_and_never_created(tmp_path):
     check_writable_folder(tmp_path / "new" / "run", "run folder")
     check_writable_file(tmp_path / "new" / "tables.json", "--json file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_checkpoint_step_reads_the_step_and_names_a_model_file_or_a_damaged_one(tmp_path, model):
+    from mura_core.checkpoint import checkpoint_step, save_checkpoint
+    from mura_core.nn.optim import SGD
+
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, model, SGD(model.parameters(), 0.1, 0.9), {"step": 7})
+    assert checkpoint_step(path) == 7
+    mc.save_model(model, tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"m\.npz is a model file, not a training checkpoint"):
+        checkpoint_step(tmp_path / "m.npz")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"checkpoint\.npz: not a readable checkpoint"):
+        checkpoint_step(path)

@@ -137,7 +137,8 @@ def test_an_unfinished_run_resumes_or_starts_over_when_its_checkpoint_cannot_hel
     logs = []
     run = experiments.train_or_load(spec, cache, tmp_path / "runs", log=logs.append)
     assert run.history["loss"] == ident.history["loss"]
-    assert any("checkpoint.npz: not a readable .npz model file" in m for m in logs), logs
+    assert any("checkpoint.npz: not a readable checkpoint" in m and "training it again" in m
+               for m in logs), logs
     assert load_history(folder)["status"] == "completed"
 
 
@@ -257,3 +258,38 @@ def test_metric_rows_and_evaluation_summary_use_the_numbers():
     assert "70.0 % of the images, 60.0 % of the patients and 65.0 % of the studies" in text
     assert "52.0 %" in text and "always predicting normal" in text
     assert "20.0 points above valid" in text
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint_and_says_so(cache, tmp_path):
+    from mura_core.nn.models import build_model
+    from mura_core.train import train
+
+    spec = SPEC.replace(steps=6, eval_every=2)
+    folder = experiments.run_folder(spec, cache, tmp_path)
+
+    def stop_after_three(step, loss):
+        if step == 3:
+            raise KeyboardInterrupt  # the trainer checkpoints, then re-raises
+
+    settings = {k: v for k, v in spec.settings().items() if k != "dropout"}
+    with pytest.raises(KeyboardInterrupt):
+        train(build_model(spec.arch, input_size=SIZE, seed=spec.seed), cache, **settings,
+              seed=spec.seed, out_dir=str(folder), on_step=stop_after_three)
+    logs = []
+    resumed = experiments.train_or_load(spec, cache, tmp_path, log=logs.append)
+    assert resumed.resumed_from == 3 and not resumed.reused
+    assert logs == [f"baseline (seed 0): resuming {folder.name} from its checkpoint at step 3 "
+                    "of 6"]
+    assert experiments.run_record(resumed)["resumed_from_step"] == 3
+    whole = experiments.train_or_load(spec, cache, tmp_path / "whole", **QUIET)
+    assert whole.resumed_from is None
+    assert resumed.history["loss"] == whole.history["loss"]
+    assert resumed.history["evals"] == whole.history["evals"]
+    np.testing.assert_array_equal(resumed.valid_probs, whole.valid_probs)
+
+
+def test_a_run_checkpoints_at_its_evaluation_points(cache, tmp_path):
+    spec = SPEC.replace(steps=6, eval_every=2)
+    run = experiments.train_or_load(spec, cache, tmp_path, **QUIET)
+    assert run.history["config"]["checkpoint_every"] == 2
+    assert not (run.folder / "checkpoint.npz").exists(), "removed once the run completed"

@@ -3,10 +3,8 @@ report (every notebook executed, every figure and JSON written, a PDF with image
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -201,6 +199,12 @@ def test_provenance_records_source_backend_seed_versions_commit_and_times(tmp_pa
     assert {"python", "numpy", "mura_core", "papermill", "nbconvert"} <= set(prov["versions"])
     assert prov["git_commit"]
     assert prov["notebooks"] == [{"name": "01_model", "wall_s": 1.3}]
+    assert prov["executor"] == {"executor": "local", "workers": 1, "address": None}
+    dask = {"executor": "dask", "scheduler": "local:2", "address": "tcp://127.0.0.1:4000",
+            "workers": 2, "dashboard": None}
+    rows = provenance.provenance_section(provenance.provenance(source, "smoke", "numpy", 7, runs,
+                                                               executor=dask))[1]["text/markdown"]
+    assert "Dask, 2 worker(s), scheduler `tcp://127.0.0.1:4000` (a LocalCluster" in rows
     inside = provenance.provenance(workspace.DataSource(root=ROOT / "data" / "x", synthetic=True,
                                                      seed=7), "smoke", "numpy", 7, runs)
     assert inside["data_root"] == "data/x", "paths inside the project are shown relative"
@@ -322,19 +326,6 @@ SMOKE_FIGURES = {
 }
 
 
-@pytest.fixture(scope="module")
-def smoke_report(tmp_path_factory):
-    """Run ``python -m mura_core report --profile smoke`` once into a temp folder."""
-    tmp = tmp_path_factory.mktemp("smoke")
-    env = dict(os.environ, MPLBACKEND="agg", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "mura_core", "report", "--profile", "smoke", "--no-progress",
-           "--out", str(tmp / "report"), "--figures", str(tmp / "figures"),
-           "--work", str(tmp / "work")]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    return tmp, proc.stdout
-
-
 @pytest.mark.slow
 def test_smoke_report_executes_every_notebook(smoke_report):
     tmp, stdout = smoke_report
@@ -420,6 +411,9 @@ def test_smoke_report_results_hold_sane_numbers(smoke_report):
     prov = json.loads((tmp / "report" / "results" / "provenance.json").read_text())
     assert [n["name"] for n in prov["notebooks"]] == list(profiles.NOTEBOOKS)
     assert prov["data_source"] == "synthetic data, seed 0"
+    assert prov["executor"]["executor"] == "local"
+    trained = [r for r in arch["runs"] if not r["reused"]]
+    assert trained and all(r["worker"].startswith("local") and r["wall_s"] > 0 for r in trained)
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import profiles as profiles_mod
 from ..nn.backend import BACKENDS
-from . import CommandFailed, command
+from . import CommandFailed, command, fail
 
 
 def add_commands(subparsers) -> None:
@@ -27,16 +27,24 @@ def add_commands(subparsers) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                    help="no per-cell progress bar")
     p.add_argument("--no-pdf", dest="pdf", action="store_false", help="HTML report only")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS|local:N",
+                   help="train the runs on a Dask cluster: the address of a running scheduler "
+                        "(tcp://host:8786) or local:N to start N worker processes here; "
+                        "WORK must be on a folder every worker sees (needs the cluster extra: "
+                        "pip install -e '.[cluster]')")
     p.set_defaults(func=command(_report))
 
 
 def _report(args) -> int:
+    from ..cluster import ClusterError
     from ..report.pipeline import PipelineError, run_report
 
     try:
         run_report(profile=args.profile, data=args.data, backend=args.backend, seed=args.seed,
                    out=args.out, figures=args.figures, work=args.work, only=args.only,
-                   progress=args.progress, pdf=args.pdf)
+                   progress=args.progress, pdf=args.pdf, scheduler=args.scheduler)
+    except ClusterError as exc:  # no Dask, no scheduler, a folder a worker cannot see
+        return fail(str(exc))
     except PipelineError as exc:
         raise CommandFailed(f"report failed: {exc}") from None
     return 0

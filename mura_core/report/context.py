@@ -76,7 +76,7 @@ class NotebookContext:
         if self._executor is None:
             from ..executors import make_executor  # noqa: PLC0415
 
-            self._executor = make_executor(self.scheduler)
+            self._executor = make_executor(self.scheduler, backend=self.backend)
         return self._executor
 
     def run_spec(self, arch: str | None = None, **changes):

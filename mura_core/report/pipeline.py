@@ -7,7 +7,9 @@
 2. The preprocessing cache under ``WORK/cache/``.
 3. The notebooks of ``notebooks/`` in order, executed with papermill; each gets the data
    folder, profile, backend, seed, output folders and its knobs from the profile as
-   parameters. Executed copies go to ``OUT/executed/``. A failing notebook stops the
+   parameters. Executed copies go to ``OUT/executed/``. With ``scheduler`` (``--scheduler
+   ADDRESS|local:N``) their training runs go to a Dask cluster (``cluster.py``), connected
+   (or started) before anything is written. A failing notebook stops the
    pipeline with the notebook, the cell and the error named; its executed copy (with the
    traceback) is kept.
 4. ``OUT/results/provenance.json``, then ``OUT/report.html`` and ``OUT/report.pdf``
@@ -179,31 +181,58 @@ def run_report(profile: str | None = None, data=None, backend: str = "numpy",
         check_writable_folder(folder, what)
     if progress is None:
         progress = sys.stderr.isatty()
-    with contextlib.ExitStack() as locks:
-        for folder, what in paths.places():
-            locks.enter_context(hold_folder(folder, what))
-        log(f"report: profile {prof.name} ({prof.description}), backend {backend}, seed {seed}")
-        source = prepare_data(data, profile, seed, paths, log=log)
-        build_cache(source, prof.input_size, paths, progress=progress, log=log)
-        staged = stage(paths, keep_results=only is not None)
-        runs = run_notebooks(
-            sources, staged,
-            lambda name: notebook_parameters(name, profile, source, backend, seed, staged,
-                                             scheduler),
-            progress=progress, log=log)
-        prov = provenance(source, profile, backend, seed, runs,
-                          total_s=time.perf_counter() - t0)
-        write_json(staged.results / "provenance.json", prov)
-        t_report = time.perf_counter()
-        nb = assemble_report(runs, prov, staged)
-        outputs = document.export_report(nb, staged.out, pdf=pdf, log=log)
-        publish(staged, paths)
+    # Before anything is written: a scheduler that does not answer stops the report here.
+    cluster = open_cluster(scheduler, backend, progress, log)
+    try:
+        with contextlib.ExitStack() as locks:
+            for folder, what in paths.places():
+                locks.enter_context(hold_folder(folder, what))
+            log(f"report: profile {prof.name} ({prof.description}), backend {backend}, "
+                f"seed {seed}")
+            source = prepare_data(data, profile, seed, paths, log=log)
+            build_cache(source, prof.input_size, paths, progress=progress, log=log)
+            staged = stage(paths, keep_results=only is not None)
+            address = None if cluster is None else cluster.address
+            runs = run_notebooks(
+                sources, staged,
+                lambda name: notebook_parameters(name, profile, source, backend, seed, staged,
+                                                 address),
+                progress=progress, log=log)
+            prov = provenance(source, profile, backend, seed, runs,
+                              total_s=time.perf_counter() - t0,
+                              executor=None if cluster is None else cluster.describe())
+            write_json(staged.results / "provenance.json", prov)
+            t_report = time.perf_counter()
+            nb = assemble_report(runs, prov, staged)
+            outputs = document.export_report(nb, staged.out, pdf=pdf, log=log)
+            publish(staged, paths)
+    finally:
+        if cluster is not None:
+            cluster.close()
     outputs = {kind: paths.out / path.name for kind, path in outputs.items()}
     runs = [NotebookRun(r.name, paths.executed / r.executed.name, r.wall_s) for r in runs]
     log(f"report: built in {time.perf_counter() - t_report:.0f} s: "
         + ", ".join(str(p) for k, p in outputs.items() if k != "ipynb"))
     log(f"report: total {time.perf_counter() - t0:.0f} s")
     return ReportResult(runs=runs, outputs=outputs, provenance=prov)
+
+
+def open_cluster(scheduler: str | None, backend: str, progress: bool, log=print):
+    """The Dask cluster the notebooks train on (``cluster.Cluster``), or None to train in
+    their own processes. One cluster serves every notebook: a LocalCluster (``local:N``) is
+    started once, and each notebook gets its address. With ``progress``, the runs the
+    notebooks hand to it show as a bar on this terminal."""
+    from ..executors import parse_scheduler  # noqa: PLC0415
+
+    address = parse_scheduler(scheduler)
+    if address is None:
+        return None
+    from ..cluster import RunsBar, connect, follow_progress  # noqa: PLC0415
+
+    cluster = connect(address, backend=backend, log=log)
+    if progress:
+        follow_progress(cluster.client, RunsBar())
+    return cluster
 
 
 def assemble_report(runs: list[NotebookRun], prov: dict, paths: Paths):

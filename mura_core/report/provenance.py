@@ -1,5 +1,6 @@
-"""Where the report's numbers come from: data, profile, backend and device, seed, package
-versions, git commit, and the wall time of every notebook."""
+"""Where the report's numbers come from: data, profile, backend and device, the executor
+that trained the runs, seed, package versions, git commit, and the wall time of every
+notebook."""
 from __future__ import annotations
 
 import os
@@ -44,8 +45,10 @@ def package_versions(backend: str = "numpy") -> dict[str, str]:
 
 
 def provenance(source: DataSource, profile: str, backend: str, seed: int,
-               runs: list, total_s: float | None = None) -> dict:
-    """Where the report's numbers come from, as a JSON-ready dict."""
+               runs: list, total_s: float | None = None, executor: dict | None = None) -> dict:
+    """Where the report's numbers come from, as a JSON-ready dict. ``executor``: the
+    ``describe()`` of the executor that trained the runs (None: the local one)."""
+    from ..executors import LocalExecutor  # noqa: PLC0415
     from ..nn.backend import device_name  # noqa: PLC0415
 
     return {
@@ -57,6 +60,7 @@ def provenance(source: DataSource, profile: str, backend: str, seed: int,
         "backend": backend,
         "device": device_name(backend),
         "cpu_count": os.cpu_count(),
+        "executor": executor or LocalExecutor().describe(),
         "seed": seed,
         "versions": package_versions(backend),
         "git_commit": git_commit(),
@@ -68,6 +72,16 @@ def provenance(source: DataSource, profile: str, backend: str, seed: int,
 
 
 
+def describe_executor(executor: dict | None) -> str:
+    """"local (...)" or "Dask, 2 workers at tcp://...": who trained the runs."""
+    if not executor or executor.get("executor") == "local":
+        return "local: one run after another in each notebook's process"
+    where = f"`{executor.get('address')}`"
+    if str(executor.get("scheduler", "")).startswith("local:"):
+        where += f" (a LocalCluster started for the report, {executor['scheduler']})"
+    return f"Dask, {executor.get('workers')} worker(s), scheduler {where}"
+
+
 def provenance_section(prov: dict) -> list:
     """The provenance table (data, backend, device, seed, versions, commit, wall times)."""
     rows = [
@@ -77,6 +91,7 @@ def provenance_section(prov: dict) -> list:
                                      f"({prov.get('input_size')}x{prov.get('input_size')} input)"},
         {"item": "backend and device", "value": f"{prov.get('backend')} on {prov.get('device')}"
                                                 f" ({prov.get('cpu_count')} CPU cores)"},
+        {"item": "executor of the training runs", "value": describe_executor(prov.get("executor"))},
         {"item": "seed", "value": str(prov.get("seed"))},
         {"item": "git commit", "value": prov.get("git_commit")},
         {"item": "generated", "value": prov.get("generated")},

@@ -1,0 +1,378 @@
+"""Training runs on a Dask cluster: ``--scheduler ADDRESS`` or ``--scheduler local:N``.
+
+``connect(scheduler)`` opens a ``distributed.Client`` on the scheduler at ADDRESS
+(``tcp://host:8786``; it has ``CONNECT_TIMEOUT_S`` to answer), or starts a ``LocalCluster`` of
+N worker processes with one thread each on this machine. With CuPy, each local worker sees
+one GPU (``CUDA_VISIBLE_DEVICES``; more workers than GPUs share them round robin). It prints
+the scheduler's and the dashboard's addresses.
+
+``DaskExecutor.run`` hands each run that is not stored yet to the cluster as one task, shows
+one progress bar (runs done / total), and returns the runs in spec order with the worker that
+trained each and its wall time. A task gets the run's settings and two folder paths, never
+arrays: the worker opens the data cache from its folder (memory-mapped, once per worker
+process) and writes the run into the runs folder. So the cache and the runs folder must be at
+the same path on every worker (a shared file system): every worker is checked before the
+first task (``check_workers``) and every task checks again, with a one-line error that names
+the worker, the folder and the fix.
+
+Faults: a task whose worker dies is handed to another worker by the scheduler (up to
+``distributed.scheduler.allowed-failures`` times, 3 by default), and a task that raises is
+retried ``RETRIES`` times. Either way the run resumes from the last checkpoint in its folder
+(``experiments.train_or_load``), so nothing is trained twice from the start, and its numbers
+are those of an uninterrupted run.
+
+The only module that imports Dask; ``executors.make_executor`` imports it only when a
+scheduler is given.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import logging
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+EXTRA = "pip install -e '.[cluster]'"
+#: Seconds a scheduler has to answer before ``connect`` gives up.
+CONNECT_TIMEOUT_S = 10
+#: Seconds to wait for the first worker of a scheduler (or all of a LocalCluster's).
+WORKER_WAIT_S = 120
+#: Retries of a task that raised (a task whose worker died is rescheduled by Dask itself).
+RETRIES = 2
+#: The Dask event topic on which ``DaskExecutor.run`` reports runs done / total.
+PROGRESS_TOPIC = "mura_core.runs"
+SHARED_FIX = ("put WORK (its cache/ and runs/ folders) on a file system that every worker "
+              "mounts at the same path (e.g. --work /shared/mura), or use --scheduler local:N")
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot train the runs: no Dask, no scheduler, no workers, or a folder a
+    worker cannot see. The message says what to do."""
+
+
+def _distributed():
+    try:
+        import distributed  # noqa: PLC0415
+        import threadpoolctl  # noqa: F401, PLC0415  (see DaskExecutor.run)
+    except ImportError:
+        raise ClusterError("--scheduler needs Dask's distributed scheduler, which is not "
+                           f"installed: {EXTRA}") from None
+    return distributed
+
+
+# --------------------------------------------------------------------------- connecting
+
+
+@dataclass
+class Cluster:
+    """A client on a Dask scheduler; ``local`` is the LocalCluster we started (closed with
+    us), None for a scheduler someone else runs. ``given``: the ``--scheduler`` setting."""
+
+    client: object
+    given: str
+    local: object = None
+
+    @property
+    def address(self) -> str:
+        return self.client.scheduler.address
+
+    @property
+    def workers(self) -> int:
+        return len(self.client.nthreads())
+
+    @property
+    def dashboard(self) -> str | None:
+        return self.client.dashboard_link
+
+    def describe(self) -> dict:
+        """What the provenance keeps: executor, scheduler setting, address, workers."""
+        return {"executor": "dask", "scheduler": self.given, "address": self.address,
+                "workers": self.workers, "dashboard": self.dashboard}
+
+    def close(self) -> None:
+        self.client.close()
+        if self.local is not None:
+            self.local.close()
+
+
+def connect(scheduler: str, *, backend: str = "numpy", timeout: float = CONNECT_TIMEOUT_S,
+            log=print) -> Cluster:
+    """A ``Cluster`` for ``scheduler``: ``local:N`` starts a LocalCluster of N worker
+    processes here (pinned one per GPU with ``backend="cupy"``); anything else is the address
+    of a running scheduler, which must answer within ``timeout`` seconds and have a worker
+    within ``WORKER_WAIT_S``. ClusterError otherwise, before anything is written."""
+    distributed = _distributed()
+    match = re.fullmatch(r"local:(\d+)", scheduler)
+    if match:
+        devices = _gpu_devices() if backend == "cupy" else None
+        return start_local_cluster(int(match.group(1)), devices=devices, log=log)
+    try:
+        client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(
+            f"no Dask scheduler answers at {scheduler} (waited {timeout:g} s: "
+            f"{exc.__class__.__name__}): check the address, start a scheduler there "
+            f"(dask scheduler) with workers (dask worker {scheduler}), or use --scheduler "
+            "local:N") from None
+    cluster = Cluster(client, scheduler)
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except (TimeoutError, OSError):
+        cluster.close()
+        raise ClusterError(f"the scheduler at {scheduler} has no worker (waited "
+                           f"{WORKER_WAIT_S} s): start some with dask worker {scheduler}") from None
+    log(f"dask: {cluster.workers} worker(s) at {cluster.address}; dashboard {cluster.dashboard}")
+    return cluster
+
+
+def _gpu_devices() -> list[str]:
+    """The GPUs local workers are pinned to: ``CUDA_VISIBLE_DEVICES`` when set, else every
+    device CuPy sees; ClusterError when there is none."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+    else:
+        import cupy  # noqa: PLC0415
+
+        devices = [str(i) for i in range(cupy.cuda.runtime.getDeviceCount())]
+    if not devices:
+        raise ClusterError("--scheduler local:N with CuPy: no GPU is visible "
+                           "(CUDA_VISIBLE_DEVICES); use --backend numpy")
+    return devices
+
+
+def start_local_cluster(n_workers: int, *, devices: list[str] | None = None,
+                        log=print) -> Cluster:
+    """A LocalCluster of ``n_workers`` processes on this machine, one thread each; with
+    ``devices`` (GPU numbers), worker i sees only GPU ``devices[i % len(devices)]``."""
+    distributed = _distributed()
+    local = distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                     silence_logs=logging.ERROR)
+    # One spec per worker, so each gets its own environment (what dask-cuda does per GPU).
+    for i in range(n_workers):
+        spec = copy.deepcopy(local.new_spec)
+        if devices:
+            spec["options"]["env"] = {"CUDA_VISIBLE_DEVICES": devices[i % len(devices)]}
+        local.worker_spec[i] = spec
+    local.scale(n_workers)
+    client = distributed.Client(local, set_as_default=False)
+    cluster = Cluster(client, f"local:{n_workers}", local)
+    try:
+        client.wait_for_workers(n_workers, timeout=WORKER_WAIT_S)
+    except (TimeoutError, OSError):
+        cluster.close()
+        raise ClusterError(f"the LocalCluster's {n_workers} workers did not start within "
+                           f"{WORKER_WAIT_S} s; try fewer (local:1)") from None
+    pinned = "" if not devices else (
+        f", each pinned to one of {len(devices)} GPU(s): "
+        + ", ".join(f"worker {i} -> GPU {devices[i % len(devices)]}" for i in range(n_workers)))
+    dashboard = cluster.dashboard
+    if importlib.util.find_spec("bokeh") is None:
+        dashboard += " (its plots need bokeh: pip install bokeh)"
+    log(f"dask: started a LocalCluster of {n_workers} worker process(es), 1 thread each"
+        f"{pinned}, at {cluster.address}; dashboard {dashboard}")
+    return cluster
+
+
+# --------------------------------------------------------------------------- on the workers
+
+_caches: dict = {}  # cache folder -> MuraCache, per worker process
+
+
+def _shared_problem(cache_dir: str, cache_key: str, runs_dir: str) -> str | None:
+    """What keeps this process from using the cache and the runs folder, or None."""
+    from .data.cache import INDEX_NAME  # noqa: PLC0415
+
+    index = Path(cache_dir) / INDEX_NAME
+    if not index.is_file():
+        return f"cannot see the data cache {cache_dir} (no {INDEX_NAME} there)"
+    if json.loads(index.read_text()).get("key") != cache_key:
+        return f"sees another data cache at {cache_dir} (its key differs)"
+    if not Path(runs_dir).is_dir():
+        return f"cannot see the runs folder {runs_dir}"
+    if not os.access(runs_dir, os.W_OK):
+        return f"cannot write to the runs folder {runs_dir}"
+    return None
+
+
+def _worker_problem(cache_dir: str, cache_key: str, runs_dir: str, probe: str) -> str | None:
+    """``_shared_problem``, and whether this worker sees the file the client just wrote into
+    the runs folder (a folder of the same name on another disk does not hold it)."""
+    problem = _shared_problem(cache_dir, cache_key, runs_dir)
+    if problem is None and not (Path(runs_dir) / probe).is_file():
+        problem = f"sees a runs folder {runs_dir} other than this machine's"
+    return problem
+
+
+def _open_cache(cache_dir: str, cache_key: str):
+    cache = _caches.get(cache_dir)
+    if cache is None or cache.key != cache_key:
+        from .data.cache import load_cache  # noqa: PLC0415
+
+        cache = _caches[cache_dir] = load_cache(cache_dir)
+    return cache
+
+
+def blas_threads() -> int | None:
+    """How many threads this process's BLAS (OpenBLAS, MKL) splits a product over; None when
+    there is no BLAS that threadpoolctl knows."""
+    from threadpoolctl import threadpool_info  # noqa: PLC0415
+
+    counts = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return max(counts) if counts else None
+
+
+def _train_task(spec, cache_dir: str, cache_key: str, runs_dir: str, backend: str,
+                threads: int | None):
+    """One run on a worker, its BLAS on ``threads`` threads: (the ``experiments.Run``, its
+    log lines)."""
+    from distributed import get_worker  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+    from .experiments import train_or_load  # noqa: PLC0415
+
+    worker = get_worker().address
+    problem = _shared_problem(cache_dir, cache_key, runs_dir)
+    if problem is not None:
+        raise ClusterError(f"worker {worker} {problem}; {SHARED_FIX}")
+    lines: list[str] = []
+    with threadpool_limits(limits=threads, user_api="blas"):
+        run = train_or_load(spec, _open_cache(cache_dir, cache_key), runs_dir,
+                            backend=backend, log=lines.append)
+    if not run.reused:  # a retry after the run had finished finds it stored
+        run.worker = worker
+    return run, lines
+
+
+# --------------------------------------------------------------------------- the executor
+
+
+def check_workers(client, cache, runs_dir: Path) -> None:
+    """ClusterError naming the first worker that cannot use ``cache`` or ``runs_dir``."""
+    probe = Path(runs_dir) / f".probe-{uuid.uuid4().hex}"
+    probe.write_text("written by the client: a worker that sees the runs folder sees this\n")
+    try:
+        problems = client.run(_worker_problem, str(Path(cache.cache_dir).resolve()), cache.key,
+                              str(runs_dir), probe.name)
+    except ImportError as exc:
+        raise ClusterError(f"a worker cannot import mura_core ({exc}): install this project "
+                           f"on every worker ({EXTRA})") from None
+    finally:
+        probe.unlink(missing_ok=True)
+    bad = sorted((w, p) for w, p in problems.items() if p)
+    if bad:
+        worker, problem = bad[0]
+        more = f" (and {len(bad) - 1} other worker(s))" if len(bad) > 1 else ""
+        raise ClusterError(f"worker {worker}{more} {problem}; {SHARED_FIX}")
+
+
+class DaskExecutor:
+    """Trains each run not yet stored as one task on ``cluster`` (see the module doc)."""
+
+    kind = "dask"
+
+    def __init__(self, cluster: Cluster, *, retries: int = RETRIES, progress: bool = True):
+        self.cluster, self.retries, self.progress = cluster, retries, progress
+
+    @property
+    def workers(self) -> int:
+        return self.cluster.workers
+
+    def describe(self) -> dict:
+        return self.cluster.describe()
+
+    def close(self) -> None:
+        self.cluster.close()
+
+    def run(self, specs, cache, runs_dir, *, backend: str = "numpy", log=print) -> list:
+        from distributed import as_completed  # noqa: PLC0415
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        from .experiments import run_folder, stored_run  # noqa: PLC0415
+
+        runs_dir = Path(runs_dir).resolve()
+        runs = [stored_run(spec, cache, runs_dir, backend=backend, log=log) for spec in specs]
+        todo = [i for i, run in enumerate(runs) if run is None]
+        if not todo:
+            return runs
+        client = self.cluster.client
+        cache_dir = str(Path(cache.cache_dir).resolve())
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        check_workers(client, cache, runs_dir)
+        # How many threads a float32 product is split over decides its last bits, and a few
+        # hundred SGD steps grow them into other numbers: workers use this process's count.
+        threads = blas_threads() if backend == "numpy" else None
+        futures = {}
+        for i in todo:
+            run_id = run_folder(specs[i], cache, runs_dir, backend).name
+            key = f"train-{run_id}-{uuid.uuid4().hex[:8]}"  # the dashboard shows it
+            futures[client.submit(_train_task, specs[i], cache_dir, cache.key,
+                                  str(runs_dir), backend, threads, key=key, pure=False,
+                                  retries=self.retries)] = i
+        batch, total, done = uuid.uuid4().hex, len(specs), len(specs) - len(todo)
+        client.log_event(PROGRESS_TOPIC, {"batch": batch, "done": done, "total": total})
+        bar = tqdm(total=total, initial=done, desc="runs", unit="run",
+                   disable=not self.progress)
+        try:
+            for future in as_completed(futures, loop=client.loop):
+                spec = specs[futures[future]]
+                try:
+                    run, lines = future.result()
+                except Exception as exc:  # noqa: BLE001  (any error of the task, named)
+                    raise ClusterError(f"{spec.label or spec.arch} (seed {spec.seed}) failed on "
+                                       f"the cluster: {exc.__class__.__name__}: {exc}") from exc
+                for line in lines:
+                    log(line)
+                if not run.reused:
+                    log(f"{spec.label or spec.arch} (seed {spec.seed}): done on {run.worker} "
+                        f"in {run.wall_s:.1f} s")
+                runs[futures[future]] = run
+                done += 1
+                bar.update(1)
+                client.log_event(PROGRESS_TOPIC, {"batch": batch, "done": done, "total": total})
+        except BaseException:
+            client.cancel([f for f in futures if not f.done()])
+            raise
+        finally:
+            bar.close()
+        return runs
+
+
+def follow_progress(client, show) -> None:
+    """Call ``show(batch, done, total)`` for every progress event of ``DaskExecutor.run``, in
+    any process connected to the same scheduler (``batch`` names one call of ``run``): how the
+    report pipeline shows the runs of the notebooks it executes."""
+    def handler(event):
+        msg = event[1]
+        show(msg["batch"], msg["done"], msg["total"])
+
+    client.subscribe_topic(PROGRESS_TOPIC, handler)
+
+
+class RunsBar:
+    """A ``follow_progress`` display: one tqdm bar (runs done / total) per batch of runs, on
+    stderr."""
+
+    def __init__(self):
+        self.batch, self.bar = None, None
+
+    def __call__(self, batch: str, done: int, total: int) -> None:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        if batch != self.batch:
+            self.close()
+            self.batch = batch
+            self.bar = tqdm(total=total, initial=done, desc="runs on the cluster", unit="run")
+        elif self.bar is not None:
+            self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
