@@ -36,7 +36,7 @@ def test_every_profile_has_knobs_for_every_notebook():
 
 
 def test_profiles_sizes():
-    assert profiles.get_profile("quick").input_size == 128, "quick trains at 128 (README)"
+    assert profiles.get_profile("quick").input_size == 96, "quick trains at 96 (README)"
     assert profiles.get_profile("quick").why, "the report's first page says why"
     assert profiles.get_profile("full").input_size == profiles.ASSIGNMENT_INPUT_SIZE == 227
     assert profiles.get_profile("full").notebook_knobs("04_architectures")["seeds"] >= 3
