@@ -183,25 +183,26 @@ def confusion_matrix(labels, preds) -> np.ndarray:
     return np.bincount(2 * y + p, minlength=4).reshape(2, 2).astype(np.int64)
 
 
+def _scored_labels(labels, scores):
+    """(labels as 0/1, scores as float64, number of 1s, number of 0s), checked alike."""
+    y = _as_binary(labels, "labels")
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    _check_lengths(labels=y, scores=s)
+    n_pos = int(y.sum())
+    return y, s, n_pos, int(y.size) - n_pos
+
+
 def roc_auc(labels, scores) -> float:
     """Area under the ROC curve of ``scores`` for the class 1, with ties counted as half.
 
     (Mann-Whitney U over average ranks.) NaN when only one class is present.
     """
-    y = _as_binary(labels, "labels")
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    _check_lengths(labels=y, scores=s)
-    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
+    from scipy.stats import rankdata  # noqa: PLC0415
+
+    y, s, n_pos, n_neg = _scored_labels(labels, scores)
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(s.size, dtype=np.float64)
-    # average rank over runs of equal scores
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    ends = np.r_[starts[1:], s.size]
-    for a, b in zip(starts, ends):
-        ranks[order[a:b]] = (a + b + 1) / 2.0
+    ranks = rankdata(s)  # average ranks over runs of equal scores
     return float((ranks[y == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
@@ -211,10 +212,7 @@ def roc_curve(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     "score >= threshold called 1"), after a first point (0, 0) at threshold +inf; the last
     point is (1, 1). Its trapezoid area is ``roc_auc``. Raises ValueError when only one class
     is present (the curve is then undefined)."""
-    y = _as_binary(labels, "labels")
-    s = np.asarray(scores, dtype=np.float64).reshape(-1)
-    _check_lengths(labels=y, scores=s)
-    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
+    y, s, n_pos, n_neg = _scored_labels(labels, scores)
     if n_pos == 0 or n_neg == 0:
         raise ValueError("a ROC curve needs both classes among the labels")
     order = np.argsort(-s, kind="mergesort")
