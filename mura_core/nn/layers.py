@@ -20,6 +20,7 @@ import math
 import numpy as np
 
 from .backend import get_array_module, gpu_kernels
+from . import winograd
 from .conv import col2im, conv_output_size, im2col
 from .rng import keep_mask, stream_key
 
@@ -120,7 +121,8 @@ class Conv2D(Layer):
     Shapes: x (N, D_in, H, W) -> y (N, D_out, OH, OW) with OH = (H + 2*(k//2) - k)//stride + 1.
     Parameters: ``W`` (D_out, D_in, k, k), ``b`` (D_out,).
     Implementation: im2col (see ``conv.py``), then one matrix product for the forward pass,
-    and one each for the weight and input gradients.
+    and one each for the weight and input gradients; 3x3 stride-1 convolutions on NumPy use
+    Winograd F(2x2, 3x3) instead (``winograd.py``).
     ``input_grad=False`` (the network's first layer) skips the input gradient entirely.
     """
 
@@ -137,8 +139,19 @@ class Conv2D(Layer):
         self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
         self._cache = None
 
+    def _winograd(self, xp) -> bool:
+        """3x3, stride 1 on NumPy: Winograd F(2x2, 3x3) (``winograd.py``), 2.25x fewer
+        multiplications than im2col. On CuPy the fused im2col kernels stay (not measured
+        against Winograd on a GPU)."""
+        return self.k == 3 and self.stride == 1 and gpu_kernels(xp) is None
+
     def forward(self, x, training: bool = False):
         xp = get_array_module(x)
+        if self._winograd(xp):
+            u = winograd.transform_weights(self.params["W"])
+            y, v = winograd.forward(x, u, self.params["b"])
+            self._cache = (x.shape, (u, v))
+            return y
         n = x.shape[0]
         col = im2col(x, self.k, self.stride, self.pad)  # (C, K, K, N, OH, OW)
         oh, ow = col.shape[4], col.shape[5]
@@ -151,12 +164,17 @@ class Conv2D(Layer):
     def backward(self, dy):
         xp = get_array_module(dy)
         x_shape, col = self._cache
+        self._cache = None
+        if isinstance(col, tuple):  # Winograd forward: col is (U, V)
+            _, db, dx = winograd.backward(dy, *col, x_shape, dw=self.grads["W"],
+                                          input_grad=self.input_grad)
+            self.grads["b"][...] = db
+            return dx
         # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product.
         dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.d_out, -1)
         col2 = col.reshape(-1, dy2.shape[1])
         xp.matmul(dy2, col2.T, out=self.grads["W"].reshape(self.d_out, -1))
         self.grads["b"][...] = dy2.sum(axis=1)
-        self._cache = None
         if not self.input_grad:
             return None
         dcol = self.params["W"].reshape(self.d_out, -1).T @ dy2
