@@ -48,3 +48,19 @@ def numeric_grad(f, x, eps=1e-6):
 def rel_error(a, b):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return np.abs(a - b).max() / max(np.abs(a).max(), np.abs(b).max(), 1e-12)
+
+
+def maxpool_backward_reference(x, dy, size, stride):
+    """Each output's gradient to the first position (row-major) of its window that holds the
+    window's maximum: loops over windows, np.argmax returns the first occurrence."""
+    n, c, h, w = x.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    dx = np.zeros(x.shape)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    window = x[b, ch, i * stride:i * stride + size, j * stride:j * stride + size]
+                    r, s = np.unravel_index(np.argmax(window), window.shape)
+                    dx[b, ch, i * stride + r, j * stride + s] += dy[b, ch, i, j]
+    return dx

@@ -5,7 +5,8 @@ import pytest
 from mura_core.nn.backend import to_numpy
 from mura_core.nn.layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU,
                               Residual, Sequential, Sigmoid)
-from reference import conv2d_reference, maxpool_reference, numeric_grad, rel_error
+from reference import (conv2d_reference, maxpool_backward_reference, maxpool_reference, numeric_grad,
+                       rel_error)
 
 CONV_CASES = [  # (d_in, d_out, k, stride, h, w)
     (1, 2, 1, 1, 5, 5),
@@ -107,6 +108,43 @@ def test_maxpool_ties_send_the_gradient_once(xp):
     pool.forward(x)
     dx = to_numpy(pool.backward(xp.ones((1, 1, 2, 2), dtype=xp.float32)))
     assert dx.sum() == 4.0 and set(np.unique(dx)) == {0.0, 1.0}
+
+
+def _stored(x, xp, order):
+    """x as an (N, C, H, W) array of ``xp`` whose memory runs over the axes in ``order``."""
+    return xp.ascontiguousarray(xp.asarray(x).transpose(order)).transpose(tuple(np.argsort(order)))
+
+
+@pytest.mark.parametrize("size,stride,h,w", [(2, 2, 6, 6), (2, 2, 7, 9), (3, 2, 9, 8), (2, 1, 5, 4)])
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (1, 0, 2, 3), (1, 2, 3, 0)])
+@pytest.mark.parametrize("training", [True, False])
+def test_maxpool_routes_ties_to_the_first_offset_like_the_reference(xp, size, stride, h, w, order, training):
+    """Small integers make many ties; every window's gradient goes to its first maximum in
+    row-major order, whatever the memory order of the input and whether the winners were
+    found in forward (training) or later (evaluation)."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, (2, 3, h, w)).astype(np.float32)
+    pool = MaxPool2D(size, stride)
+    y = pool.forward(_stored(x, xp, order), training)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(to_numpy(y), maxpool_reference(x, size, stride))
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = pool.backward(_stored(dy, xp, order))
+    assert dx.dtype == np.float32 and dx.shape == x.shape
+    ref = maxpool_backward_reference(x, dy, size, stride)
+    if stride >= size:  # each input gets at most one gradient: exactly the reference
+        np.testing.assert_array_equal(to_numpy(dx), ref)
+    else:  # overlapping windows add up, in float32 here and float64 in the reference
+        np.testing.assert_allclose(to_numpy(dx), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_maxpool_2x2_tie_order_within_a_window(xp):
+    """[[1, 2], [2, 0]]: the first 2 in row-major order is the top right one."""
+    pool = MaxPool2D(2)
+    x = xp.asarray(np.array([[[[1.0, 2.0], [2.0, 0.0]]]], dtype=np.float32))
+    pool.forward(x, training=True)
+    dx = to_numpy(pool.backward(xp.ones((1, 1, 1, 1), dtype=xp.float32)))
+    np.testing.assert_array_equal(dx[0, 0], [[0.0, 1.0], [0.0, 0.0]])
 
 
 def test_maxpool_floors_odd_sizes():

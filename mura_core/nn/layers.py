@@ -115,6 +115,19 @@ def init_weights(rng: np.random.Generator, shape: tuple, fan_in: int, init: str,
     return (rng.standard_normal(shape) * std).astype(dtype)
 
 
+def memory_order(x) -> tuple:
+    """The axes of ``x`` from the largest stride to the smallest: (0, 1, 2, 3) for a C-ordered
+    NCHW array, (1, 0, 2, 3) for one stored channel-major."""
+    return tuple(sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis])))
+
+
+def empty_in_order(xp, shape, dtype, order):
+    """An uninitialized array of ``shape`` whose memory runs over the axes in ``order``
+    (see ``memory_order``): gradients take the memory order of the activations they match."""
+    buffer = xp.empty(tuple(shape[axis] for axis in order), dtype=dtype)
+    return buffer.transpose(tuple(int(i) for i in np.argsort(order)))
+
+
 class Conv2D(Layer):
     """2-D convolution, zero padding ``k // 2`` on every side, any stride.
 
@@ -194,11 +207,18 @@ class Conv2D(Layer):
 class MaxPool2D(Layer):
     """Max pooling over ``size`` x ``size`` windows, floor mode: OH = (H - size)//stride + 1.
 
-    The maximum is taken over the size*size strided slices of the input (one slice per window
-    offset), remembering in an int8 array which offset won; backward routes each gradient to
-    that offset only (the first one on ties), so a tie never duplicates gradient.
-    Element-wise arithmetic on masks is used instead of ``where`` (several times faster); on
-    CuPy, forward and backward are one fused kernel each (``cuda_kernels``).
+    Backward routes each gradient to the offset that holds the maximum, the first one in
+    row-major order on ties, so a tie never duplicates gradient.
+
+    2x2 windows with stride 2 (the networks' pools) take the maximum pairwise: first of each
+    row's left and right neighbours, then of the top and bottom results, remembering the two
+    comparisons as boolean masks (right beat left, bottom beat top: ties go to the first);
+    backward splits the gradient with them. Other windows take the maximum over the size*size
+    strided slices and remember the winning offset in an int8 array. Outputs and input
+    gradients keep the memory order of the input (a convolution's output may be stored
+    channel- or batch-major). In evaluation mode the winners are found only if a backward
+    pass asks for them. Element-wise arithmetic on masks is used instead of ``where`` (several
+    times faster); on CuPy, forward and backward are one fused kernel each (``cuda_kernels``).
     """
 
     def __init__(self, size: int = 2, stride: int | None = None):
@@ -222,14 +242,31 @@ class MaxPool2D(Layer):
             out, winner = kernels.maxpool_forward(x, self.size, self.stride, h, w)
             self._cache = (x.shape, winner)
             return out
+        layout = memory_order(x)
+        if self.size == 2 and self.stride == 2:
+            pairs = xp.maximum(x[:, :, :2 * h, 0:2 * w:2], x[:, :, :2 * h, 1:2 * w:2])
+            out = xp.maximum(pairs[:, :, 0::2], pairs[:, :, 1::2])
+            # In training the winners are found now, so the input can be freed; in evaluation
+            # (usually no backward follows) only if a backward asks for them.
+            found = self._pair_winners(x, pairs) if training else x
+            self._cache = (x.shape, layout, found)
+            return out
         slices = list(self._slices(h, w))
         out = xp.ascontiguousarray(x[slices[0]])
         for sl in slices[1:]:
             xp.maximum(out, x[sl], out=out)
-        # In training the winners are found now, so the input can be freed; in evaluation
-        # (usually no backward follows) they are found only if a backward asks for them.
-        self._cache = (x.shape, self._winner(x, out, slices) if training else (x, out))
+        self._cache = (x.shape, layout, self._winner(x, out, slices) if training else (x, out))
         return out
+
+    @staticmethod
+    def _pair_winners(x, pairs=None):
+        """2x2 windows: (right > left for every row pair, bottom > top of the row maxima)."""
+        xp = get_array_module(x)
+        h, w = x.shape[2] // 2, x.shape[3] // 2
+        left, right = x[:, :, :2 * h, 0:2 * w:2], x[:, :, :2 * h, 1:2 * w:2]
+        if pairs is None:
+            pairs = xp.maximum(left, right)
+        return right > left, pairs[:, :, 1::2] > pairs[:, :, 0::2]
 
     @staticmethod
     def _winner(x, out, slices):
@@ -244,25 +281,41 @@ class MaxPool2D(Layer):
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        x_shape, winner = self._cache
-        if isinstance(winner, tuple):  # forward ran in evaluation mode
-            x, out = winner
-            winner = self._winner(x, out, list(self._slices(dy.shape[2], dy.shape[3])))
         kernels = gpu_kernels(xp)
         if kernels is not None:
+            x_shape, winner = self._cache
             self._cache = None
             return kernels.maxpool_backward(dy, winner, x_shape, self.size, self.stride)
+        x_shape, layout, winner = self._cache
+        self._cache = None
         h, w = dy.shape[2], dy.shape[3]
+        dx = empty_in_order(xp, x_shape, dy.dtype, layout)
+        if self.size == 2 and self.stride == 2:
+            if not isinstance(winner, tuple):  # forward ran in evaluation mode: winner is x
+                winner = self._pair_winners(winner)
+            right_won, bottom_won = winner
+            dx[:, :, 2 * h:] = 0  # the row and column that floor mode leaves out, if any
+            dx[:, :, :, 2 * w:] = 0
+            # Offset (a, b) won where the row choice is a and, in row a, the column choice b;
+            # each quarter of dx is written once, by one product with that mask.
+            for a, row_won in enumerate((~bottom_won, bottom_won)):
+                right = right_won[:, :, a::2]
+                xp.multiply(dy, row_won > right, out=dx[:, :, a:2 * h:2, 0:2 * w:2])
+                xp.multiply(dy, row_won & right, out=dx[:, :, a:2 * h:2, 1:2 * w:2])
+            return dx
+        if isinstance(winner, tuple):  # forward ran in evaluation mode
+            x, out = winner
+            winner = self._winner(x, out, list(self._slices(h, w)))
         covered = self.stride == self.size and h * self.stride == x_shape[2] \
             and w * self.stride == x_shape[3]
         # Windows that tile the input exactly are written once each: no zero fill needed.
-        dx = (xp.empty if covered else xp.zeros)(x_shape, dtype=dy.dtype)
+        if not covered:
+            dx[...] = 0
         for offset, sl in enumerate(self._slices(h, w)):
             if self.stride >= self.size:
                 xp.multiply(dy, winner == offset, out=dx[sl])
             else:
                 dx[sl] += dy * (winner == offset)
-        self._cache = None
         return dx
 
     def output_shape(self, shape):
