@@ -73,7 +73,8 @@ def im2col(x, k: int, stride: int, pad: int):
 
 
 def col2im(col, x_shape, k: int, stride: int, pad: int):
-    """Adjoint of ``im2col``: col (C, K, K, N, OH, OW) -> dx (N, C, H, W).
+    """Adjoint of ``im2col``: col (C, K, K, N, OH, OW) -> dx (N, C, H, W), on NumPy the view
+    of a channel-major (C, N, H, W) array.
 
     Overlapping windows add up (one slice addition per kernel offset, into the phase planes).
     """
@@ -87,7 +88,9 @@ def col2im(col, x_shape, k: int, stride: int, pad: int):
     phases = xp.zeros((stride, stride, c, n, hp // stride, wp // stride), dtype=col.dtype)
     for i, j, window in _kernel_windows(phases, k, stride, oh, ow):
         window += col[:, i, j]
-    dx = xp.empty((n, c, h, w), dtype=col.dtype)
-    for pixels, phase in _phase_pairs(phases, dx.transpose(1, 0, 2, 3), stride, pad):
+    # Stored channel-major like the columns (the copies below are then contiguous) and
+    # returned as its (N, C, H, W) view.
+    dx = xp.empty((c, n, h, w), dtype=col.dtype)
+    for pixels, phase in _phase_pairs(phases, dx, stride, pad):
         pixels[...] = phase
-    return dx
+    return dx.transpose(1, 0, 2, 3)

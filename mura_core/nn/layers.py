@@ -172,7 +172,11 @@ class Conv2D(Layer):
         y = w2 @ col.reshape(w2.shape[1], -1)  # (D, N*OH*OW)
         y += self.params["b"][:, None]
         self._cache = (x.shape, col)
-        return xp.ascontiguousarray(y.reshape(self.d_out, n, oh, ow).transpose(1, 0, 2, 3))
+        # NCHW as a view of the product's channel-major layout: the next layers follow any
+        # memory order, and this layer's backward then needs no transposed copy of dy. The
+        # fused CuPy kernels read C-ordered arrays.
+        y = y.reshape(self.d_out, n, oh, ow).transpose(1, 0, 2, 3)
+        return y if gpu_kernels(xp) is None else xp.ascontiguousarray(y)
 
     def backward(self, dy):
         xp = get_array_module(dy)
@@ -183,7 +187,8 @@ class Conv2D(Layer):
                                           input_grad=self.input_grad)
             self.grads["b"][...] = db
             return dx
-        # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product.
+        # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product (no copy when dy
+        # is stored channel-major, as the forward's output).
         dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.d_out, -1)
         col2 = col.reshape(-1, dy2.shape[1])
         xp.matmul(dy2, col2.T, out=self.grads["W"].reshape(self.d_out, -1))
