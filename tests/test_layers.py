@@ -4,7 +4,7 @@ import pytest
 
 from mura_core.nn.backend import to_numpy
 from mura_core.nn.layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU,
-                              Residual, Sequential, Sigmoid)
+                              Residual, Sequential, Sigmoid, memory_order)
 from reference import (conv2d_reference, maxpool_backward_reference, maxpool_reference, numeric_grad,
                        rel_error)
 
@@ -180,6 +180,17 @@ def test_linear_and_flatten(xp):
     x4 = rng.standard_normal((2, 3, 2, 2))
     np.testing.assert_array_equal(to_numpy(flat.forward(xp.asarray(x4))), x4.reshape(2, 12))
     _check_backward(flat, x4, xp)
+
+
+@pytest.mark.parametrize("order", [(1, 0, 2, 3), (1, 2, 3, 0)])
+def test_flatten_of_a_non_c_ordered_input_and_its_gradient(xp, order):
+    x = np.random.default_rng(0).standard_normal((2, 3, 2, 4))
+    flat = Flatten()
+    np.testing.assert_array_equal(to_numpy(flat.forward(_stored(x, xp, order))), x.reshape(2, 24))
+    dy = np.arange(48.0).reshape(2, 24)
+    dx = flat.backward(xp.asarray(dy))
+    np.testing.assert_array_equal(to_numpy(dx), dy.reshape(2, 3, 2, 4))
+    assert memory_order(dx) == order
 
 
 def test_dropout_eval_is_identity_and_training_drops_about_p(xp):

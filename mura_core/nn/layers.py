@@ -430,14 +430,22 @@ class Linear(Layer):
 
 
 class Flatten(Layer):
-    """(N, C, H, W) -> (N, C*H*W), in C order (the NCHW order of the features)."""
+    """(N, C, H, W) -> (N, C*H*W), in C order (the NCHW order of the features).
+
+    The input gradient takes the memory order of the input (the layers below then run in
+    step with their own arrays)."""
 
     def forward(self, x, training: bool = False):
-        self._shape = x.shape
+        self._shape, self._layout = x.shape, memory_order(x)
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy):
-        return dy.reshape(self._shape)
+        dx = dy.reshape(self._shape)
+        if self._layout == tuple(range(dx.ndim)):
+            return dx
+        out = empty_in_order(get_array_module(dy), self._shape, dy.dtype, self._layout)
+        out[...] = dx
+        return out
 
     def output_shape(self, shape):
         return (int(np.prod(shape)),)
