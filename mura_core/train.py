@@ -14,7 +14,10 @@ a fixed subset of train and on all of ``cache.split("valid")`` after every epoch
 Determinism: the data order depends only on (seed, epoch), augmentation on (seed, epoch,
 batch), dropout on a counter-based stream, so the same seed on NumPy gives the same history
 run after run, and a resumed run (``resume=True``) continues with the very batches, masks and
-weights the uninterrupted run would have used.
+weights the uninterrupted run would have used. Batches are read and standardized one step
+ahead in a background thread (``data.prefetch``), which changes when they are read, not which.
+``timing.time_per_step_s`` counts from asking for a step's batch to the end of its update
+(any wait for data included; evaluations are ``eval_s``, checkpoints are not timed).
 
 History layout (``history.json``; ``evals[i]["train"|"valid"]`` are ``metrics.metric_table``
 dicts)::
@@ -53,6 +56,7 @@ import numpy as np
 from . import metrics
 from .checkpoint import read_checkpoint, restore_checkpoint, save_checkpoint
 from .data.batches import iterate_batches, num_batches
+from .data.prefetch import Prefetcher
 from .evaluation import predict_split, score_split, split_rows, train_eval_indices
 from .files import atomic_write_text
 from .nn.backend import device_name
@@ -63,6 +67,9 @@ from .nn.serialization import save_model
 HISTORY_FORMAT = "mura_core.history/1"
 SCHEDULES = ("none", "step", "plateau")
 HISTORY_NAME, CHECKPOINT_NAME, BEST_NAME, LAST_NAME = "history.json", "checkpoint.npz", "best.npz", "last.npz"
+
+#: Batches read ahead of the step that uses them (one waits in the queue, one is being read).
+PREFETCH_DEPTH = 1
 
 #: Config fields a resumed run may change; every other one must match the checkpoint, since
 #: it decides the data order or the updates.
@@ -466,13 +473,21 @@ class Trainer:
         if self.on_step is not None:
             self.on_step(self.state.step, loss)
 
-    def _epoch_batches(self):
-        """The remaining batches of the current epoch (a resumed run starts mid-epoch)."""
+    def _batches(self):
+        """The batches of the remaining steps, epoch after epoch (a resumed run starts
+        mid-epoch). Everything it depends on is read now: it runs in the prefetch thread."""
         c = self.config
         epoch, first = divmod(self.state.step, self.steps_per_epoch)
-        return iterate_batches(self.train_split, c.batch_size, mean=self.mean, std=self.std,
-                               shuffle=True, seed=c.seed, epoch=epoch, augment=c.augment,
-                               drop_last=True, start_batch=first)
+        remaining = self.total_steps - self.state.step
+        while remaining > 0:
+            for batch in iterate_batches(self.train_split, c.batch_size, mean=self.mean,
+                                         std=self.std, shuffle=True, seed=c.seed, epoch=epoch,
+                                         augment=c.augment, drop_last=True, start_batch=first):
+                yield batch
+                remaining -= 1
+                if remaining == 0:
+                    return
+            epoch, first = epoch + 1, 0
 
     def _due(self, every: int | None) -> bool:
         """True after the last step, at an epoch end, or every ``every`` steps."""
@@ -505,21 +520,22 @@ class Trainer:
                    unit="step", disable=not self.config.progress, dynamic_ncols=True)
         sigint = _SigintDeferral()
         try:
-            with sigint:
-                while s.step < self.total_steps:
-                    for batch in self._epoch_batches():
-                        start = time.perf_counter()
-                        loss = self._train_step(batch)
-                        self._after_step(loss, time.perf_counter() - start, bar)
-                        if self._due(self.config.eval_every):
-                            self._evaluate(epoch_end=s.step % self.steps_per_epoch == 0)
-                            self._write_history()
-                        if self._due(self.config.checkpoint_every):
-                            self._save_checkpoint()
-                        if sigint.requested:
-                            raise KeyboardInterrupt
-                        if s.step == self.total_steps:
-                            break
+            # The next batch is read and standardized in a background thread during each step.
+            with sigint, Prefetcher(self._batches(), depth=PREFETCH_DEPTH) as batches:
+                # A step's time runs from asking for its batch to the end of its update, so
+                # any wait for data counts; evaluations are timed apart, checkpoints not.
+                start = time.perf_counter()
+                for batch in batches:
+                    loss = self._train_step(batch)
+                    self._after_step(loss, time.perf_counter() - start, bar)
+                    if self._due(self.config.eval_every):
+                        self._evaluate(epoch_end=s.step % self.steps_per_epoch == 0)
+                        self._write_history()
+                    if self._due(self.config.checkpoint_every):
+                        self._save_checkpoint()
+                    if sigint.requested:
+                        raise KeyboardInterrupt
+                    start = time.perf_counter()
         except KeyboardInterrupt:
             bar.close()
             self._on_interrupt(forced=sigint.forced)
