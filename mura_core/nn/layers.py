@@ -128,6 +128,13 @@ def empty_in_order(xp, shape, dtype, order):
     return buffer.transpose(tuple(int(i) for i in np.argsort(order)))
 
 
+def copy_in_order(xp, a, order):
+    """A copy of ``a`` whose memory runs over the axes in ``order``."""
+    out = empty_in_order(xp, a.shape, a.dtype, order)
+    out[...] = a
+    return out
+
+
 class Conv2D(Layer):
     """2-D convolution, zero padding ``k // 2`` on every side, any stride.
 
@@ -294,6 +301,8 @@ class MaxPool2D(Layer):
         x_shape, layout, winner = self._cache
         self._cache = None
         h, w = dy.shape[2], dy.shape[3]
+        if memory_order(dy) != layout:  # e.g. through a dropout mask, which is C-ordered
+            dy = copy_in_order(xp, dy, layout)
         dx = empty_in_order(xp, x_shape, dy.dtype, layout)
         if self.size == 2 and self.stride == 2:
             if not isinstance(winner, tuple):  # forward ran in evaluation mode: winner is x
@@ -443,9 +452,7 @@ class Flatten(Layer):
         dx = dy.reshape(self._shape)
         if self._layout == tuple(range(dx.ndim)):
             return dx
-        out = empty_in_order(get_array_module(dy), self._shape, dy.dtype, self._layout)
-        out[...] = dx
-        return out
+        return copy_in_order(get_array_module(dy), dx, self._layout)
 
     def output_shape(self, shape):
         return (int(np.prod(shape)),)
