@@ -1,5 +1,7 @@
 """Winograd F(2x2, 3x3) (``winograd.py``) against the direct float64 convolution and finite
-differences, on every backend, for odd and even sizes and any memory order of the input."""
+differences, on every backend, for odd and even sizes and any memory order of the input; the
+5x5 stride-2 form through space-to-depth likewise; the layer's Winograd paths against its
+im2col path."""
 import numpy as np
 import pytest
 
@@ -85,16 +87,50 @@ def test_winograd_float32_stays_float32_and_close_to_float64(xp, n, c, d, h, w):
         assert rel_error(to_numpy(got), to_numpy(exact)) < 1e-6
 
 
-def test_conv2d_3x3_stride_1_gives_the_same_numbers_as_im2col(xp):
-    """The layer's Winograd path against its own im2col path (a 3x3 stride-1 layer made to take
-    the im2col branch), float32, forward and all gradients."""
+@pytest.mark.parametrize("n,c,d,h,w", [(2, 3, 2, 9, 9), (1, 2, 3, 8, 7), (2, 1, 2, 5, 6), (1, 2, 2, 1, 2)])
+def test_5x5_stride_2_through_space_to_depth_matches_the_reference(xp, n, c, d, h, w):
+    """A 5x5 stride-2 convolution as the 3x3 stride-1 Winograd convolution of the
+    space-to-depth input: forward against the direct convolution, gradients against finite
+    differences, odd and even sizes."""
+    rng = np.random.default_rng(5)
+    x, g, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((d, c, 5, 5)), rng.standard_normal(d)
+    z = winograd.space_to_depth(xp.asarray(x))
+    assert z.shape == (n, 4 * c, -(-h // 2), -(-w // 2))
+    u = winograd.transform_weights(winograd.stride2_kernel(xp.asarray(g)))
+    y, v = winograd.forward(z, u, xp.asarray(b))
+    ref = conv2d_reference(x, g, b, 2)
+    np.testing.assert_allclose(to_numpy(y), ref, rtol=1e-12, atol=1e-12)
+    # the same, reading the space-to-depth channels from x itself (any memory order)
+    for order in ORDERS:
+        y2, v2 = winograd.forward(_stored(x, xp, order), u, xp.asarray(b), space_to_depth=True)
+        np.testing.assert_array_equal(to_numpy(v2), to_numpy(v))
+        np.testing.assert_array_equal(to_numpy(y2), to_numpy(y))
+    r = rng.standard_normal(ref.shape)
+    dk, db, dz = winograd.backward(xp.asarray(r), u, v, z.shape)
+    dw = winograd.stride2_kernel_grad(dk, xp.empty((d, c, 5, 5)))
+    dx = winograd.depth_to_space(dz, x.shape)
+
+    def loss():
+        return float((conv2d_reference(x, g, b, 2) * r).sum())
+
+    assert rel_error(to_numpy(dx), numeric_grad(loss, x)) < 1e-7
+    assert rel_error(to_numpy(dw), numeric_grad(loss, g)) < 1e-7
+    assert rel_error(to_numpy(db), numeric_grad(loss, b)) < 1e-7
+
+
+@pytest.mark.parametrize("k,stride,h,w", [(3, 1, 9, 8), (3, 1, 14, 14), (5, 2, 9, 8), (5, 2, 57, 57)])
+@pytest.mark.parametrize("order", ORDERS)
+def test_conv2d_winograd_gives_the_same_numbers_as_im2col(xp, k, stride, h, w, order):
+    """The layer's Winograd paths against its own im2col path (the same layer made to take
+    the im2col branch), float32, forward and all gradients, any memory order of the input."""
     rng = np.random.default_rng(4)
-    x = xp.asarray(rng.standard_normal((3, 6, 9, 8)).astype(np.float32))
-    dy = xp.asarray(rng.standard_normal((3, 5, 9, 8)).astype(np.float32))
-    fast = Conv2D(6, 5, 3, 1, rng=np.random.default_rng(0)).to(xp)
-    slow = Conv2D(6, 5, 3, 1, rng=np.random.default_rng(0)).to(xp)
-    slow._winograd = lambda xp: False
+    x = _stored(rng.standard_normal((3, 6, h, w)).astype(np.float32), xp, order)
+    fast = Conv2D(6, 5, k, stride, rng=np.random.default_rng(0)).to(xp)
+    slow = Conv2D(6, 5, k, stride, rng=np.random.default_rng(0)).to(xp)
+    slow._algorithm = lambda xp: "im2col"
     fast.params["b"][...] = slow.params["b"][...] = xp.asarray(rng.standard_normal(5).astype(np.float32))
+    oh, ow = fast.output_shape((6, h, w))[1:]
+    dy = xp.asarray(rng.standard_normal((3, 5, oh, ow)).astype(np.float32))
     outs = []
     for conv in (fast, slow):
         y = conv.forward(x, training=True)
@@ -103,3 +139,11 @@ def test_conv2d_3x3_stride_1_gives_the_same_numbers_as_im2col(xp):
     for got, ref in zip(*outs):
         assert got.dtype == np.float32
         assert rel_error(got, ref) < 1e-6
+
+
+@pytest.mark.parametrize("k,stride", [(3, 1), (5, 2)])
+def test_conv2d_winograd_first_layer_skips_the_input_gradient(xp, k, stride):
+    conv = Conv2D(2, 3, k, stride, input_grad=False).to(xp)
+    y = conv.forward(xp.ones((2, 2, 7, 6), dtype=xp.float32))
+    assert conv.backward(xp.ones(y.shape, dtype=xp.float32)) is None
+    assert float(abs(conv.grads["W"]).sum()) > 0 and conv.grads["W"].dtype == np.float32

@@ -141,8 +141,8 @@ class Conv2D(Layer):
     Shapes: x (N, D_in, H, W) -> y (N, D_out, OH, OW) with OH = (H + 2*(k//2) - k)//stride + 1.
     Parameters: ``W`` (D_out, D_in, k, k), ``b`` (D_out,).
     Implementation: im2col (see ``conv.py``), then one matrix product for the forward pass,
-    and one each for the weight and input gradients; 3x3 stride-1 convolutions on NumPy use
-    Winograd F(2x2, 3x3) instead (``winograd.py``).
+    and one each for the weight and input gradients; on NumPy, 3x3 stride-1 and 5x5 stride-2
+    convolutions use Winograd F(2x2, 3x3) instead (``winograd.py``, see ``_algorithm``).
     ``input_grad=False`` (the network's first layer) skips the input gradient entirely.
     """
 
@@ -159,18 +159,32 @@ class Conv2D(Layer):
         self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
         self._cache = None
 
-    def _winograd(self, xp) -> bool:
-        """3x3, stride 1 on NumPy: Winograd F(2x2, 3x3) (``winograd.py``), 2.25x fewer
-        multiplications than im2col. On CuPy the fused im2col kernels stay (not measured
-        against Winograd on a GPU)."""
-        return self.k == 3 and self.stride == 1 and gpu_kernels(xp) is None
+    def _algorithm(self, xp) -> str:
+        """How this layer computes on ``xp``: "winograd" (3x3, stride 1) and "winograd-s2d"
+        (5x5, stride 2, as a 3x3 stride-1 convolution of the space-to-depth input) use
+        Winograd F(2x2, 3x3) (``winograd.py``), 2.25x and 1.56x fewer multiplications than
+        im2col, on NumPy; everything else, and everything on CuPy (the fused im2col kernels,
+        not measured against Winograd on a GPU), uses "im2col"."""
+        if gpu_kernels(xp) is not None:
+            return "im2col"
+        if self.k == 3 and self.stride == 1:
+            return "winograd"
+        if self.k == 5 and self.stride == 2:
+            return "winograd-s2d"
+        return "im2col"
 
     def forward(self, x, training: bool = False):
         xp = get_array_module(x)
-        if self._winograd(xp):
+        algorithm = self._algorithm(xp)
+        if algorithm == "winograd":
             u = winograd.transform_weights(self.params["W"])
             y, v = winograd.forward(x, u, self.params["b"])
-            self._cache = (x.shape, (u, v))
+            self._cache = (x.shape, (algorithm, u, v, None))
+            return y
+        if algorithm == "winograd-s2d":
+            u = winograd.transform_weights(winograd.stride2_kernel(self.params["W"]))
+            y, v = winograd.forward(x, u, self.params["b"], space_to_depth=True)
+            self._cache = (x.shape, (algorithm, u, v, memory_order(x)))
             return y
         n = x.shape[0]
         col = im2col(x, self.k, self.stride, self.pad)  # (C, K, K, N, OH, OW)
@@ -189,9 +203,17 @@ class Conv2D(Layer):
         xp = get_array_module(dy)
         x_shape, col = self._cache
         self._cache = None
-        if isinstance(col, tuple):  # Winograd forward: col is (U, V)
-            _, db, dx = winograd.backward(dy, *col, x_shape, dw=self.grads["W"],
-                                          input_grad=self.input_grad)
+        if isinstance(col, tuple):  # Winograd forward: (algorithm, U, V, input memory order)
+            algorithm, u, v, layout = col
+            if algorithm == "winograd":
+                _, db, dx = winograd.backward(dy, u, v, x_shape, dw=self.grads["W"],
+                                              input_grad=self.input_grad)
+            else:
+                n, c, h, w = x_shape
+                z_shape = (n, 4 * c, -(-h // 2), -(-w // 2))
+                dk, db, dz = winograd.backward(dy, u, v, z_shape, input_grad=self.input_grad)
+                winograd.stride2_kernel_grad(dk, self.grads["W"])
+                dx = None if dz is None else winograd.depth_to_space(dz, x_shape, layout)
             self.grads["b"][...] = db
             return dx
         # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product (no copy when dy
