@@ -112,7 +112,7 @@ def test_maxpool_ties_send_the_gradient_once(xp):
 
 def _stored(x, xp, order):
     """x as an (N, C, H, W) array of ``xp`` whose memory runs over the axes in ``order``."""
-    return xp.ascontiguousarray(xp.asarray(x).transpose(order)).transpose(tuple(np.argsort(order)))
+    return xp.ascontiguousarray(xp.asarray(x).transpose(order)).transpose(tuple(int(i) for i in np.argsort(order)))
 
 
 @pytest.mark.parametrize("size,stride,h,w", [(2, 2, 6, 6), (2, 2, 7, 9), (3, 2, 9, 8), (2, 1, 5, 4)])

@@ -56,8 +56,7 @@ def test_leaving_the_loop_early_stops_the_thread_and_runs_the_source_cleanup(how
 
     def source():
         try:
-            for i in range(10**9):
-                yield i
+            yield from range(10**9)
         finally:
             cleaned.set()
 
