@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from mura_core.nn.backend import to_numpy
+from mura_core.nn.conv import im2col, im2col_with_ones
 from mura_core.nn.layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU,
                               Residual, Sequential, Sigmoid, memory_order)
 from reference import (conv2d_reference, maxpool_backward_reference, maxpool_reference, numeric_grad,
@@ -76,6 +77,25 @@ def test_conv_backward_matches_finite_differences(xp, d_in, d_out, k, stride, h,
     rng = np.random.default_rng(0)
     conv = _layer_on(Conv2D(d_in, d_out, k, stride, rng=rng, dtype=np.float64), xp)
     _check_backward(conv, rng.standard_normal((2, d_in, h, w)), xp)
+
+
+@pytest.mark.parametrize("k,stride,h,w", [(7, 2, 11, 10), (3, 3, 10, 10), (1, 1, 5, 4)])
+def test_im2col_with_ones_is_im2col_and_a_row_of_ones(k, stride, h, w):
+    """The column matrix against the definition: entry (c, i, j, n, y, x) is the zero-padded
+    input at (n, c, stride*y + i - k//2, stride*x + j - k//2); then one row of ones."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    col, matrix = im2col_with_ones(x, k, stride, k // 2)
+    pad = k // 2
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad + k), (pad, pad + k)))
+    oh, ow = col.shape[4], col.shape[5]
+    for i in range(k):
+        for j in range(k):
+            window = padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            np.testing.assert_array_equal(col[:, i, j], window.transpose(1, 0, 2, 3))
+    np.testing.assert_array_equal(matrix[:-1], col.reshape(3 * k * k, -1))
+    assert matrix.dtype == np.float32 and (matrix[-1] == 1).all()
+    np.testing.assert_array_equal(col, im2col(x, k, stride, pad))
 
 
 def test_conv_output_shapes_follow_the_assignment():

@@ -21,7 +21,7 @@ import numpy as np
 
 from .backend import get_array_module, gpu_kernels
 from . import winograd
-from .conv import col2im, conv_output_size, im2col
+from .conv import col2im, conv_output_size, im2col, im2col_with_ones
 from .rng import keep_mask, stream_key
 
 
@@ -187,12 +187,18 @@ class Conv2D(Layer):
             self._cache = (x.shape, (algorithm, u, v, memory_order(x)))
             return y
         n = x.shape[0]
-        col = im2col(x, self.k, self.stride, self.pad)  # (C, K, K, N, OH, OW)
-        oh, ow = col.shape[4], col.shape[5]
         w2 = self.params["W"].reshape(self.d_out, -1)
-        y = w2 @ col.reshape(w2.shape[1], -1)  # (D, N*OH*OW)
-        y += self.params["b"][:, None]
-        self._cache = (x.shape, col)
+        if gpu_kernels(xp) is None:
+            # The bias as one more weight column against a row of ones (im2col_with_ones).
+            col, matrix = im2col_with_ones(x, self.k, self.stride, self.pad)
+            y = xp.concatenate([w2, self.params["b"][:, None]], axis=1) @ matrix
+        else:
+            col = im2col(x, self.k, self.stride, self.pad)  # (C, K, K, N, OH, OW)
+            matrix = None
+            y = w2 @ col.reshape(w2.shape[1], -1)  # (D, N*OH*OW)
+            y += self.params["b"][:, None]
+        oh, ow = col.shape[4], col.shape[5]
+        self._cache = (x.shape, (col, matrix))
         # NCHW as a view of the product's channel-major layout: the next layers follow any
         # memory order, and this layer's backward then needs no transposed copy of dy. The
         # fused CuPy kernels read C-ordered arrays.
@@ -201,10 +207,10 @@ class Conv2D(Layer):
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        x_shape, col = self._cache
+        x_shape, saved = self._cache
         self._cache = None
-        if isinstance(col, tuple):  # Winograd forward: (algorithm, U, V, input memory order)
-            algorithm, u, v, layout = col
+        if len(saved) == 4:  # Winograd forward: (algorithm, U, V, input memory order)
+            algorithm, u, v, layout = saved
             if algorithm == "winograd":
                 _, db, dx = winograd.backward(dy, u, v, x_shape, dw=self.grads["W"],
                                               input_grad=self.input_grad)
@@ -216,12 +222,18 @@ class Conv2D(Layer):
                 dx = None if dz is None else winograd.depth_to_space(dz, x_shape, layout)
             self.grads["b"][...] = db
             return dx
+        col, matrix = saved
         # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product (no copy when dy
         # is stored channel-major, as the forward's output).
         dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.d_out, -1)
-        col2 = col.reshape(-1, dy2.shape[1])
-        xp.matmul(dy2, col2.T, out=self.grads["W"].reshape(self.d_out, -1))
-        self.grads["b"][...] = dy2.sum(axis=1)
+        if matrix is not None:  # the last column is the bias gradient (the row of ones)
+            both = dy2 @ matrix.T
+            self.grads["W"].reshape(self.d_out, -1)[...] = both[:, :-1]
+            self.grads["b"][...] = both[:, -1]
+        else:
+            xp.matmul(dy2, col.reshape(-1, dy2.shape[1]).T,
+                      out=self.grads["W"].reshape(self.d_out, -1))
+            self.grads["b"][...] = dy2.sum(axis=1)
         if not self.input_grad:
             return None
         dcol = self.params["W"].reshape(self.d_out, -1).T @ dy2
