@@ -179,12 +179,12 @@ class Conv2D(Layer):
         if algorithm == "winograd":
             u = winograd.transform_weights(self.params["W"])
             y, v = winograd.forward(x, u, self.params["b"])
-            self._cache = (x.shape, (algorithm, u, v, None))
+            self._cache = (x.shape, algorithm, (u, v))
             return y
         if algorithm == "winograd-s2d":
             u = winograd.transform_weights(winograd.stride2_kernel(self.params["W"]))
             y, v = winograd.forward(x, u, self.params["b"], space_to_depth=True)
-            self._cache = (x.shape, (algorithm, u, v, memory_order(x)))
+            self._cache = (x.shape, algorithm, (u, v, memory_order(x)))
             return y
         n = x.shape[0]
         w2 = self.params["W"].reshape(self.d_out, -1)
@@ -198,7 +198,7 @@ class Conv2D(Layer):
             y = w2 @ col.reshape(w2.shape[1], -1)  # (D, N*OH*OW)
             y += self.params["b"][:, None]
         oh, ow = col.shape[4], col.shape[5]
-        self._cache = (x.shape, (col, matrix))
+        self._cache = (x.shape, algorithm, (col, matrix))
         # NCHW as a view of the product's channel-major layout: the next layers follow any
         # memory order, and this layer's backward then needs no transposed copy of dy. The
         # fused CuPy kernels read C-ordered arrays.
@@ -207,21 +207,22 @@ class Conv2D(Layer):
 
     def backward(self, dy):
         xp = get_array_module(dy)
-        x_shape, saved = self._cache
+        x_shape, algorithm, saved = self._cache
         self._cache = None
-        if len(saved) == 4:  # Winograd forward: (algorithm, U, V, input memory order)
-            algorithm, u, v, layout = saved
-            if algorithm == "winograd":
-                _, db, dx = winograd.backward(dy, u, v, x_shape, dw=self.grads["W"],
-                                              input_grad=self.input_grad)
-            else:
-                n, c, h, w = x_shape
-                z_shape = (n, 4 * c, -(-h // 2), -(-w // 2))
-                dk, db, dz = winograd.backward(dy, u, v, z_shape, input_grad=self.input_grad)
-                winograd.stride2_kernel_grad(dk, self.grads["W"])
-                dx = None if dz is None else winograd.depth_to_space(dz, x_shape, layout)
+        if algorithm == "winograd":
+            u, v = saved
+            _, db, dx = winograd.backward(dy, u, v, x_shape, dw=self.grads["W"],
+                                          input_grad=self.input_grad)
             self.grads["b"][...] = db
             return dx
+        if algorithm == "winograd-s2d":
+            u, v, layout = saved
+            n, c, h, w = x_shape
+            z_shape = (n, 4 * c, -(-h // 2), -(-w // 2))
+            dk, db, dz = winograd.backward(dy, u, v, z_shape, input_grad=self.input_grad)
+            winograd.stride2_kernel_grad(dk, self.grads["W"])
+            self.grads["b"][...] = db
+            return None if dz is None else winograd.depth_to_space(dz, x_shape, layout)
         col, matrix = saved
         # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product (no copy when dy
         # is stored channel-major, as the forward's output).
