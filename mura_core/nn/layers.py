@@ -188,22 +188,22 @@ class Conv2D(Layer):
             return y
         n = x.shape[0]
         w2 = self.params["W"].reshape(self.d_out, -1)
-        if gpu_kernels(xp) is None:
-            # The bias as one more weight column against a row of ones (im2col_with_ones).
-            col, matrix = im2col_with_ones(x, self.k, self.stride, self.pad)
-            y = xp.concatenate([w2, self.params["b"][:, None]], axis=1) @ matrix
-        else:
+        if gpu_kernels(xp) is not None:
             col = im2col(x, self.k, self.stride, self.pad)  # (C, K, K, N, OH, OW)
-            matrix = None
             y = w2 @ col.reshape(w2.shape[1], -1)  # (D, N*OH*OW)
             y += self.params["b"][:, None]
-        oh, ow = col.shape[4], col.shape[5]
+            self._cache = (x.shape, algorithm, (col, None))
+            oh, ow = col.shape[4], col.shape[5]
+            return xp.ascontiguousarray(y.reshape(self.d_out, n, oh, ow).transpose(1, 0, 2, 3))
+        # NumPy: the bias as one more weight column against a row of ones
+        # (im2col_with_ones), and the product taken channels-last, (N*OH*OW, D): the output
+        # is the NCHW view of an NHWC array. The next layers follow any memory order (a 2x2
+        # pool runs about 1.7x faster on NHWC than on NCHW: its pairs are whole runs of
+        # channels), and this layer's backward gets dy in the same order, with no copy.
+        col, matrix = im2col_with_ones(x, self.k, self.stride, self.pad)
+        y = matrix.T @ xp.concatenate([w2, self.params["b"][:, None]], axis=1).T
         self._cache = (x.shape, algorithm, (col, matrix))
-        # NCHW as a view of the product's channel-major layout: the next layers follow any
-        # memory order, and this layer's backward then needs no transposed copy of dy. The
-        # fused CuPy kernels read C-ordered arrays.
-        y = y.reshape(self.d_out, n, oh, ow).transpose(1, 0, 2, 3)
-        return y if gpu_kernels(xp) is None else xp.ascontiguousarray(y)
+        return y.reshape(n, col.shape[4], col.shape[5], self.d_out).transpose(0, 3, 1, 2)
 
     def backward(self, dy):
         xp = get_array_module(dy)
@@ -224,20 +224,22 @@ class Conv2D(Layer):
             self.grads["b"][...] = db
             return None if dz is None else winograd.depth_to_space(dz, x_shape, layout)
         col, matrix = saved
-        # (N, D, OH, OW) -> (D, N*OH*OW), the layout of the forward product (no copy when dy
-        # is stored channel-major, as the forward's output).
-        dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.d_out, -1)
-        if matrix is not None:  # the last column is the bias gradient (the row of ones)
-            both = dy2 @ matrix.T
-            self.grads["W"].reshape(self.d_out, -1)[...] = both[:, :-1]
-            self.grads["b"][...] = both[:, -1]
-        else:
-            xp.matmul(dy2, col.reshape(-1, dy2.shape[1]).T,
-                      out=self.grads["W"].reshape(self.d_out, -1))
+        w2 = self.params["W"].reshape(self.d_out, -1)
+        if matrix is None:  # CuPy: (N, D, OH, OW) -> (D, N*OH*OW), the forward's layout
+            dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.d_out, -1)
+            xp.matmul(dy2, col.reshape(-1, dy2.shape[1]).T, out=self.grads["W"].reshape(w2.shape))
             self.grads["b"][...] = dy2.sum(axis=1)
+        else:
+            # (N, D, OH, OW) -> (D, N*OH*OW) as the transpose of the channels-last
+            # (N*OH*OW, D) matrix (no copy when dy is NHWC, as the forward's output); the
+            # last column of the product with the ones row is the bias gradient.
+            dy2 = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.d_out).T
+            both = dy2 @ matrix.T
+            self.grads["W"].reshape(w2.shape)[...] = both[:, :-1]
+            self.grads["b"][...] = both[:, -1]
         if not self.input_grad:
             return None
-        dcol = self.params["W"].reshape(self.d_out, -1).T @ dy2
+        dcol = w2.T @ dy2
         return col2im(dcol.reshape(col.shape), x_shape, self.k, self.stride, self.pad)
 
     def output_shape(self, shape):
