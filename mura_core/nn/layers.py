@@ -174,6 +174,16 @@ class Conv2D(Layer):
         return "im2col"
 
     def forward(self, x, training: bool = False):
+        y = self._forward(x)
+        if not training:
+            # Evaluation (usually no backward follows): keep only the input, not the column
+            # matrix or transformed input (several times larger, and held until the next
+            # forward); a backward pass recomputes them from it.
+            self._cache = (x.shape, "deferred", x)
+        return y
+
+    def _forward(self, x):
+        """y for x, keeping in ``_cache`` what backward needs."""
         xp = get_array_module(x)
         algorithm = self._algorithm(xp)
         if algorithm == "winograd":
@@ -207,6 +217,8 @@ class Conv2D(Layer):
 
     def backward(self, dy):
         xp = get_array_module(dy)
+        if self._cache[1] == "deferred":  # the forward ran in evaluation mode
+            self._forward(self._cache[2])
         x_shape, algorithm, saved = self._cache
         self._cache = None
         if algorithm == "winograd":
