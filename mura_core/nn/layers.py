@@ -135,6 +135,23 @@ def copy_in_order(xp, a, order):
     return out
 
 
+#: Bytes of input per block in the pool's passes (in cache between them).
+POOL_BLOCK_BYTES = 2 << 20
+
+
+def _outer_blocks(x):
+    """Index tuples that cut x (N, C, H, W) along its outermost axis in memory (the batch
+    or the channels) into blocks of about POOL_BLOCK_BYTES; one block when that axis is a
+    spatial one."""
+    axis = memory_order(x)[0]
+    if axis > 1:
+        return [(slice(None),)]
+    per_item = max(1, x.nbytes // max(1, x.shape[axis]))
+    size = max(1, POOL_BLOCK_BYTES // per_item)
+    lead = (slice(None),) * axis
+    return [lead + (slice(start, start + size),) for start in range(0, x.shape[axis], size)]
+
+
 class Conv2D(Layer):
     """2-D convolution, zero padding ``k // 2`` on every side, any stride.
 
@@ -305,12 +322,11 @@ class MaxPool2D(Layer):
             return out
         layout = memory_order(x)
         if self.size == 2 and self.stride == 2:
-            pairs = xp.maximum(x[:, :, :2 * h, 0:2 * w:2], x[:, :, :2 * h, 1:2 * w:2])
-            out = xp.maximum(pairs[:, :, 0::2], pairs[:, :, 1::2])
             # In training the winners are found now, so the input can be freed; in evaluation
             # (usually no backward follows) only if a backward asks for them.
-            found = self._pair_winners(x, pairs) if training else x
-            self._cache = (x.shape, layout, found)
+            out = empty_in_order(xp, x.shape[:2] + (h, w), x.dtype, layout)
+            winners = self._pairwise(x, out, training)
+            self._cache = (x.shape, layout, winners if training else x)
             return out
         slices = list(self._slices(h, w))
         out = xp.ascontiguousarray(x[slices[0]])
@@ -320,14 +336,29 @@ class MaxPool2D(Layer):
         return out
 
     @staticmethod
-    def _pair_winners(x, pairs=None):
-        """2x2 windows: (right > left for every row pair, bottom > top of the row maxima)."""
+    def _pairwise(x, out=None, winners: bool = True):
+        """2x2 windows of x: the maxima into ``out`` (when given) and, when ``winners``,
+        (right > left for every row pair, bottom > top of the row maxima) in the memory order
+        of x. A block of images or channels at a time, so that the row maxima stay in cache
+        between the passes."""
         xp = get_array_module(x)
+        n, c = x.shape[:2]
         h, w = x.shape[2] // 2, x.shape[3] // 2
-        left, right = x[:, :, :2 * h, 0:2 * w:2], x[:, :, :2 * h, 1:2 * w:2]
-        if pairs is None:
+        layout = memory_order(x)
+        if winners:
+            right_won = empty_in_order(xp, (n, c, 2 * h, w), bool, layout)
+            bottom_won = empty_in_order(xp, (n, c, h, w), bool, layout)
+        for part in _outer_blocks(x):
+            xs = x[part][:, :, :2 * h, :2 * w]
+            left, right = xs[..., 0::2], xs[..., 1::2]
             pairs = xp.maximum(left, right)
-        return right > left, pairs[:, :, 1::2] > pairs[:, :, 0::2]
+            top, bottom = pairs[:, :, 0::2], pairs[:, :, 1::2]
+            if out is not None:
+                xp.maximum(top, bottom, out=out[part])
+            if winners:
+                xp.greater(right, left, out=right_won[part])
+                xp.greater(bottom, top, out=bottom_won[part])
+        return (right_won, bottom_won) if winners else None
 
     @staticmethod
     def _winner(x, out, slices):
@@ -355,16 +386,19 @@ class MaxPool2D(Layer):
         dx = empty_in_order(xp, x_shape, dy.dtype, layout)
         if self.size == 2 and self.stride == 2:
             if not isinstance(winner, tuple):  # forward ran in evaluation mode: winner is x
-                winner = self._pair_winners(winner)
+                winner = self._pairwise(winner)
             right_won, bottom_won = winner
             dx[:, :, 2 * h:] = 0  # the row and column that floor mode leaves out, if any
             dx[:, :, :, 2 * w:] = 0
             # Offset (a, b) won where the row choice is a and, in row a, the column choice b;
-            # each quarter of dx is written once, by one product with that mask.
-            for a, row_won in enumerate((~bottom_won, bottom_won)):
-                right = right_won[:, :, a::2]
-                xp.multiply(dy, row_won > right, out=dx[:, :, a:2 * h:2, 0:2 * w:2])
-                xp.multiply(dy, row_won & right, out=dx[:, :, a:2 * h:2, 1:2 * w:2])
+            # each quarter of dx is written once, by one product with that mask (a block of
+            # images or channels at a time, so that the masks stay in cache).
+            for part in _outer_blocks(dx):
+                dyp, dxp, rights, bottoms = dy[part], dx[part], right_won[part], bottom_won[part]
+                for a, row_won in enumerate((~bottoms, bottoms)):
+                    right = rights[:, :, a::2]
+                    xp.multiply(dyp, row_won > right, out=dxp[:, :, a:2 * h:2, 0:2 * w:2])
+                    xp.multiply(dyp, row_won & right, out=dxp[:, :, a:2 * h:2, 1:2 * w:2])
             return dx
         if isinstance(winner, tuple):  # forward ran in evaluation mode
             x, out = winner
