@@ -475,19 +475,25 @@ class Trainer:
 
     def _batches(self):
         """The batches of the remaining steps, epoch after epoch (a resumed run starts
-        mid-epoch). Everything it depends on is read now: it runs in the prefetch thread."""
+        mid-epoch). Where to start is read here, in the caller's thread; the generator
+        returned runs in the prefetch thread and reads nothing the loop changes."""
         c = self.config
         epoch, first = divmod(self.state.step, self.steps_per_epoch)
         remaining = self.total_steps - self.state.step
-        while remaining > 0:
-            for batch in iterate_batches(self.train_split, c.batch_size, mean=self.mean,
-                                         std=self.std, shuffle=True, seed=c.seed, epoch=epoch,
-                                         augment=c.augment, drop_last=True, start_batch=first):
-                yield batch
-                remaining -= 1
-                if remaining == 0:
-                    return
-            epoch, first = epoch + 1, 0
+
+        def batches(epoch, first, remaining):
+            while remaining > 0:
+                for batch in iterate_batches(self.train_split, c.batch_size, mean=self.mean,
+                                             std=self.std, shuffle=True, seed=c.seed,
+                                             epoch=epoch, augment=c.augment, drop_last=True,
+                                             start_batch=first):
+                    yield batch
+                    remaining -= 1
+                    if remaining == 0:
+                        return
+                epoch, first = epoch + 1, 0
+
+        return batches(epoch, first, remaining)
 
     def _due(self, every: int | None) -> bool:
         """True after the last step, at an epoch end, or every ``every`` steps."""
