@@ -50,12 +50,31 @@ def make_batch(batch: int, size: int, seed: int = 0):
 
 
 # --- our backends ------------------------------------------------------------------------
+def layer_flops(layer, x_shape: tuple, y_shape: tuple) -> tuple[float, float] | None:
+    """(forward, backward) floating-point operations of a Conv2D or Linear layer for one
+    batch, counting a multiply-add as 2 and a convolution as the direct one computes it
+    (so a Winograd layer's rate is its effective rate); backward is the weight gradient plus,
+    where the layer computes it, the input gradient. None for other layers."""
+    from mura_core.nn.layers import Conv2D, Linear  # noqa: PLC0415
+
+    if isinstance(layer, Conv2D):
+        n, d, oh, ow = y_shape
+        forward = 2.0 * n * d * oh * ow * layer.d_in * layer.k * layer.k
+        return forward, forward * (2 if layer.input_grad else 1)
+    if isinstance(layer, Linear):
+        forward = 2.0 * x_shape[0] * layer.d_in * layer.d_out
+        return forward, 2 * forward
+    return None
+
+
 def layer_breakdown(model, x, t, opt, steps: int, sync=None) -> list[dict]:
     """Forward and backward time of each layer of ``model.body`` over ``steps`` training
     steps (the same work as ``loss_and_grads`` + ``SGD.step``), in ms per step, sorted by cost.
 
     Rows: name, layer (description), forward_ms, backward_ms, total_ms, percent (of the sum of
-    all rows); the loss and the SGD update are rows of their own.
+    all rows); the loss and the SGD update are rows of their own. Convolutions and fully
+    connected layers also carry forward_gflop / backward_gflop (per step, see
+    ``layer_flops``) and the rates forward_gflops / backward_gflops (GFLOP/s).
     """
     from mura_core import bce_with_logits  # noqa: PLC0415
     import time  # noqa: PLC0415
@@ -64,6 +83,14 @@ def layer_breakdown(model, x, t, opt, steps: int, sync=None) -> list[dict]:
     body = model.body.layers
     forward, backward = defaultdict(float), defaultdict(float)
     describe = {name: layer.describe() for name, layer in body}
+    flops = {}
+    h = x
+    for name, layer in body:  # shapes only: one untimed forward in evaluation mode
+        y = layer.forward(h, False)
+        counted = layer_flops(layer, tuple(h.shape), tuple(y.shape))
+        if counted is not None:
+            flops[name] = counted
+        h = y
 
     def clock(table, key, fn):
         sync()
@@ -91,9 +118,15 @@ def layer_breakdown(model, x, t, opt, steps: int, sync=None) -> list[dict]:
     rows = []
     for name in names:
         f, b = forward.get(name, 0.0), backward.get(name, 0.0)
-        rows.append({"name": name, "layer": describe[name], "forward_ms": 1e3 * f / steps,
-                     "backward_ms": 1e3 * b / steps, "total_ms": 1e3 * (f + b) / steps,
-                     "percent": 100.0 * (f + b) / total if total else 0.0})
+        row = {"name": name, "layer": describe[name], "forward_ms": 1e3 * f / steps,
+               "backward_ms": 1e3 * b / steps, "total_ms": 1e3 * (f + b) / steps,
+               "percent": 100.0 * (f + b) / total if total else 0.0}
+        if name in flops:
+            ff, fb = flops[name]
+            row.update({"forward_gflop": ff / 1e9, "backward_gflop": fb / 1e9,
+                        "forward_gflops": ff * steps / f / 1e9 if f else None,
+                        "backward_gflops": fb * steps / b / 1e9 if b else None})
+        rows.append(row)
     rows.sort(key=lambda r: r["total_ms"], reverse=True)
     return rows
 
@@ -334,13 +367,20 @@ def results_table(rows: list[dict]) -> str:
 
 
 def layers_table(rows: list[dict]) -> str:
-    header = ["layer", "type", "forward ms", "backward ms", "total ms", "%"]
+    """Per-layer times; GFLOP/s (direct-convolution FLOPs, see ``layer_flops``) for the
+    convolutions and fully connected layers."""
+    def rate(r, key):
+        return f"{r[key]:.0f}" if r.get(key) else ""
+
+    header = ["layer", "type", "forward ms", "backward ms", "total ms", "%", "fwd GFLOP/s",
+              "bwd GFLOP/s"]
     body = [[r["name"], r["layer"][:44], fmt_ms(r["forward_ms"]), fmt_ms(r["backward_ms"]),
-             fmt_ms(r["total_ms"]), f"{r['percent']:.1f}"] for r in rows]
+             fmt_ms(r["total_ms"]), f"{r['percent']:.1f}", rate(r, "forward_gflops"),
+             rate(r, "backward_gflops")] for r in rows]
     body.append(["sum", "", fmt_ms(sum(r["forward_ms"] for r in rows)),
                  fmt_ms(sum(r["backward_ms"] for r in rows)),
-                 fmt_ms(sum(r["total_ms"] for r in rows)), "100.0"])
-    return markdown_table(header, body, right={2, 3, 4, 5})
+                 fmt_ms(sum(r["total_ms"] for r in rows)), "100.0", "", ""])
+    return markdown_table(header, body, right={2, 3, 4, 5, 6, 7})
 
 
 def parse_args(argv=None):

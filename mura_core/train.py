@@ -23,7 +23,10 @@ refused before any work (``check_run_folder``).
 Determinism: the data order depends only on (seed, epoch), augmentation on (seed, epoch,
 batch), dropout on a counter-based stream, so the same seed on NumPy gives the same history
 run after run, and a resumed run (``resume=True``) continues with the very batches, masks and
-weights the uninterrupted run would have used.
+weights the uninterrupted run would have used. Batches are read and standardized one step
+ahead in a background thread (``data.prefetch``), which changes when they are read, not which.
+``timing.time_per_step_s`` counts from asking for a step's batch to the end of its update
+(any wait for data included; evaluations are ``eval_s``, checkpoints are not timed).
 
 History layout (``history.json``; ``evals[i]["train"|"valid"]`` are ``metrics.metric_table``
 dicts)::
@@ -70,6 +73,7 @@ from . import metrics
 from .checkpoint import (check_same_model, read_checkpoint, restore_checkpoint,
                          save_checkpoint)
 from .data.batches import iterate_batches, num_batches
+from .data.prefetch import Prefetcher
 from .evaluation import predict_split, score_split, split_rows, train_eval_indices
 from .files import atomic_write_text, check_writable_folder, remove_stale_temp_files
 from .locks import hold_folder, process_alive
@@ -88,6 +92,9 @@ PREDICTIONS_NAME = "predictions.npz"
 #: diverged run). Any of them means the folder holds a run.
 RUN_FILES = (HISTORY_NAME, CHECKPOINT_NAME, BEST_NAME, LAST_NAME, PREDICTIONS_NAME,
              "diverged.json")
+
+#: Batches read ahead of the step that uses them (one waits in the queue, one is being read).
+PREFETCH_DEPTH = 1
 
 #: Config fields a resumed run may change; every other one must match the checkpoint, since
 #: it decides the data order or the updates. The learning rate may change on purpose (e.g.
@@ -636,13 +643,27 @@ class Trainer:
         if self.on_step is not None:
             self.on_step(self.state.step, loss)
 
-    def _epoch_batches(self):
-        """The remaining batches of the current epoch (a resumed run starts mid-epoch)."""
+    def _batches(self):
+        """The batches of the remaining steps, epoch after epoch (a resumed run starts
+        mid-epoch). Where to start is read here, in the caller's thread; the generator
+        returned runs in the prefetch thread and reads nothing the loop changes."""
         c = self.config
         epoch, first = divmod(self.state.step, self.steps_per_epoch)
-        return iterate_batches(self.train_split, c.batch_size, mean=self.mean, std=self.std,
-                               shuffle=True, seed=c.seed, epoch=epoch, augment=c.augment,
-                               drop_last=True, start_batch=first)
+        remaining = self.total_steps - self.state.step
+
+        def batches(epoch, first, remaining):
+            while remaining > 0:
+                for batch in iterate_batches(self.train_split, c.batch_size, mean=self.mean,
+                                             std=self.std, shuffle=True, seed=c.seed,
+                                             epoch=epoch, augment=c.augment, drop_last=True,
+                                             start_batch=first):
+                    yield batch
+                    remaining -= 1
+                    if remaining == 0:
+                        return
+                epoch, first = epoch + 1, 0
+
+        return batches(epoch, first, remaining)
 
     def _due(self, every: int | None) -> bool:
         """True after the last step, at an epoch end, or every ``every`` steps."""
@@ -696,9 +717,13 @@ class Trainer:
                 self._start()
                 bar = tqdm(total=self.total_steps, initial=s.step, desc=f"train {self.model.spec['arch']}",
                            unit="step", disable=not self.config.progress, dynamic_ncols=True)
-                while s.step < self.total_steps:
-                    for batch in self._epoch_batches():
-                        start = time.perf_counter()
+                # The next batch is read and standardized in a background thread during each
+                # step.
+                with Prefetcher(self._batches(), depth=PREFETCH_DEPTH) as batches:
+                    # A step's time runs from asking for its batch to the end of its update,
+                    # so any wait for data counts; evaluations are timed apart, checkpoints not.
+                    start = time.perf_counter()
+                    for batch in batches:
                         loss = self._train_step(batch)
                         self._after_step(loss, time.perf_counter() - start, bar)
                         if self._due(self.config.eval_every):
@@ -708,8 +733,7 @@ class Trainer:
                             self._save_checkpoint()
                         if stop.requested is not None:
                             raise Stopped(stop.requested)
-                        if s.step == self.total_steps:
-                            break
+                        start = time.perf_counter()
         except KeyboardInterrupt:
             if bar is not None:
                 bar.close()

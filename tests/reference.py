@@ -70,3 +70,19 @@ def bilinear_reference(image, out_h, out_w):
             bottom = (1 - fx) * image[y1, x0] + fx * image[y1, x1]
             out[i, j] = (1 - fy) * top + fy * bottom
     return out
+
+
+def maxpool_backward_reference(x, dy, size, stride):
+    """Each output's gradient to the first position (row-major) of its window that holds the
+    window's maximum: loops over windows, np.argmax returns the first occurrence."""
+    n, c, h, w = x.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    dx = np.zeros(x.shape)
+    for b in range(n):
+        for ch in range(c):
+            for i in range(oh):
+                for j in range(ow):
+                    window = x[b, ch, i * stride:i * stride + size, j * stride:j * stride + size]
+                    r, s = np.unravel_index(np.argmax(window), window.shape)
+                    dx[b, ch, i * stride + r, j * stride + s] += dy[b, ch, i, j]
+    return dx

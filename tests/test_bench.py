@@ -50,6 +50,15 @@ def test_harness_writes_record_and_tables_for_a_tiny_numpy_run(tmp_path):
     assert sum(r["percent"] for r in layers) == pytest.approx(100.0)
     totals = [r["total_ms"] for r in layers]
     assert totals == sorted(totals, reverse=True)
+    # FLOPs of the direct convolution: conv1 (7x7, 64 maps of 34x34 from 1 channel), no input
+    # gradient; fc2 (2048 -> 1) computes both gradients
+    by_name = {r["name"]: r for r in layers}
+    assert by_name["conv1"]["forward_gflop"] == pytest.approx(2 * 2 * 64 * 34 * 34 * 49 / 1e9)
+    assert by_name["conv1"]["backward_gflop"] == by_name["conv1"]["forward_gflop"]
+    assert by_name["fc2"]["backward_gflop"] == pytest.approx(2 * 2 * 2 * 2048 / 1e9)
+    assert {r["name"] for r in layers if "forward_gflops" in r} == \
+        {"conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc1", "fc2"}
+    assert "fwd GFLOP/s" in proc.stdout
 
 
 def test_absent_pytorch_is_reported_and_our_numbers_still_printed(monkeypatch, capsys, tmp_path):

@@ -3,9 +3,11 @@ import numpy as np
 import pytest
 
 from mura_core.nn.backend import to_numpy
+from mura_core.nn.conv import im2col, im2col_with_ones
 from mura_core.nn.layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU,
-                              Residual, Sequential, Sigmoid)
-from reference import conv2d_reference, maxpool_reference, numeric_grad, rel_error
+                              Residual, Sequential, Sigmoid, memory_order)
+from reference import (conv2d_reference, maxpool_backward_reference, maxpool_reference, numeric_grad,
+                       rel_error)
 
 CONV_CASES = [  # (d_in, d_out, k, stride, h, w)
     (1, 2, 1, 1, 5, 5),
@@ -77,6 +79,25 @@ def test_conv_backward_matches_finite_differences(xp, d_in, d_out, k, stride, h,
     _check_backward(conv, rng.standard_normal((2, d_in, h, w)), xp)
 
 
+@pytest.mark.parametrize("k,stride,h,w", [(7, 2, 11, 10), (3, 3, 10, 10), (1, 1, 5, 4)])
+def test_im2col_with_ones_is_im2col_and_a_row_of_ones(k, stride, h, w):
+    """The column matrix against the definition: entry (c, i, j, n, y, x) is the zero-padded
+    input at (n, c, stride*y + i - k//2, stride*x + j - k//2); then one row of ones."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+    col, matrix = im2col_with_ones(x, k, stride, k // 2)
+    pad = k // 2
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad + k), (pad, pad + k)))
+    oh, ow = col.shape[4], col.shape[5]
+    for i in range(k):
+        for j in range(k):
+            window = padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride]
+            np.testing.assert_array_equal(col[:, i, j], window.transpose(1, 0, 2, 3))
+    np.testing.assert_array_equal(matrix[:-1], col.reshape(3 * k * k, -1))
+    assert matrix.dtype == np.float32 and (matrix[-1] == 1).all()
+    np.testing.assert_array_equal(col, im2col(x, k, stride, pad))
+
+
 def test_conv_output_shapes_follow_the_assignment():
     conv1 = Conv2D(1, 64, 7, 2)
     assert conv1.output_shape((1, 227, 227)) == (64, 114, 114)
@@ -107,6 +128,43 @@ def test_maxpool_ties_send_the_gradient_once(xp):
     pool.forward(x)
     dx = to_numpy(pool.backward(xp.ones((1, 1, 2, 2), dtype=xp.float32)))
     assert dx.sum() == 4.0 and set(np.unique(dx)) == {0.0, 1.0}
+
+
+def _stored(x, xp, order):
+    """x as an (N, C, H, W) array of ``xp`` whose memory runs over the axes in ``order``."""
+    return xp.ascontiguousarray(xp.asarray(x).transpose(order)).transpose(tuple(int(i) for i in np.argsort(order)))
+
+
+@pytest.mark.parametrize("size,stride,h,w", [(2, 2, 6, 6), (2, 2, 7, 9), (3, 2, 9, 8), (2, 1, 5, 4)])
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (1, 0, 2, 3), (1, 2, 3, 0)])
+@pytest.mark.parametrize("training", [True, False])
+def test_maxpool_routes_ties_to_the_first_offset_like_the_reference(xp, size, stride, h, w, order, training):
+    """Small integers make many ties; every window's gradient goes to its first maximum in
+    row-major order, whatever the memory order of the input and whether the winners were
+    found in forward (training) or later (evaluation)."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 3, (2, 3, h, w)).astype(np.float32)
+    pool = MaxPool2D(size, stride)
+    y = pool.forward(_stored(x, xp, order), training)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(to_numpy(y), maxpool_reference(x, size, stride))
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = pool.backward(_stored(dy, xp, order))
+    assert dx.dtype == np.float32 and dx.shape == x.shape
+    ref = maxpool_backward_reference(x, dy, size, stride)
+    if stride >= size:  # each input gets at most one gradient: exactly the reference
+        np.testing.assert_array_equal(to_numpy(dx), ref)
+    else:  # overlapping windows add up, in float32 here and float64 in the reference
+        np.testing.assert_allclose(to_numpy(dx), ref, rtol=1e-6, atol=1e-7)
+
+
+def test_maxpool_2x2_tie_order_within_a_window(xp):
+    """[[1, 2], [2, 0]]: the first 2 in row-major order is the top right one."""
+    pool = MaxPool2D(2)
+    x = xp.asarray(np.array([[[[1.0, 2.0], [2.0, 0.0]]]], dtype=np.float32))
+    pool.forward(x, training=True)
+    dx = to_numpy(pool.backward(xp.ones((1, 1, 1, 1), dtype=xp.float32)))
+    np.testing.assert_array_equal(dx[0, 0], [[0.0, 1.0], [0.0, 0.0]])
 
 
 def test_maxpool_floors_odd_sizes():
@@ -142,6 +200,17 @@ def test_linear_and_flatten(xp):
     x4 = rng.standard_normal((2, 3, 2, 2))
     np.testing.assert_array_equal(to_numpy(flat.forward(xp.asarray(x4))), x4.reshape(2, 12))
     _check_backward(flat, x4, xp)
+
+
+@pytest.mark.parametrize("order", [(1, 0, 2, 3), (1, 2, 3, 0)])
+def test_flatten_of_a_non_c_ordered_input_and_its_gradient(xp, order):
+    x = np.random.default_rng(0).standard_normal((2, 3, 2, 4))
+    flat = Flatten()
+    np.testing.assert_array_equal(to_numpy(flat.forward(_stored(x, xp, order))), x.reshape(2, 24))
+    dy = np.arange(48.0).reshape(2, 24)
+    dx = flat.backward(xp.asarray(dy))
+    np.testing.assert_array_equal(to_numpy(dx), dy.reshape(2, 3, 2, 4))
+    assert memory_order(dx) == order
 
 
 def test_dropout_eval_is_identity_and_training_drops_about_p(xp):

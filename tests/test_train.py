@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,8 @@ from mura_core.data.cache import CachedSplit, MuraCache
 from mura_core.data.mura import ImageRecord
 from mura_core.evaluation import evaluate, train_eval_indices
 from mura_core.data.batches import iterate_batches
-from mura_core.train import TrainConfig, TrainingDiverged, load_history, mura_class_weights, train
+from mura_core.train import (TrainConfig, Trainer, TrainingDiverged, load_history,
+                             mura_class_weights, train)
 
 SIZE = 32
 PARTS = ("XR_ELBOW", "XR_HAND", "XR_WRIST")
@@ -166,6 +168,48 @@ def test_killed_run_resumes_from_last_periodic_checkpoint(cache, tmp_path):
     for name, value in weights(full.model).items():
         np.testing.assert_array_equal(value, np.asarray(resumed.model.parameters()[name]), err_msg=name)
     assert resumed.history["loss"] == full.history["loss"]
+
+
+def _prefetch_threads():
+    return [t for t in threading.enumerate() if t.name == "mura-prefetch" and t.is_alive()]
+
+
+@pytest.mark.parametrize("start", [0, 7, 9, 10])
+def test_prefetched_batches_are_the_epochs_batches_in_order(cache, start):
+    """From any step (a resumed run starts mid-epoch), the trainer's batch stream is the
+    remaining batches of iterate_batches, epoch after epoch, exactly one per remaining step."""
+    config = TrainConfig(**dict(BASE, steps=30, augment=True))
+    trainer = Trainer(small_model(), cache, config)
+    trainer.state.step = start
+    got = list(trainer._batches())
+    spe = trainer.steps_per_epoch
+    expected = []
+    for epoch in range(start // spe, 30 // spe + 1):
+        first = start % spe if epoch == start // spe else 0
+        expected += list(iterate_batches(trainer.train_split, 16, mean=trainer.mean, std=trainer.std,
+                                         shuffle=True, seed=3, epoch=epoch, augment=True,
+                                         drop_last=True, start_batch=first))
+    expected = expected[:30 - start]
+    assert len(got) == 30 - start
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a.index, b.index)
+        np.testing.assert_array_equal(a.x, b.x)
+
+
+def test_no_prefetch_thread_outlives_a_run(cache, tmp_path):
+    train(small_model(), cache, BASE)
+    assert not _prefetch_threads()
+    with pytest.raises(KeyboardInterrupt):
+        train(small_model(), cache, BASE, out_dir=str(tmp_path / "cut"), on_step=_sigint_at(3))
+    assert not _prefetch_threads()
+
+    def crash(step, loss):
+        if step == 2:
+            raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(small_model(), cache, BASE, on_step=crash)
+    assert not _prefetch_threads()
 
 
 def test_resume_can_extend_but_not_change_settings(cache, tmp_path):

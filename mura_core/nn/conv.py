@@ -16,6 +16,8 @@ a slice there costs a kernel launch.
 from __future__ import annotations
 
 
+import numpy as np
+
 from .backend import get_array_module, gpu_kernels
 
 
@@ -61,19 +63,42 @@ def im2col(x, k: int, stride: int, pad: int):
     kernels = gpu_kernels(xp)
     if kernels is not None:
         return kernels.im2col(x, k, stride, pad, oh, ow)
+    col = xp.empty((c, k, k, n, oh, ow), dtype=x.dtype)
+    _fill_columns(x, col, k, stride, pad)
+    return col
+
+
+def im2col_with_ones(x, k: int, stride: int, pad: int):
+    """NumPy's im2col with one more row of ones: (col, matrix), matrix (C*K*K + 1, N*OH*OW)
+    and col its first C*K*K rows as (C, K, K, N, OH, OW). A bias then rides in the product as
+    one more weight column (no separate pass over the output), and the weight gradient's
+    product with this matrix gives the bias gradient as its last column."""
+    n, c, h, w = x.shape
+    oh, ow = conv_output_size(h, k, stride, pad), conv_output_size(w, k, stride, pad)
+    matrix = np.empty((c * k * k + 1, n * oh * ow), dtype=x.dtype)
+    col = matrix[:-1].reshape(c, k, k, n, oh, ow)
+    _fill_columns(x, col, k, stride, pad)
+    matrix[-1] = 1
+    return col, matrix
+
+
+def _fill_columns(x, col, k: int, stride: int, pad: int) -> None:
+    """Write im2col(x) into ``col`` (C, K, K, N, OH, OW) with slice copies."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    oh, ow = col.shape[4], col.shape[5]
     hp, wp = _padded_extent(h, k, stride, pad), _padded_extent(w, k, stride, pad)
     # phases[a, b, c, n] = padded[c, n, a::s, b::s]: channels before batch, as in col.
     phases = xp.zeros((stride, stride, c, n, hp // stride, wp // stride), dtype=x.dtype)
     for pixels, phase in _phase_pairs(phases, x.transpose(1, 0, 2, 3), stride, pad):
         phase[...] = pixels
-    col = xp.empty((c, k, k, n, oh, ow), dtype=x.dtype)
     for i, j, window in _kernel_windows(phases, k, stride, oh, ow):
         col[:, i, j] = window
-    return col
 
 
 def col2im(col, x_shape, k: int, stride: int, pad: int):
-    """Adjoint of ``im2col``: col (C, K, K, N, OH, OW) -> dx (N, C, H, W).
+    """Adjoint of ``im2col``: col (C, K, K, N, OH, OW) -> dx (N, C, H, W), on NumPy the view
+    of a channel-major (C, N, H, W) array.
 
     Overlapping windows add up (one slice addition per kernel offset, into the phase planes).
     """
@@ -87,7 +112,9 @@ def col2im(col, x_shape, k: int, stride: int, pad: int):
     phases = xp.zeros((stride, stride, c, n, hp // stride, wp // stride), dtype=col.dtype)
     for i, j, window in _kernel_windows(phases, k, stride, oh, ow):
         window += col[:, i, j]
-    dx = xp.empty((n, c, h, w), dtype=col.dtype)
-    for pixels, phase in _phase_pairs(phases, dx.transpose(1, 0, 2, 3), stride, pad):
+    # Stored channel-major like the columns (the copies below are then contiguous) and
+    # returned as its (N, C, H, W) view.
+    dx = xp.empty((c, n, h, w), dtype=col.dtype)
+    for pixels, phase in _phase_pairs(phases, dx, stride, pad):
         pixels[...] = phase
-    return dx
+    return dx.transpose(1, 0, 2, 3)

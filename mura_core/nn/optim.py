@@ -5,15 +5,31 @@ from __future__ import annotations
 from .backend import get_array_module, gpu_kernels, to_numpy
 
 
-_CHUNK = 1 << 20
+#: Elements per chunk of the NumPy update: the chunks of theta, v and g (1 MB each) stay in
+#: cache through the three operations, instead of three passes over the whole arrays (fc1.W
+#: alone holds 25.7 million weights).
+_CHUNK = 1 << 18
 
 
-def _subtract_scaled(theta, v, lr: float) -> None:
-    """theta -= lr * v in place, through chunks so the temporary stays small (fc1.W alone
-    holds 25.7 million weights)."""
-    flat_theta, flat_v = theta.reshape(-1), v.reshape(-1)
+def _momentum_update(theta, v, g, lr: float, momentum: float, weight_decay: float) -> None:
+    """v <- momentum v + (g + weight_decay theta); theta <- theta - lr v, in place, chunk by
+    chunk (the same operations in the same order as whole-array ones, so the same numbers)."""
+    xp = get_array_module(theta)
+    flat_theta, flat_v, flat_g = theta.reshape(-1), v.reshape(-1), g.reshape(-1)
+    scratch = xp.empty(min(_CHUNK, flat_theta.size), dtype=theta.dtype)
     for start in range(0, flat_theta.size, _CHUNK):
-        flat_theta[start:start + _CHUNK] -= lr * flat_v[start:start + _CHUNK]
+        part = slice(start, start + _CHUNK)
+        vc, tc, gc = flat_v[part], flat_theta[part], flat_g[part]
+        tmp = scratch[:vc.size]
+        vc *= momentum
+        if weight_decay:
+            xp.multiply(tc, weight_decay, out=tmp)
+            tmp += gc
+            vc += tmp
+        else:
+            vc += gc
+        xp.multiply(vc, lr, out=tmp)
+        tc -= tmp
 
 
 class SGD:
@@ -55,12 +71,8 @@ class SGD:
                 kernels.sgd_momentum(theta, self.velocity[name], g, self.lr, self.momentum,
                                      self.weight_decay)
                 continue
-            if self.weight_decay:
-                g = g + self.weight_decay * theta
-            v = self.velocity[name]
-            v *= self.momentum
-            v += g
-            _subtract_scaled(theta, v, self.lr)
+            _momentum_update(theta, self.velocity[name], g, self.lr, self.momentum,
+                             self.weight_decay)
 
     def state_dict(self) -> dict:
         """Hyper-parameters and velocities (as NumPy arrays), for checkpoints."""
