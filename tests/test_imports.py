@@ -58,3 +58,13 @@ def test_the_command_table_names_a_module_for_every_command():
     for name, (module, _) in COMMANDS.items():
         parser = build_parser([name])
         assert name in parser._subparsers._group_actions[0].choices, module
+
+
+def test_a_report_without_its_jupyter_stack_stops_before_any_work(tmp_path):
+    args = ["report", "--profile", "smoke", "--out", str(tmp_path / "out"),
+            "--figures", str(tmp_path / "fig"), "--work", str(tmp_path / "work")]
+    proc = run_blocked(("nbconvert",), "from mura_core.__main__ import main\n"
+                                       f"sys.exit(main({args!r}))\n")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "pip install -e '.[report]'" in proc.stderr
+    assert not (tmp_path / "work").exists(), "no data generated, nothing trained"

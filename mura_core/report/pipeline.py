@@ -154,6 +154,22 @@ class ReportResult:
     provenance: dict = field(default_factory=dict)
 
 
+def import_report_stack():
+    """The document module, after importing everything that builds the report (papermill,
+    nbformat, nbconvert), so a missing or broken Jupyter stack stops the report before any
+    work rather than after the notebooks have run."""
+    try:
+        import nbconvert  # noqa: F401, PLC0415
+        import papermill  # noqa: F401, PLC0415
+
+        from . import document  # noqa: PLC0415
+    except Exception as exc:  # ImportError, or a package that fails while importing
+        raise PipelineError(
+            f"the report's Jupyter stack does not import ({exc.__class__.__name__}: {exc}); "
+            "install it with `pip install -e '.[report]'` (make report does)") from None
+    return document
+
+
 def choose_profile(profile: str | None, backend: str) -> str:
     """The profile asked for, or, when none is, ``full`` on CuPy and ``quick`` on NumPy."""
     if profile is not None:
@@ -169,8 +185,8 @@ def run_report(profile: str | None = None, data=None, backend: str = "numpy",
 
     ``profile`` None: ``full`` when the backend resolves to CuPy, else ``quick``."""
     from ..nn.backend import resolve_backend  # noqa: PLC0415
-    from . import document  # noqa: PLC0415  (nbformat, nbconvert)
 
+    document = import_report_stack()
     t0 = time.perf_counter()
     backend = resolve_backend(backend)
     profile = choose_profile(profile, backend)

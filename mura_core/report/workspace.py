@@ -166,7 +166,8 @@ def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> 
         return DataSource(root=root, synthetic=False)
     if prof.real_data:
         log(f"note: profile {profile!r} is sized for real MURA; with no --data it runs on a "
-            "synthetic set, which takes long and means little.")
+            f"synthetic set of MURA's size ({prof.synthetic_train:,} / {prof.synthetic_valid:,} "
+            "images), whose numbers say nothing about real radiographs.")
     root = paths.synthetic_data(profile, seed)
     marker = _synthetic_marker(root)
     mismatch = None if marker is None else marker_mismatch(
