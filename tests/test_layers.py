@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from mura_core.nn.backend import to_numpy
+from mura_core.nn.backend import cupy_available, to_numpy
 from mura_core.nn.conv import im2col, im2col_with_ones
 from mura_core.nn.layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU,
                               Residual, Sequential, Sigmoid, memory_order)
@@ -183,6 +183,20 @@ def test_relu_and_sigmoid(xp):
     _check_backward(Sigmoid(), x, xp)
 
 
+def test_relu_keeps_nan_and_follows_any_memory_order(xp):
+    """A NaN passes through (as np.maximum lets it), so a diverged run is still caught; a
+    transposed input (a convolution's output view) gives the same values."""
+    x = np.array([[-1.0, 0.0, np.nan], [2.0, -np.inf, np.inf]], dtype=np.float32)
+    layer = ReLU()
+    y = to_numpy(layer.forward(xp.asarray(x)))
+    np.testing.assert_array_equal(y, np.maximum(x, 0))
+    np.testing.assert_array_equal(to_numpy(layer.backward(xp.ones((2, 3), dtype=xp.float32))),
+                                  [[0, 0, 0], [1, 0, 1]])
+    z = np.random.default_rng(3).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    view = xp.asarray(z.transpose(1, 0, 2, 3).copy()).transpose(1, 0, 2, 3)
+    np.testing.assert_array_equal(to_numpy(ReLU().forward(view)), np.maximum(z, 0))
+
+
 def test_sigmoid_saturates_without_overflow(xp):
     y = to_numpy(Sigmoid().forward(xp.asarray(np.array([-1000.0, -100.0, 0.0, 100.0, 1000.0], dtype=np.float32))))
     assert np.all(np.isfinite(y)) and y[0] == 0.0 and y[2] == 0.5 and y[-1] == 1.0
@@ -328,3 +342,30 @@ def test_he_initialization_scale():
     assert conv.params["W"].dtype == np.float32
     assert abs(conv.params["W"].std() - np.sqrt(2 / (64 * 25))) < 0.02 * np.sqrt(2 / (64 * 25))
     assert not conv.params["b"].any()
+
+
+@pytest.mark.skipif(not cupy_available(), reason="CuPy with a GPU is not available")
+def test_gpu_kernels_give_the_same_results_with_64_bit_indices(monkeypatch):
+    """The fused CUDA kernels run their index arithmetic in 32 bits when every array fits;
+    forcing the 64-bit variants must change nothing (im2col, col2im, pooling both ways)."""
+    import cupy
+
+    from mura_core.nn import cuda_kernels
+
+    rng = np.random.default_rng(5)
+    x = cupy.asarray(rng.standard_normal((3, 2, 11, 10)).astype(np.float32))
+
+    def run():
+        col = cuda_kernels.im2col(x, 5, 2, 2, 6, 5)
+        back = cuda_kernels.col2im(col, x.shape, 5, 2, 2)
+        pooled, winner = cuda_kernels.maxpool_forward(x, 2, 2, 5, 5)
+        routed = cuda_kernels.maxpool_backward(pooled, winner, x.shape, 2, 2)
+        biased = cuda_kernels.bias_to_nchw(col.reshape(5 * 5 * 2, -1)[:4],
+                                           cupy.arange(4, dtype=cupy.float32), 3, 6, 5)
+        return [to_numpy(a) for a in (col, back, pooled, winner, routed, biased)]
+
+    narrow = run()
+    monkeypatch.setattr(cuda_kernels, "_INT32_LIMIT", 0)
+    wide = run()
+    for a, b in zip(narrow, wide):
+        np.testing.assert_array_equal(a, b)

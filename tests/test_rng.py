@@ -1,5 +1,6 @@
 """Counter-based uniforms: SplitMix64 exactly, uniform in distribution, equal on every backend."""
 import numpy as np
+import pytest
 
 from mura_core.nn.backend import to_numpy
 from mura_core.nn.rng import GAMMA, keep_mask, mix64, stream_key, uniform
@@ -25,10 +26,14 @@ def test_uniforms_are_uniform_and_streams_independent():
     assert len({stream_key(s, c) for s in range(5) for c in range(100)}) == 500
 
 
-def test_keep_mask_scales_kept_units_and_keeps_dtype(xp):
-    like = xp.zeros((64, 1000), dtype=xp.float32)
-    mask = to_numpy(keep_mask(like, 0.25, stream_key(1, 0)))
-    assert mask.dtype == np.float32
-    assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}
-    assert abs((mask == 0).mean() - 0.25) < 0.01
-    np.testing.assert_array_equal(mask, keep_mask(np.zeros((64, 1000), np.float32), 0.25, stream_key(1, 0)))
+@pytest.mark.parametrize("dtype,p", [(np.float32, 0.25), (np.float64, 0.3)])
+def test_keep_mask_scales_kept_units_and_keeps_dtype(xp, dtype, p):
+    like = xp.zeros((64, 1000), dtype=dtype)
+    mask = to_numpy(keep_mask(like, p, stream_key(1, 0)))
+    assert mask.dtype == dtype
+    assert set(np.unique(mask)) == {0.0, dtype(1 / (1 - p))}
+    assert abs((mask == 0).mean() - p) < 0.01
+    # the same units on every backend: the uniforms are compared with p in float32
+    u = uniform(np, (64, 1000), stream_key(1, 0))
+    np.testing.assert_array_equal(mask != 0, u >= np.float32(p))
+    np.testing.assert_array_equal(mask, keep_mask(np.zeros((64, 1000), dtype), p, stream_key(1, 0)))

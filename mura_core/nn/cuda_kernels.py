@@ -8,7 +8,14 @@ layouts and tie rules of the NumPy code they replace (``conv.im2col``, ``conv.co
 - im2col: one thread per column entry (C, K, K, N, OH, OW), zero outside the padded input;
 - col2im: one thread per input pixel, gathering the column entries that read it (no atomics);
 - max pooling: one thread per output (value and winning offset, the first on ties), and one
-  per input pixel in backward, gathering from the windows that contain it.
+  per input pixel in backward, gathering from the windows that contain it;
+- a convolution's bias addition and its transposition to (N, D, OH, OW), in one pass;
+- ReLU with its mask, a dropout mask from the counter-based stream (``rng``), the BCE with its
+  gradient, and the momentum update over the packed parameters (``Layer.pack``): each what
+  several array operations (several launches) do on NumPy, in one launch.
+
+Each launch costs some microseconds of host time whatever its size, and each element-wise
+pass a read and a write of its arrays: on a fast GPU, fewer launches and passes is speed.
 
 Imported only when CuPy arrays are in use.
 """
@@ -16,11 +23,35 @@ from __future__ import annotations
 
 import cupy
 
-_IM2COL = cupy.ElementwiseKernel(
+#: Largest element count whose offsets the 32-bit variant of a kernel may compute.
+_INT32_LIMIT = 2**31 - 1
+
+
+class _IndexedKernel:
+    """An element-wise kernel compiled twice, its index arithmetic (the ``IDX`` of its body)
+    in 32 and in 64 bits. The kernels spend most of their time splitting the thread index
+    into coordinates with divisions by run-time sizes, and a 64-bit integer division is a
+    long software routine on a GPU; the 32-bit variant runs whenever every array of the call
+    has fewer than 2**31 elements (batches of a few hundred images at 227 do), the 64-bit one
+    otherwise."""
+
+    def __init__(self, in_params: str, out_params: str, body: str, name: str):
+        self._narrow = cupy.ElementwiseKernel(in_params, out_params,
+                                              body.replace("IDX", "unsigned int"), name + "_32")
+        self._wide = cupy.ElementwiseKernel(in_params, out_params,
+                                            body.replace("IDX", "long long"), name + "_64")
+
+    def __call__(self, *args):
+        arrays = [a for a in args if isinstance(a, cupy.ndarray)]
+        narrow = max(a.size for a in arrays) <= _INT32_LIMIT
+        return (self._narrow if narrow else self._wide)(*args)
+
+
+_IM2COL = _IndexedKernel(
     "raw T x, int32 n, int32 c, int32 h, int32 w, int32 k, int32 s, int32 p, int32 oh, int32 ow",
     "T col",
     """
-    long long t = i;
+    IDX t = (IDX)i;
     const int ox = t % ow; t /= ow;
     const int oy = t % oh; t /= oh;
     const int b = t % n; t /= n;
@@ -30,7 +61,7 @@ _IM2COL = cupy.ElementwiseKernel(
     const int y = oy * s + ky - p;
     const int xx = ox * s + kx - p;
     if (y >= 0 && y < h && xx >= 0 && xx < w) {
-        col = x[(((long long)b * c + ch) * h + y) * w + xx];
+        col = x[(((IDX)b * c + ch) * h + y) * w + xx];
     } else {
         col = (T)0;
     }
@@ -38,11 +69,11 @@ _IM2COL = cupy.ElementwiseKernel(
     "mura_im2col",
 )
 
-_COL2IM = cupy.ElementwiseKernel(
+_COL2IM = _IndexedKernel(
     "raw T col, int32 n, int32 c, int32 h, int32 w, int32 k, int32 s, int32 p, int32 oh, int32 ow",
     "T dx",
     """
-    long long t = i;
+    IDX t = (IDX)i;
     const int xx = t % w; t /= w;
     const int y = t % h; t /= h;
     const int ch = t % c;
@@ -58,8 +89,8 @@ _COL2IM = cupy.ElementwiseKernel(
             if (tx < 0 || tx % s != 0) continue;
             const int ox = tx / s;
             if (ox >= ow) continue;
-            sum += col[((((long long)ch * k + ky) * k + kx) * n + b) * (long long)oh * ow
-                       + (long long)oy * ow + ox];
+            sum += col[((((IDX)ch * k + ky) * k + kx) * n + b) * (IDX)oh * ow
+                       + (IDX)oy * ow + ox];
         }
     }
     dx = sum;
@@ -67,20 +98,20 @@ _COL2IM = cupy.ElementwiseKernel(
     "mura_col2im",
 )
 
-_POOL_FORWARD = cupy.ElementwiseKernel(
+_POOL_FORWARD = _IndexedKernel(
     "raw T x, int32 h, int32 w, int32 oh, int32 ow, int32 size, int32 s",
     "T y, int8 winner",
     """
-    long long t = i;
+    IDX t = (IDX)i;
     const int ox = t % ow; t /= ow;
     const int oy = t % oh;
-    const long long plane = t / oh;
+    const IDX plane = t / oh;
     const T* base = &x[plane * h * w];
-    T best = base[(long long)(oy * s) * w + ox * s];
+    T best = base[(IDX)(oy * s) * w + ox * s];
     int arg = 0;
     for (int dy = 0; dy < size; ++dy) {
         for (int dx = 0; dx < size; ++dx) {
-            const T v = base[(long long)(oy * s + dy) * w + ox * s + dx];
+            const T v = base[(IDX)(oy * s + dy) * w + ox * s + dx];
             if (v > best) { best = v; arg = dy * size + dx; }
         }
     }
@@ -90,14 +121,14 @@ _POOL_FORWARD = cupy.ElementwiseKernel(
     "mura_maxpool_forward",
 )
 
-_POOL_BACKWARD = cupy.ElementwiseKernel(
+_POOL_BACKWARD = _IndexedKernel(
     "raw T dy, raw int8 winner, int32 h, int32 w, int32 oh, int32 ow, int32 size, int32 s",
     "T dx",
     """
-    long long t = i;
+    IDX t = (IDX)i;
     const int xx = t % w; t /= w;
     const int y = t % h;
-    const long long plane = t / h;
+    const IDX plane = t / h;
     T sum = (T)0;
     for (int ky = 0; ky < size; ++ky) {
         const int ty = y - ky;
@@ -109,13 +140,26 @@ _POOL_BACKWARD = cupy.ElementwiseKernel(
             if (tx < 0 || tx % s != 0) continue;
             const int ox = tx / s;
             if (ox >= ow) continue;
-            const long long o = (plane * oh + oy) * ow + ox;
+            const IDX o = (plane * oh + oy) * ow + ox;
             if (winner[o] == ky * size + kx) sum += dy[o];
         }
     }
     dx = sum;
     """,
     "mura_maxpool_backward",
+)
+
+_BIAS_TO_NCHW = _IndexedKernel(
+    "raw T y, raw T b, int32 d, int32 n, int32 hw",
+    "T out",
+    """
+    IDX t = (IDX)i;
+    const int q = t % hw; t /= hw;
+    const int ch = t % d;
+    const int img = t / d;
+    out = y[((IDX)ch * n + img) * hw + q] + b[ch];
+    """,
+    "mura_bias_to_nchw",
 )
 
 _SGD_MOMENTUM = cupy.ElementwiseKernel(
@@ -143,6 +187,62 @@ _SPLITMIX_UNIFORM = cupy.ElementwiseKernel(
 )
 
 
+_DROPOUT_MASK = cupy.ElementwiseKernel(
+    "uint64 key, float32 p, T scale",
+    "T mask",
+    """
+    unsigned long long z = key + (unsigned long long)(i + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z = z ^ (z >> 31);
+    const float u = (float)(z >> 40) * (1.0f / 16777216.0f);
+    mask = u >= p ? scale : (T)0;
+    """,
+    "mura_dropout_mask",
+)
+
+_BCE_WITH_LOGITS = cupy.ElementwiseKernel(
+    "T z, T t, T w, T n",
+    "T loss, T dz",
+    """
+    const T e = exp(-fabs(z));
+    const T p = z >= 0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
+    loss = w * (max(z, (T)0) - t * z + log1p(e));
+    dz = w * ((p - t) / n);
+    """,
+    "mura_bce_with_logits",
+)
+
+
+_RELU = cupy.ElementwiseKernel(
+    "T x",
+    "T y, bool mask",
+    """
+    y = (x > (T)0 || isnan(x)) ? x : (T)0;
+    mask = y > (T)0;
+    """,
+    "mura_relu",
+)
+
+
+def relu(x):
+    """max(x, 0) (NaN stays NaN, as ``maximum`` keeps it) and its mask y > 0, in one launch."""
+    return _RELU(x)
+
+
+def dropout_mask(shape, dtype, p: float, key: int):
+    """``rng.keep_mask`` in one launch: scale where the stream's uniform is >= p, else 0."""
+    mask = cupy.empty(shape, dtype=dtype)
+    _DROPOUT_MASK(cupy.uint64(key), cupy.float32(p), mask.dtype.type(1.0 / (1.0 - p)), mask)
+    return mask
+
+
+def bce_with_logits(z, t, w):
+    """Per-example BCE of logits z against targets t, weighted by w, and dL/dz of their mean,
+    in one launch (the formulas of ``losses.bce_with_logits``)."""
+    return _BCE_WITH_LOGITS(z, t, w, z.dtype.type(z.shape[0]))
+
+
 def splitmix_uniform(size: int, key: int):
     """The float32 uniforms of ``rng.uniform`` for stream ``key``, computed on the GPU."""
     u = cupy.empty(size, dtype=cupy.float32)
@@ -163,6 +263,15 @@ def col2im(col, x_shape, k: int, stride: int, pad: int):
     dx = cupy.empty((n, c, h, w), dtype=col.dtype)
     _COL2IM(cupy.ascontiguousarray(col), n, c, h, w, k, stride, pad, oh, ow, dx)
     return dx
+
+
+def bias_to_nchw(y, b, n: int, oh: int, ow: int):
+    """A convolution's product y (D, N*OH*OW) plus the bias b (D,), as (N, D, OH, OW): the
+    bias addition and the transposition in one pass."""
+    d = y.shape[0]
+    out = cupy.empty((n, d, oh, ow), dtype=y.dtype)
+    _BIAS_TO_NCHW(cupy.ascontiguousarray(y), cupy.ascontiguousarray(b), d, n, oh * ow, out)
+    return out
 
 
 def maxpool_forward(x, size: int, stride: int, oh: int, ow: int):

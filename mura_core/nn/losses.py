@@ -11,7 +11,7 @@ for models whose output is already a probability.
 """
 from __future__ import annotations
 
-from .backend import get_array_module
+from .backend import get_array_module, gpu_kernels
 from .layers import sigmoid
 
 
@@ -30,17 +30,33 @@ def bce_with_logits(z, t, weights=None):
     w_i * BCE_i (MURA's class weighting passes one weight per example; see ``train.py``).
     Returns (loss as a Python float, dL/dz with the shape of z and its dtype).
     """
+    loss, dz = bce_with_logits_deferred(z, t, weights)
+    return float(loss), dz
+
+
+def bce_with_logits_deferred(z, t, weights=None):
+    """``bce_with_logits`` with the loss left as a 0-d array of z's backend.
+
+    Reading a GPU array's value waits for every queued kernel; a training step that reads
+    its loss only after queueing the backward pass (``models.loss_and_grads``) keeps the
+    device busy while the host queues the next kernels.
+    """
     xp = get_array_module(z)
     zf = z.reshape(-1)
     t = _flat_targets(t, zf)
     n = zf.shape[0]
+    kernels = gpu_kernels(xp)
+    if kernels is not None:  # the lines below in one launch
+        w = zf.dtype.type(1) if weights is None else _flat_targets(weights, zf, "weights")
+        losses, dz = kernels.bce_with_logits(zf, t, w)
+        return losses.mean(), dz.reshape(z.shape)
     losses = xp.maximum(zf, zf.dtype.type(0)) - t * zf + xp.log1p(xp.exp(-xp.abs(zf)))
     dz = (sigmoid(zf) - t) / zf.dtype.type(n)
     if weights is not None:
         w = _flat_targets(weights, zf, "weights")
         losses = w * losses
         dz = w * dz
-    return float(losses.mean()), dz.reshape(z.shape)
+    return losses.mean(), dz.reshape(z.shape)
 
 
 def bce_from_probabilities(p, t, eps: float = 1e-7):

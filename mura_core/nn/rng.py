@@ -62,6 +62,9 @@ def keep_mask(like, p: float, key: int):
     """Inverted-dropout mask shaped like ``like``: 1/(1-p) where the uniform is >= p, else 0,
     in ``like``'s dtype and on its backend."""
     xp = get_array_module(like)
+    kernels = gpu_kernels(xp)
+    if kernels is not None:
+        return kernels.dropout_mask(like.shape, like.dtype, p, key)
     u = uniform(xp, like.shape, key)
     scale = like.dtype.type(1.0 / (1.0 - p))
     return (u >= np.float32(p)).astype(like.dtype) * scale
