@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import mura_core as mc
-from mura_core.nn.backend import to_numpy
+from mura_core.nn.backend import PACK_ALIGNMENT, pack, shared_buffer, to_numpy
 from mura_core.nn.gradcheck import numerical_gradient
 from reference import numeric_grad, rel_error
 
@@ -71,6 +71,49 @@ def test_sgd_momentum_matches_a_hand_computed_two_step_update(xp):
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, th2, rtol=1e-6)
     np.testing.assert_allclose(to_numpy(opt.velocity["w"]), v2, rtol=1e-6)
+
+
+def test_shared_buffer_finds_packed_arrays_only(xp):
+    arrays = [xp.ones((3, 4), dtype=xp.float32), xp.arange(5, dtype=xp.float32)]
+    assert shared_buffer(arrays) is None  # allocated apart
+    buffer, views = pack(arrays, xp)
+    found, offsets = shared_buffer(views)
+    assert found is buffer and offsets[0] == 0 and offsets[1] >= 12
+    assert offsets[1] * 4 % PACK_ALIGNMENT == 0
+    np.testing.assert_array_equal(to_numpy(views[1]), np.arange(5))
+    assert float(buffer.sum()) == 12 + 10  # the gaps are zero
+    assert shared_buffer(views[::-1]) is None  # out of order
+    assert shared_buffer([views[0], xp.ones(5, dtype=xp.float32)]) is None
+
+
+def test_sgd_on_packed_parameters_equals_the_update_of_each_array(xp):
+    """With parameters, gradients (and so velocities) packed in one buffer each, a step is
+    one pass over the buffers on a GPU; it must give exactly the per-array update."""
+    rng = np.random.default_rng(2)
+    shapes = [(4, 3, 3, 3), (4,), (36, 5), (5,)]
+    start = [rng.standard_normal(shape).astype(np.float32) for shape in shapes]
+    grads = [[rng.standard_normal(shape).astype(np.float32) for shape in shapes] for _ in range(3)]
+    apart = {f"p{i}": xp.asarray(a) for i, a in enumerate(start)}
+    _, views = pack([xp.asarray(a) for a in start], xp)
+    packed = {f"p{i}": v for i, v in enumerate(views)}
+    _, gviews = pack([xp.zeros(shape, dtype=xp.float32) for shape in shapes], xp)
+    opt_apart = mc.SGD(apart, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    opt_packed = mc.SGD(packed, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    assert shared_buffer(list(opt_packed.velocity.values())) is not None
+    for step in grads:
+        for view, g in zip(gviews, step):
+            view[...] = xp.asarray(g)
+        opt_apart.step({f"p{i}": xp.asarray(g) for i, g in enumerate(step)})
+        opt_packed.step({f"p{i}": v for i, v in enumerate(gviews)})
+        opt_packed.lr = opt_apart.lr = 0.02  # a schedule changes the rate between steps
+    for name in apart:
+        np.testing.assert_array_equal(to_numpy(packed[name]), to_numpy(apart[name]))
+        np.testing.assert_array_equal(to_numpy(opt_packed.velocity[name]),
+                                      to_numpy(opt_apart.velocity[name]))
+    state = opt_packed.state_dict()  # velocities round-trip into the packed buffer
+    other = mc.SGD(packed, lr=1.0)
+    other.load_state_dict(state)
+    np.testing.assert_array_equal(to_numpy(other.velocity["p2"]), state["velocity"]["p2"])
 
 
 def test_sgd_without_momentum_is_plain_gradient_descent():

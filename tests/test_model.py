@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import mura_core as mc
-from mura_core.nn.backend import to_numpy
+from mura_core.nn.backend import shared_buffer, to_numpy
 from mura_core.nn.gradcheck import check_model_gradients
 
 BASELINE_SHAPES = {  # DESIGN.md, for a 227x227 input
@@ -42,6 +42,10 @@ def test_parameter_names_in_layer_order_and_gradients_share_them():
     assert isinstance(loss, float) and list(grads) == names
     for name in names:
         assert grads[name].shape == model.parameters()[name].shape
+    # parameters and gradients each live in one buffer, at the same offsets (Layer.pack)
+    params_buffer, offsets = shared_buffer(list(model.parameters().values()))
+    grads_buffer, grad_offsets = shared_buffer(list(grads.values()))
+    assert grad_offsets == offsets and grads_buffer.size == params_buffer.size
 
 
 def test_deeper_adds_two_convolutions_and_one_fully_connected_layer():

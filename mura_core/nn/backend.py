@@ -81,6 +81,55 @@ def _cupy_imported() -> bool:
     return "cupy" in sys.modules
 
 
+#: Bytes between the starts of the arrays that ``pack`` places in one buffer: each starts on
+#: a 256-byte boundary, as an array allocated on its own would.
+PACK_ALIGNMENT = 256
+
+
+def _address(a) -> int:
+    """Where the first element of a NumPy or CuPy array lies in memory."""
+    return a.__array_interface__["data"][0] if isinstance(a, np.ndarray) else a.data.ptr
+
+
+def pack(arrays, xp):
+    """Copies of ``arrays`` (one dtype) placed in one zeroed 1-D buffer, in order, each at a
+    ``PACK_ALIGNMENT`` boundary; returns (buffer, views shaped as the arrays). The gaps
+    between them stay zero."""
+    itemsize = np.dtype(arrays[0].dtype).itemsize
+    step = max(1, PACK_ALIGNMENT // itemsize)
+    offsets, end = [], 0
+    for a in arrays:
+        offsets.append(end)
+        end += -(-int(a.size) // step) * step
+    buffer = xp.zeros(max(end, 1), dtype=arrays[0].dtype)
+    views = []
+    for a, offset in zip(arrays, offsets):
+        view = buffer[offset:offset + a.size].reshape(a.shape)
+        view[...] = a
+        views.append(view)
+    return buffer, views
+
+
+def shared_buffer(arrays):
+    """(buffer, offsets in elements) when every array is a view of one 1-D contiguous buffer
+    (as ``pack`` places them), in increasing order of offset; else None. An optimizer then
+    updates the whole buffer in one pass, gaps included (they are zero and stay zero)."""
+    base = getattr(arrays[0], "base", None) if arrays else None
+    if base is None or base.ndim != 1 or not base.flags.c_contiguous:
+        return None
+    start, itemsize = _address(base), base.itemsize
+    offsets, previous = [], -1
+    for a in arrays:
+        if a.base is not base or not a.flags.c_contiguous or a.dtype != base.dtype:
+            return None
+        offset = (_address(a) - start) // itemsize
+        if offset <= previous:
+            return None
+        offsets.append(offset)
+        previous = offset
+    return base, offsets
+
+
 def gpu_kernels(xp):
     """The fused CUDA kernels (``cuda_kernels``) when ``xp`` is CuPy, else None.
 

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from .backend import get_array_module, gpu_kernels
+from .backend import get_array_module, gpu_kernels, pack
 from . import winograd
 from .conv import col2im, conv_output_size, im2col, im2col_with_ones
 from .rng import keep_mask, stream_key
@@ -93,6 +93,28 @@ class Layer:
         for _, child in self.children():
             child.to(xp)
         return self
+
+    def pack(self) -> "Layer":
+        """Place every parameter of this layer and its children in one buffer, and every
+        gradient in another, at the same offsets (``backend.pack``; values unchanged), so
+        that the optimizer updates them all in one pass (one kernel launch on a GPU instead
+        of one per array). Layers keep writing their gradients in place, into these views."""
+        slots = list(self._slots())
+        if not slots:
+            return self
+        xp = get_array_module(slots[0][0].params[slots[0][1]])
+        for store in ("params", "grads"):
+            _, views = pack([getattr(layer, store)[key] for layer, key in slots], xp)
+            for (layer, key), view in zip(slots, views):
+                getattr(layer, store)[key] = view
+        return self
+
+    def _slots(self):
+        """(layer, key) of every parameter, in the order of ``named_parameters``."""
+        for key in self.params:
+            yield self, key
+        for _, child in self.children():
+            yield from child._slots()
 
     def describe(self) -> str:
         return type(self).__name__
@@ -215,13 +237,13 @@ class Conv2D(Layer):
             return y
         n = x.shape[0]
         w2 = self.params["W"].reshape(self.d_out, -1)
-        if gpu_kernels(xp) is not None:
+        kernels = gpu_kernels(xp)
+        if kernels is not None:
             col = im2col(x, self.k, self.stride, self.pad)  # (C, K, K, N, OH, OW)
             y = w2 @ col.reshape(w2.shape[1], -1)  # (D, N*OH*OW)
-            y += self.params["b"][:, None]
             self._cache = (x.shape, algorithm, (col, None))
-            oh, ow = col.shape[4], col.shape[5]
-            return xp.ascontiguousarray(y.reshape(self.d_out, n, oh, ow).transpose(1, 0, 2, 3))
+            # + bias, and to (N, D, OH, OW), in one pass
+            return kernels.bias_to_nchw(y, self.params["b"], n, col.shape[4], col.shape[5])
         # NumPy: the bias as one more weight column against a row of ones
         # (im2col_with_ones), and the product taken channels-last, (N*OH*OW, D): the output
         # is the NCHW view of an NHWC array. The next layers follow any memory order (a 2x2
@@ -432,6 +454,10 @@ class ReLU(Layer):
 
     def forward(self, x, training: bool = False):
         xp = get_array_module(x)
+        kernels = gpu_kernels(xp)
+        if kernels is not None:  # both lines below in one launch
+            y, self._mask = kernels.relu(x)
+            return y
         y = xp.maximum(x, x.dtype.type(0))
         self._mask = y > 0
         return y

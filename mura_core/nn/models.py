@@ -22,7 +22,7 @@ import numpy as np
 from .backend import resolve_backend, to_numpy, xp_for
 from .layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU, Residual,
                      Sequential, Sigmoid)
-from .losses import bce_with_logits
+from .losses import bce_with_logits_deferred
 
 
 def _conv(out, k, stride=1, **extra):
@@ -323,7 +323,7 @@ def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
     body, stream = _assemble(layers, input_size, int(seed), float(dropout), np.dtype(dtype))
     spec = {"arch": name, "input_size": input_size, "seed": int(seed), "width": width,
             "dropout": float(dropout), "dtype": dtype, "layers": layers}
-    body.to(xp_for(backend))
+    body.to(xp_for(backend)).pack()
     return Model(spec, body, stream, backend, (1, input_size, input_size))
 
 
@@ -331,13 +331,21 @@ def loss_and_grads(model: Model, x, t, training: bool = False, weights=None):
     """BCE of the model on (x, t) and the gradient of every parameter.
 
     x: (B, 1, H, W) (NumPy or the model's backend); t: (B,) or (B, 1), 1 = normal, 0 = abnormal;
-    weights: None, or one loss weight per example (B,) (``bce_with_logits``).
+    weights: None, or one loss weight per example (B,) (``losses.bce_with_logits``).
     Returns (loss as a float: mean over the batch; dict name -> gradient with exactly the keys
     of ``model.parameters()``). The gradients are the layers' own buffers, overwritten by the
     next backward pass: copy them to keep them. The loss is taken from the logits
-    (``bce_with_logits``), so saturated outputs still give finite values.
+    (``losses.bce_with_logits``), so saturated outputs still give finite values.
     """
+    loss, grads = loss_and_grads_deferred(model, x, t, training, weights)
+    return float(loss), grads  # read after the backward pass is queued
+
+
+def loss_and_grads_deferred(model: Model, x, t, training: bool = False, weights=None):
+    """``loss_and_grads`` with the loss left as a 0-d array of the model's backend. Reading a
+    GPU value waits for the device to finish its queue; a caller that reads the loss together
+    with other values (the trainer, with its check of the gradients) waits once."""
     z = model.logits(x, training)
-    loss, dz = bce_with_logits(z, t, weights)
+    loss, dz = bce_with_logits_deferred(z, t, weights)
     model.backward_from_logits(dz)
     return loss, model.gradients()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-from .backend import get_array_module, gpu_kernels, to_numpy
+from .backend import get_array_module, gpu_kernels, shared_buffer, to_numpy
 
 
 #: Elements per chunk of the NumPy update: the chunks of theta, v and g (1 MB each) stay in
@@ -58,12 +58,22 @@ class SGD:
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
         self.velocity = {name: get_array_module(p).zeros_like(p) for name, p in params.items()}
+        # Parameters packed in one buffer (``Layer.pack``): the velocities get one too, at the
+        # same offsets, and on a GPU a step is one kernel launch over the three buffers.
+        self._packed = shared_buffer(list(params.values()))
+        if self._packed is not None:
+            buffer, offsets = self._packed
+            self._flat_velocity = get_array_module(buffer).zeros_like(buffer)
+            self.velocity = {name: self._flat_velocity[o:o + p.size].reshape(p.shape)
+                             for (name, p), o in zip(params.items(), offsets)}
 
     def step(self, grads: dict) -> None:
         """Apply one update from ``grads`` (same keys as the parameters)."""
         missing = set(self.params) - set(grads)
         if missing:
             raise KeyError(f"no gradient for parameters: {sorted(missing)}")
+        if self._step_packed(grads):
+            return
         for name, theta in self.params.items():
             g = grads[name]
             kernels = gpu_kernels(get_array_module(theta))
@@ -73,6 +83,27 @@ class SGD:
                 continue
             _momentum_update(theta, self.velocity[name], g, self.lr, self.momentum,
                              self.weight_decay)
+
+    def _step_packed(self, grads: dict) -> bool:
+        """The whole update as one fused kernel, when on a GPU the parameters, their
+        gradients and the velocities lie in three buffers at the same offsets; False (nothing
+        done) otherwise. The gaps between the arrays are zero in all three and stay zero."""
+        if self._packed is None:
+            return False
+        buffer, offsets = self._packed
+        kernels = gpu_kernels(get_array_module(buffer))
+        if kernels is None:
+            return False
+        packed_params = shared_buffer(list(self.params.values()))
+        if packed_params is None or packed_params[0] is not buffer:  # a parameter was replaced
+            return False
+        packed_grads = shared_buffer([grads[name] for name in self.params])
+        if packed_grads is None or packed_grads[1] != offsets \
+                or packed_grads[0].size != buffer.size:
+            return False
+        kernels.sgd_momentum(buffer, self._flat_velocity, packed_grads[0], self.lr,
+                             self.momentum, self.weight_decay)
+        return True
 
     def state_dict(self) -> dict:
         """Hyper-parameters and velocities (as NumPy arrays), for checkpoints."""
