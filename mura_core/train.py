@@ -77,8 +77,8 @@ from .data.prefetch import Prefetcher
 from .evaluation import predict_split, score_split, split_rows, train_eval_indices
 from .files import atomic_write_text, check_writable_folder, remove_stale_temp_files
 from .locks import hold_folder, process_alive
-from .nn.backend import device_name
-from .nn.models import loss_and_grads
+from .nn.backend import device_name, shared_buffer, to_numpy
+from .nn.models import loss_and_grads_deferred
 from .nn.optim import SGD
 from .nn.serialization import atomic_save_npz, read_model_header, save_model
 from .signals import StopDeferral, Stopped
@@ -274,10 +274,14 @@ def _versions() -> dict:
     return {"python": platform.python_version(), "numpy": np.__version__, "mura_core": __version__}
 
 
-def _grads_finite(grads: dict, xp) -> bool:
-    # One reduction per tensor: a NaN or inf anywhere makes the total non-finite.
-    total = sum(float(xp.sum(g)) for g in grads.values())
-    return math.isfinite(total)
+def _grads_total(grads: dict, xp):
+    """The sum of every gradient entry, as a 0-d array: non-finite when any entry is NaN or
+    inf. Gradients packed in one buffer (``Layer.pack``; the gaps are zero) are summed in
+    one reduction."""
+    packed = shared_buffer(list(grads.values()))
+    if packed is not None:
+        return xp.sum(packed[0])
+    return sum(xp.sum(g) for g in grads.values())
 
 
 def _params_finite(params: dict, xp) -> bool:
@@ -621,11 +625,15 @@ class Trainer:
         # Overflow is caught below, with a message that says what to do.
         with np.errstate(over="ignore", invalid="ignore"):
             weights = None if self.example_weights is None else self.example_weights[batch.index]
-            loss, grads = loss_and_grads(self.model, batch.x, batch.t, training=True,
-                                         weights=weights)
+            loss, grads = loss_and_grads_deferred(self.model, batch.x, batch.t, training=True,
+                                                  weights=weights)
+            # the loss and the gradients' total read at once: on a GPU, one wait per step
+            xp = self.model.xp
+            loss, grads_total = (float(v) for v in to_numpy(
+                xp.stack([loss, _grads_total(grads, xp)])))
         if not math.isfinite(loss):
             raise self._diverged("the loss", loss, s.step + 1)
-        if not _grads_finite(grads, self.model.xp):
+        if not math.isfinite(grads_total):
             raise self._diverged("a gradient", "non-finite", s.step + 1)
         self.opt.step(grads)
         s.step += 1
@@ -650,6 +658,7 @@ class Trainer:
         c = self.config
         epoch, first = divmod(self.state.step, self.steps_per_epoch)
         remaining = self.total_steps - self.state.step
+        to_device = self._batch_mover()
 
         def batches(epoch, first, remaining):
             while remaining > 0:
@@ -657,13 +666,37 @@ class Trainer:
                                              std=self.std, shuffle=True, seed=c.seed,
                                              epoch=epoch, augment=c.augment, drop_last=True,
                                              start_batch=first):
-                    yield batch
+                    yield to_device(batch)
                     remaining -= 1
                     if remaining == 0:
                         return
                 epoch, first = epoch + 1, 0
 
         return batches(epoch, first, remaining)
+
+    def _batch_mover(self):
+        """What moves a batch to the model's device, run in the prefetch thread, so that the
+        copy (6.6 MB at 227 and batch 32) overlaps the current step. On a GPU the copy runs
+        on a stream of its own, which the steps' kernels do not wait behind, and the batch is
+        handed over only once it has arrived. Its memory comes from CuPy's pool for that
+        stream, which may hand it out again once the trainer drops the batch; the trainer
+        drops a batch only after the step that reads it has been waited for (its loss is
+        read), so a later copy never overwrites data in use. The device is read here, in the
+        caller's thread."""
+        xp = self.model.xp
+        if xp is np:
+            return lambda batch: batch
+        device = xp.cuda.Device()
+        with device:
+            stream = xp.cuda.Stream(non_blocking=True)
+
+        def move(batch):
+            with device, stream:
+                moved = batch._replace(x=xp.asarray(batch.x), t=xp.asarray(batch.t))
+            stream.synchronize()
+            return moved
+
+        return move
 
     def _due(self, every: int | None) -> bool:
         """True after the last step, at an epoch end, or every ``every`` steps."""

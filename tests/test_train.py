@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import mura_core as mc
+from mura_core.nn.backend import cupy_available, to_numpy
 from mura_core import metrics
 from mura_core.data.cache import CachedSplit, MuraCache
 from mura_core.data.mura import ImageRecord
@@ -74,7 +75,7 @@ def strip_timing(history: dict) -> dict:
 
 
 def weights(model) -> dict:
-    return {k: np.array(v) for k, v in model.parameters().items()}
+    return {k: to_numpy(v).copy() for k, v in model.parameters().items()}
 
 
 def test_history_layout_and_files(cache, tmp_path):
@@ -127,6 +128,22 @@ def test_same_seed_gives_identical_history(cache):
     assert strip_timing(a) == strip_timing(b)
     c = train(small_model(), cache, BASE, seed=4).history  # another data order
     assert c["loss"] != a["loss"]
+
+
+def test_training_on_the_gpu_follows_numpy(cache):
+    """The GPU path of a run (batches moved in the prefetch thread, one fused SGD launch over
+    the packed parameters, the fused loss) gives the NumPy run's losses and weights, to
+    float32 rounding: same data order, same dropout masks, same arithmetic."""
+    if not cupy_available():
+        pytest.skip("CuPy with a CUDA device is not available")
+    runs = {backend: train(mc.build_model("baseline", input_size=SIZE, seed=0, width=0.125,
+                                          dropout=0.5, backend=backend), cache, BASE)
+            for backend in ("numpy", "cupy")}
+    np.testing.assert_allclose(runs["cupy"].history["loss"], runs["numpy"].history["loss"],
+                               rtol=1e-3, atol=1e-5)
+    for name, w in weights(runs["numpy"].model).items():
+        np.testing.assert_allclose(weights(runs["cupy"].model)[name], w, rtol=1e-3,
+                                   atol=1e-4 * np.abs(w).max())
 
 
 def _sigint_at(k):
