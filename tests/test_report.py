@@ -292,3 +292,12 @@ def test_paper_kappa_rows_quote_the_mura_table_beside_ours():
                                            "shoulder", "wrist", "overall"}
     assert "not comparable" in prose.paper_comparison_note(True)
     assert "valid split" in prose.paper_comparison_note(False)
+
+
+def test_sample_predictions_note_counts_the_shown_images_and_points_to_the_whole_split():
+    shown = [{"predicted": "normal", "truth": "normal"}, {"predicted": "normal", "truth": "abnormal"},
+             {"predicted": "abnormal", "truth": "abnormal"}, {"predicted": "normal", "truth": "abnormal"}]
+    text = prose.sample_predictions_note(shown, 0.848)
+    assert "These 4 images" in text and "1 normal, 3 abnormal" in text
+    assert "classifies 2 of them correctly" in text and "84.8 %" in text
+    assert "84.8" not in prose.sample_predictions_note(shown, None)

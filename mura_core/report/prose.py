@@ -162,6 +162,22 @@ def training_summary(run, cache) -> str:
     return text
 
 
+def sample_predictions_note(predictions: list[dict], valid_accuracy: float | None,
+                            model: str = "the reloaded model") -> str:
+    """What a handful of classified images can and cannot say: how many of them the model
+    got right, and its accuracy over the whole valid split."""
+    right = sum(p["predicted"] == p["truth"] for p in predictions)
+    by_truth = {truth: [p for p in predictions if p["truth"] == truth]
+                for truth in ("normal", "abnormal")}
+    text = (f"These {len(predictions)} images are drawn at random "
+            f"({len(by_truth['normal'])} normal, {len(by_truth['abnormal'])} abnormal, from "
+            f"several body parts); {model} classifies {right} of them correctly.")
+    if valid_accuracy is not None:
+        text += (f" So few images say little about the model: over the whole valid split it "
+                 f"classifies {percent(valid_accuracy)} of the images correctly (section 3 has "
+                 "the full evaluation, per class and with intervals).")
+    return text
+
 
 def class_recalls(table: dict) -> tuple[float | None, float | None]:
     """(share of abnormal images called abnormal, share of normal images called normal) from a
