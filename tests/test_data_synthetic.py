@@ -95,7 +95,7 @@ def test_truncated_file_is_listed_and_the_cache_survives_it(synth, synth_cache) 
 def test_same_seed_same_files_other_seed_other_files(tmp_path: Path) -> None:
     a = generate_synthetic(tmp_path / "a", n_train=8, n_valid=2, seed=5)
     b = generate_synthetic(tmp_path / "b", n_train=8, n_valid=2, seed=5)
-    c = generate_synthetic(tmp_path / "c", n_train=8, n_valid=2, seed=6)
+    generate_synthetic(tmp_path / "c", n_train=8, n_valid=2, seed=6)
     files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))
     assert files_a == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*.png"))
     assert all((tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files_a)

@@ -173,31 +173,22 @@ _SGD_MOMENTUM = cupy.ElementwiseKernel(
 )
 
 
-_SPLITMIX_UNIFORM = cupy.ElementwiseKernel(
-    "uint64 key",
-    "float32 u",
-    """
+#: The i-th float32 uniform of stream ``key`` (``rng.uniform``), as the variable ``uniform``.
+_SPLITMIX = """
     unsigned long long z = key + (unsigned long long)(i + 1) * 0x9E3779B97F4A7C15ULL;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
     z = z ^ (z >> 31);
-    u = (float)(z >> 40) * (1.0f / 16777216.0f);
-    """,
-    "mura_splitmix_uniform",
-)
+    const float uniform = (float)(z >> 40) * (1.0f / 16777216.0f);
+"""
 
+_SPLITMIX_UNIFORM = cupy.ElementwiseKernel(
+    "uint64 key", "float32 u", _SPLITMIX + "u = uniform;", "mura_splitmix_uniform")
 
 _DROPOUT_MASK = cupy.ElementwiseKernel(
     "uint64 key, float32 p, T scale",
     "T mask",
-    """
-    unsigned long long z = key + (unsigned long long)(i + 1) * 0x9E3779B97F4A7C15ULL;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    z = z ^ (z >> 31);
-    const float u = (float)(z >> 40) * (1.0f / 16777216.0f);
-    mask = u >= p ? scale : (T)0;
-    """,
+    _SPLITMIX + "mask = uniform >= p ? scale : (T)0;",
     "mura_dropout_mask",
 )
 
