@@ -142,7 +142,7 @@ PROFILES: dict[str, Profile] = {
                      gradcheck_size=32, gradcheck_width=1.0),
         why=("a 2-core CPU trains the 227x227 network at about 1 s per step; at 96x96 the same "
              "layers learn the synthetic signal as well within 300 steps at about a fifth of the "
-             "cost, which buys the 11 training runs of sections 2 to 5 within the 20 minutes"),
+             "cost, which buys the 10 training runs of sections 2 to 5 within the 20 minutes"),
     ),
     # One GPU: real MURA (36,808 train images), or without it a MURA-sized synthetic set.
     # 600 steps of 32 images is about half an epoch of MURA per run; three seeds for each of
