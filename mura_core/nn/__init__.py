@@ -7,7 +7,7 @@ Every layer has its forward pass and its hand-written backward pass side by side
     rng.py            counter-based random numbers (dropout masks equal on CPU and GPU)
     conv.py           im2col / col2im: a convolution as one matrix product
     winograd.py       Winograd F(2x2, 3x3): the 3x3 convolutions (and conv2) with fewer products
-    cuda_kernels.py   fused CuPy kernels for what NumPy does with slice loops
+    cuda_kernels.py   CuPy kernels: what NumPy does in slice loops or several passes, in one launch
     layers.py         Conv2D, MaxPool2D, ReLU, Sigmoid, Dropout, Linear, Flatten, Sequential,
                       Residual: forward, backward, params, grads
     losses.py         binary cross entropy from the logit
