@@ -90,6 +90,26 @@ def test_whole_model_gradients_match_finite_differences(arch, size):
         assert row["relative_error"] < 1e-6, row
 
 
+def test_gradient_check_includes_the_largest_gradients():
+    """Half the checked entries are the largest |gradient| ones (a check of zeros proves
+    nothing), the rest random, none twice; the row's max |analytic| is the tensor's."""
+    from mura_core.nn.gradcheck import _entries_to_check
+
+    g = np.zeros(100)
+    g[[3, 50, 97]] = [0.5, -2.0, 1.0]
+    idx = _entries_to_check(g, 6, np.random.default_rng(0))
+    assert len(idx) == len(set(idx)) == 6 and {50, 97, 3} <= set(idx.tolist())
+    assert len(_entries_to_check(g, 1, np.random.default_rng(0))) == 1
+    assert sorted(_entries_to_check(g[:4], 9, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3]
+    model = mc.build_model("baseline", input_size=35, seed=1, dtype="float64", width=0.0625)
+    x = np.random.default_rng(2).standard_normal((2, 1, 35, 35))
+    t = np.array([1.0, 0.0])
+    _, grads = mc.loss_and_grads(model, x, t)
+    largest = {k: float(np.abs(to_numpy(v)).max()) for k, v in grads.items()}
+    for row in check_model_gradients(model, x, t, entries_per_param=4):
+        assert row["max_abs_grad"] == largest[row["parameter"]]
+
+
 def test_too_small_input_names_the_smallest_valid_size():
     with pytest.raises(ValueError, match=r"smallest valid input size is \d+"):
         mc.build_model("baseline", input_size=8)

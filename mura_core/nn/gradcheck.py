@@ -38,14 +38,15 @@ def numerical_gradient(f, array, eps: float = 1e-6, indices=None) -> np.ndarray:
 
 def check_model_gradients(model: Model, x, t, entries_per_param: int = 8, eps: float = 1e-6,
                           seed: int = 0) -> list[dict]:
-    """Compare ``loss_and_grads`` with finite differences for ``entries_per_param`` random
-    entries of every parameter (evaluation mode: dropout off). Returns one row per
+    """Compare ``loss_and_grads`` with finite differences for ``entries_per_param`` entries
+    of every parameter (evaluation mode: dropout off): half of them those with the largest
+    analytic gradients, the rest drawn at random from the others. Returns one row per
     parameter: name, shape, entries checked, max |analytic|, relative error.
 
-    The error is relative to the largest analytic gradient of the whole parameter, not only
-    of the entries checked: when every sampled entry's gradient is zero (a ReLU that is off),
-    the finite differences still see the rounding of the loss (about 1e-16 / eps), which
-    says nothing about the gradient.
+    Why the largest: in a small network many entries have a zero gradient (units a ReLU or
+    a max-pool switched off), and a check of zeros alone says nothing. The error is relative
+    to the largest analytic gradient of the whole parameter, which is among the entries
+    checked.
     """
     rng = np.random.default_rng(seed)
     _, grads = loss_and_grads(model, x, t, training=False)
@@ -53,7 +54,7 @@ def check_model_gradients(model: Model, x, t, entries_per_param: int = 8, eps: f
     rows = []
     for name, param in model.parameters().items():
         count = min(entries_per_param, param.size)
-        idx = rng.choice(param.size, size=count, replace=False)
+        idx = _entries_to_check(analytic[name].reshape(-1), count, rng)
         numeric = numerical_gradient(lambda: loss_and_grads(model, x, t)[0], param, eps, idx)
         a = analytic[name].reshape(-1)[idx]
         rows.append({"parameter": name, "shape": tuple(param.shape), "checked": count,
@@ -61,3 +62,13 @@ def check_model_gradients(model: Model, x, t, entries_per_param: int = 8, eps: f
                      "relative_error": relative_error(a, numeric,
                                                       float(np.abs(analytic[name]).max()))})
     return rows
+
+
+def _entries_to_check(gradient, count: int, rng) -> np.ndarray:
+    """Flat indices: the ceil(count / 2) entries of largest |gradient|, then random others."""
+    count = min(count, gradient.size)
+    top = (count + 1) // 2
+    largest = np.argpartition(-np.abs(gradient), top - 1)[:top] if top else np.array([], int)
+    others = np.setdiff1d(np.arange(gradient.size), largest)
+    drawn = rng.choice(others, size=min(count - top, others.size), replace=False)
+    return np.concatenate([largest, drawn]).astype(np.int64)
