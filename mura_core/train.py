@@ -26,7 +26,10 @@ run after run, and a resumed run (``resume=True``) continues with the very batch
 weights the uninterrupted run would have used. Batches are read and standardized one step
 ahead in a background thread (``data.prefetch``), which changes when they are read, not which.
 ``timing.time_per_step_s`` counts from asking for a step's batch to the end of its update
-(any wait for data included; evaluations are ``eval_s``, checkpoints are not timed).
+(any wait for data included; evaluations are ``eval_s``, checkpoints are not timed), averaged
+over every step, the first included: that one pays what a process does once (on a GPU, the
+kernels' compilation or loading, the memory pool's growth), up to seconds. The steady pace is
+``median_step_s`` (this session's steps; ``first_step_s`` is its first).
 
 History layout (``history.json``; ``evals[i]["train"|"valid"]`` are ``metrics.metric_table``
 dicts)::
@@ -47,7 +50,7 @@ dicts)::
                 "train": table, "valid": table}, ...],
      "best": null | {"step", "epoch", "valid_image_accuracy", "file" (in out_dir)},
      "timing": {"wall_s", "train_s", "eval_s", "steps_timed", "time_per_step_s",
-                "images_per_s"},
+                "images_per_s", "median_step_s", "first_step_s"},
      "versions": {"python", "numpy", "mura_core"}}
 
 Everything except ``timing`` is identical between two runs with the same seed on NumPy.
@@ -380,6 +383,7 @@ class Trainer:
         self.state = _State(lr=float(config.lr))
         self._train_s = self._eval_s = 0.0
         self._steps_timed = 0
+        self._step_seconds: list[float] = []  # every step of this session
         self._checkpoint_step = None
         self._smooth_loss = None
         self._valid_probs = None  # of the latest evaluation
@@ -441,6 +445,10 @@ class Trainer:
             "steps_timed": steps,
             "time_per_step_s": per_step,
             "images_per_s": self.config.batch_size / per_step if per_step else None,
+            "median_step_s": (float(np.median(self._step_seconds)) if self._step_seconds
+                              else prior.get("median_step_s")),
+            "first_step_s": (self._step_seconds[0] if self._step_seconds
+                             else prior.get("first_step_s")),
         }
 
     def _write_history(self) -> None:
@@ -644,6 +652,7 @@ class Trainer:
     def _after_step(self, loss: float, seconds: float, bar) -> None:
         self._train_s += seconds
         self._steps_timed += 1
+        self._step_seconds.append(seconds)
         self._smooth_loss = loss if self._smooth_loss is None else 0.9 * self._smooth_loss + 0.1 * loss
         bar.set_postfix(loss=f"{self._smooth_loss:.4f}", lr=f"{self.opt.lr:.3g}",
                         img_s=f"{self.config.batch_size / max(seconds, 1e-9):.1f}", refresh=False)
