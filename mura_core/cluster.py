@@ -175,6 +175,14 @@ def start_local_cluster(n_workers: int, *, devices: list[str] | None = None,
         dashboard += " (its plots need bokeh: pip install bokeh)"
     log(f"dask: started a LocalCluster of {n_workers} worker process(es), 1 thread each"
         f"{pinned}, at {cluster.address}; dashboard {dashboard}")
+    threads, cores = blas_threads(), os.cpu_count() or 1
+    if not devices and threads and n_workers * threads > cores:
+        # Measured on 2 cores, 2 workers of 2 BLAS threads: 0.3x the speed of no cluster.
+        log(f"dask: warning: each worker multiplies matrices on this process's {threads} BLAS "
+            f"threads (so that its numbers equal a run without Dask), and {n_workers} workers "
+            f"x {threads} threads oversubscribe the {cores} cores, which slows every run "
+            f"down several times; set OPENBLAS_NUM_THREADS={max(1, cores // n_workers)} (or "
+            "start fewer workers)")
     return cluster
 
 
