@@ -156,7 +156,7 @@ def confident_mistakes(labels, probs, k: int) -> dict[str, np.ndarray]:
     ``"false_normal"``: abnormal images called normal, highest P(normal) first;
     ``"false_abnormal"``: normal images called abnormal, lowest P(normal) first."""
     y = np.asarray(labels).reshape(-1)
-    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    p = np.asarray(probs).reshape(-1)
     called_normal = p >= metrics.THRESHOLD
     false_normal = np.flatnonzero((y == metrics.ABNORMAL) & called_normal)
     false_abnormal = np.flatnonzero((y == metrics.NORMAL) & ~called_normal)

@@ -130,8 +130,9 @@ class TrainConfig:
     accuracy has not improved for more than ``plateau_patience`` evaluations; "cosine" follows
     half a cosine from lr down to ``min_lr`` over the steps after the warm-up; never below
     ``min_lr``. A warm-up (``warmup_steps``) scales the first steps' rate by
-    (step + 1) / warmup_steps, so the first updates of a fresh network stay small. Evaluation always follows each epoch and the last step. ``seed`` decides the
-    data order, augmentation and the train-eval subset (the model has its own seed).
+    (step + 1) / warmup_steps, so the first updates of a fresh network stay small.
+    Evaluation always follows each epoch and the last step. ``seed`` decides the data order,
+    augmentation and the train-eval subset (the model has its own seed).
     ``class_weights="mura"`` weighs each train image's loss by MURA's per-body-part class
     weight (``mura_class_weights``); only the training loss changes, the evaluated loss stays
     the plain BCE.

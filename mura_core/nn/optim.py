@@ -57,7 +57,6 @@ class SGD:
         self.lr = float(lr)
         self.momentum = float(momentum)
         self.weight_decay = float(weight_decay)
-        self.velocity = {name: get_array_module(p).zeros_like(p) for name, p in params.items()}
         # Parameters packed in one buffer (``Layer.pack``): the velocities get one too, at the
         # same offsets, and on a GPU a step is one kernel launch over the three buffers.
         self._packed = shared_buffer(list(params.values()))
@@ -66,6 +65,8 @@ class SGD:
             self._flat_velocity = get_array_module(buffer).zeros_like(buffer)
             self.velocity = {name: self._flat_velocity[o:o + p.size].reshape(p.shape)
                              for (name, p), o in zip(params.items(), offsets)}
+        else:
+            self.velocity = {name: get_array_module(p).zeros_like(p) for name, p in params.items()}
 
     def step(self, grads: dict) -> None:
         """Apply one update from ``grads`` (same keys as the parameters)."""
