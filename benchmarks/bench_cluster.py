@@ -22,15 +22,15 @@ import time
 import warnings
 from pathlib import Path
 
-from mura_core import experiments, profiles
-from mura_core.cluster import DaskExecutor, start_local_cluster
+from mura_core.experiments import comparisons, profiles, store
+from mura_core.experiments.cluster import DaskExecutor, start_local_cluster
 from mura_core.data import build_cache, generate_synthetic
-from mura_core.executors import LocalExecutor
+from mura_core.experiments.executors import LocalExecutor
 
 
-def _specs(profile: profiles.Profile, steps: int, seeds: int) -> list[experiments.RunSpec]:
+def _specs(profile: profiles.Profile, steps: int, seeds: int) -> list[store.RunSpec]:
     knobs = profile.notebook_knobs("04_architectures")
-    base = experiments.RunSpec(
+    base = store.RunSpec(
         arch="baseline", seed=0, steps=steps, batch_size=knobs["batch_size"], lr=knobs["lr"],
         momentum=knobs["momentum"], weight_decay=knobs["weight_decay"], eval_every=steps,
         train_eval_size=knobs["eval_images"], schedule=knobs["schedule"],
@@ -45,10 +45,10 @@ def _timed(executor, specs, cache, runs_dir: Path) -> tuple[float, list]:
                     for s in specs}.values())
     for folder in (runs_dir, runs_dir.with_name(runs_dir.name + "-warm-up")):
         shutil.rmtree(folder, ignore_errors=True)
-    experiments.run_all(warm_up, cache, runs_dir.with_name(runs_dir.name + "-warm-up"),
+    comparisons.run_all(warm_up, cache, runs_dir.with_name(runs_dir.name + "-warm-up"),
                         executor=executor, log=lambda m: None)
     start = time.perf_counter()
-    runs = experiments.run_all(specs, cache, runs_dir, executor=executor, log=lambda m: None)
+    runs = comparisons.run_all(specs, cache, runs_dir, executor=executor, log=lambda m: None)
     return time.perf_counter() - start, runs
 
 

@@ -5,7 +5,7 @@ shortcut(x)) with a 1x1 projection where channels or stride change), MaxPool2d 2
 mode, Dropout, Flatten before the first Linear, ReLU after every Linear but the output one,
 which returns the logit (``BCEWithLogitsLoss`` applies the logistic). Weights are He normal
 (std sqrt(2/fan_in)) before ReLUs and N(0, OUTPUT_INIT_STD^2) before the logistic, biases
-zero: the same scale as ``mura_core.models``. Importing this module imports torch.
+zero: the same scale as ``mura_core.nn.models``. Importing this module imports torch.
 """
 from __future__ import annotations
 

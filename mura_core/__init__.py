@@ -8,16 +8,20 @@
     mc.save_model(model, "models/baseline.npz"); model = mc.load_model("models/baseline.npz")
     result = mc.train(model, mc.data.build_cache("path/to/MURA-v1.1"), steps=100, lr=0.002)
 
-The package's shape is its architecture:
+The package's shape is its architecture (each room imports only the rooms above it here):
 
-    nn/          the hand-written framework (layers and their backward passes, the optimizer,
-                 models, gradient check, model files); imports nothing but NumPy
-    data/        MURA on disk, the synthetic generator, preprocessing, cache, batches
-    train.py, checkpoint.py, evaluation.py, metrics.py, stats.py, saliency.py, plots.py,
-    experiments.py, profiles.py
-                 the application: training, evaluation, statistics, comparisons
-    report/      the notebook pipeline and the report document (the Jupyter stack lives here)
-    cli/         the command line (``python -m mura_core``)
+    nn/           the hand-written framework (layers and their backward passes, the optimizer,
+                  models, gradient check, model files); imports nothing but NumPy
+    files.py, formatting.py, locks.py, signals.py
+                  atomic writes, numbers as text, folder locks, SIGINT/SIGTERM
+    data/         MURA on disk, the synthetic generator, preprocessing, cache, batches
+    evaluation/   metrics, statistics, predictions of splits and files, saliency
+    training/     one run: config, schedule, feed, evaluation points, checkpoints, trainer
+    experiments/  many runs: profiles, runs stored by settings, executors (local, Dask),
+                  comparisons of variants over seeds
+    plots.py      every figure
+    report/       the notebook pipeline and the report document (the Jupyter stack lives here)
+    cli/          the command line (``python -m mura_core``)
 
 The framework's names are imported here; the trainer's (``train``, ``TrainConfig``,
 ``evaluate`` ...) on first use, so ``import mura_core`` stays as light as ``mura_core.nn``.
@@ -35,19 +39,23 @@ __version__ = "0.1.0"
 
 #: name -> module of the names loaded on first use (they import Pillow, tqdm ...).
 _LAZY = {
-    "TrainConfig": "train", "TrainingDiverged": "train", "load_history": "train", "train": "train",
-    "evaluate": "evaluation",
+    "TrainConfig": "training", "TrainingDiverged": "training", "load_history": "training",
+    "train": "training", "evaluate": "evaluation.predictions",
 }
 
-
-#: submodules reachable as attributes (``mc.data.build_cache``), imported on first use.
-_SUBMODULES = {"checkpoint", "data", "evaluation", "experiments", "files", "formatting", "metrics",
-               "plots", "profiles", "report", "saliency", "stats", "train"}
+#: attribute -> module reachable as ``mc.<attribute>`` (``mc.data.build_cache``,
+#: ``mc.metrics.accuracy``), imported on first use.
+_SUBMODULES = {
+    "data": "data", "evaluation": "evaluation", "experiments": "experiments", "files": "files",
+    "formatting": "formatting", "plots": "plots", "report": "report", "training": "training",
+    "metrics": "evaluation.metrics", "stats": "evaluation.stats",
+    "saliency": "evaluation.saliency", "profiles": "experiments.profiles",
+}
 
 
 def __getattr__(name: str):
     if name in _SUBMODULES:
-        return importlib.import_module(f".{name}", __name__)
+        return importlib.import_module(f".{_SUBMODULES[name]}", __name__)
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value

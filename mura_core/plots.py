@@ -19,7 +19,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .metrics import CLASS_NAMES
+from .evaluation.metrics import CLASS_NAMES
 
 METRIC_LABELS = {
     "image_accuracy": "accuracy per image",

@@ -153,7 +153,7 @@ def test_places_are_checked_before_work_and_never_created(tmp_path):
 
 
 def test_checkpoint_step_reads_the_step_and_names_a_model_file_or_a_damaged_one(tmp_path, model):
-    from mura_core.checkpoint import checkpoint_step, save_checkpoint
+    from mura_core.training.checkpoint import checkpoint_step, save_checkpoint
     from mura_core.nn.optim import SGD
 
     path = tmp_path / "checkpoint.npz"

@@ -6,11 +6,11 @@ import pytest
 from PIL import Image
 
 import mura_core as mc
-from mura_core import saliency
+from mura_core.evaluation import saliency
 from mura_core.__main__ import main
 from mura_core.cli.explain import output_names
 from mura_core.data import generate_synthetic, read_split
-from mura_core.evaluation import load_images, predict_images
+from mura_core.evaluation.predictions import load_images, predict_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::mura_core.data.SkippedImageWarning")
 

@@ -13,9 +13,9 @@ from PIL import Image
 
 import mura_core as mc
 from mura_core.__main__ import main
-from mura_core.evaluation import predict_images
+from mura_core.evaluation.predictions import predict_images
 from mura_core.data import build_cache, generate_synthetic
-from mura_core.evaluation import evaluate, predict_split
+from mura_core.evaluation.predictions import evaluate, predict_split
 
 SIZE = "32"
 # The synthetic set holds one truncated PNG on purpose; the cache skips it with this warning.

@@ -19,18 +19,19 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_smoke_report
-from mura_core import experiments
+from mura_core.experiments import comparisons, store
 from mura_core.data import build_cache, generate_synthetic
-from mura_core.executors import LocalExecutor, make_executor, parse_scheduler
+from mura_core.experiments.executors import (Executor, LocalExecutor, make_executor,
+                                              parse_scheduler)
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed")
-from mura_core import cluster  # noqa: E402
+from mura_core.experiments import cluster  # noqa: E402
 
 # Another cluster on this machine may hold the default dashboard port; Dask then takes another.
 pytestmark = pytest.mark.filterwarnings("ignore:Port 8787 is already in use:UserWarning")
 
-SPEC = experiments.RunSpec(arch="baseline", seed=0, steps=4, batch_size=4, lr=0.01,
-                           momentum=0.9, eval_every=2, train_eval_size=8)
+SPEC = store.RunSpec(arch="baseline", seed=0, steps=4, batch_size=4, lr=0.01,
+                     momentum=0.9, eval_every=2, train_eval_size=8)
 #: History entries that hold numbers (``timing`` is a clock; ``config``/``data`` name folders).
 NUMBERS = ("loss", "lr", "evals", "step", "epoch", "status", "best", "total_steps",
            "steps_per_epoch", "model")
@@ -68,6 +69,15 @@ def local_cluster():
 # --------------------------------------------------------------------------- settings
 
 
+def test_the_local_and_the_dask_executor_share_one_interface(local_cluster):
+    dask = cluster.DaskExecutor(local_cluster, progress=False)
+    for executor in (LocalExecutor(), dask):
+        assert isinstance(executor, Executor)
+        assert set(executor.describe()) >= {"executor", "workers", "address"}
+    assert (LocalExecutor().kind, dask.kind) == ("local", "dask")
+    assert dask.workers == 2 and LocalExecutor().workers == 1
+
+
 def test_parse_scheduler_tells_local_a_local_cluster_and_an_address_apart():
     assert parse_scheduler(None) is None and parse_scheduler("local") is None
     assert parse_scheduler("") is None
@@ -81,9 +91,9 @@ def test_parse_scheduler_tells_local_a_local_cluster_and_an_address_apart():
 
 def test_without_dask_the_scheduler_option_names_the_extra_and_local_runs_need_no_dask():
     code = ("import sys\nsys.modules['distributed'] = None\nsys.modules['dask'] = None\n"
-            "from mura_core.executors import make_executor\n"
+            "from mura_core.experiments.executors import make_executor\n"
             "make_executor(None)\n"
-            "from mura_core.cluster import ClusterError\n"
+            "from mura_core.experiments.cluster import ClusterError\n"
             "try:\n    make_executor('local:2')\n"
             "except ClusterError as exc:\n    print(exc)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -100,11 +110,11 @@ def test_runs_on_two_workers_equal_local_runs_and_come_back_in_spec_order(cache,
                                                                           local_cluster):
     specs = [SPEC.replace(seed=1, label="b"), SPEC.replace(label="a"),
              SPEC.replace(arch="wider", label="c"), SPEC.replace(lr=0.001, label="d")]
-    local = experiments.run_all(specs, cache, tmp_path / "local", log=quiet)
+    local = comparisons.run_all(specs, cache, tmp_path / "local", log=quiet)
     events, logs = [], []
     cluster.follow_progress(local_cluster.client, lambda *event: events.append(event))
     executor = cluster.DaskExecutor(local_cluster, progress=False)
-    runs = experiments.run_all(specs, cache, tmp_path / "dask", executor=executor,
+    runs = comparisons.run_all(specs, cache, tmp_path / "dask", executor=executor,
                                log=logs.append)
 
     assert [r.name for r in runs] == ["b", "a", "c", "d"]
@@ -117,7 +127,7 @@ def test_runs_on_two_workers_equal_local_runs_and_come_back_in_spec_order(cache,
         assert mine.resumed_from is None
         assert json.loads((mine.folder / "history.json").read_text())["status"] == "completed"
     assert len({r.worker for r in runs}) == 2, "both workers trained"
-    record = experiments.run_record(runs[0])
+    record = store.run_record(runs[0])
     assert record["worker"] == runs[0].worker and record["wall_s"] > 0
     assert sum("done on tcp://" in line for line in logs) == 4
     deadline = time.monotonic() + 10
@@ -126,7 +136,7 @@ def test_runs_on_two_workers_equal_local_runs_and_come_back_in_spec_order(cache,
     assert [(done, total) for _, done, total in events] == [(0, 4), (1, 4), (2, 4), (3, 4),
                                                             (4, 4)]
 
-    again = experiments.run_all(specs, cache, tmp_path / "dask", executor=executor, log=quiet)
+    again = comparisons.run_all(specs, cache, tmp_path / "dask", executor=executor, log=quiet)
     assert all(r.reused and r.worker is None for r in again), "stored runs are not submitted"
     assert len(events) == 5, "nothing was submitted the second time"
     assert executor.describe() == {"executor": "dask", "scheduler": "local:2",
@@ -243,7 +253,7 @@ def test_a_run_whose_worker_is_killed_resumes_from_its_checkpoint_elsewhere(
     worker = threading.Thread(target=lambda: result.update(
         runs=executor.run(specs, cache, tmp_path / "runs", log=logs.append)))
     worker.start()
-    victim = experiments.run_folder(specs[0], cache, (tmp_path / "runs").resolve())
+    victim = store.run_folder(specs[0], cache, (tmp_path / "runs").resolve())
     deadline = time.monotonic() + 120
     while not (victim / "checkpoint.npz").exists():
         assert time.monotonic() < deadline and worker.is_alive(), "no checkpoint was written"
@@ -266,7 +276,7 @@ def test_a_run_whose_worker_is_killed_resumes_from_its_checkpoint_elsewhere(
     assert runs[0].worker != killed and runs[0].worker in workers
     assert f"baseline (seed 0): resuming {victim.name} from its checkpoint at step {resumed} " \
            "of 30" in logs
-    assert experiments.run_record(runs[0])["resumed_from_step"] == resumed
+    assert store.run_record(runs[0])["resumed_from_step"] == resumed
     assert runs[1].resumed_from is None or runs[1].worker != killed
 
 

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mura_core import evaluation, metrics, stats
+from mura_core.evaluation import analysis, metrics, predictions, stats
 from mura_core.data.batches import iterate_batches
 
 
@@ -33,18 +33,18 @@ def _split(n_patients=40, seed=0):
 def test_confident_mistakes_are_the_wrong_calls_ordered_by_confidence():
     labels = np.array([0, 0, 0, 1, 1, 1, 0])
     probs = np.array([0.9, 0.6, 0.2, 0.1, 0.45, 0.8, 0.5])
-    got = evaluation.confident_mistakes(labels, probs, k=2)
+    got = analysis.confident_mistakes(labels, probs, k=2)
     assert got["false_normal"].tolist() == [0, 1]  # abnormal called normal: 0.9, 0.6 (then 0.5)
     assert got["false_abnormal"].tolist() == [3, 4]  # normal called abnormal: 0.1, 0.45
-    none = evaluation.confident_mistakes([1, 0], [0.9, 0.1], k=3)
+    none = analysis.confident_mistakes([1, 0], [0.9, 0.1], k=3)
     assert none["false_normal"].size == 0 and none["false_abnormal"].size == 0
 
 
 def test_roc_summary_per_image_and_per_study():
     split, probs = _split()
     rows = np.arange(len(probs))
-    intervals = evaluation.split_intervals(split, rows, probs)
-    roc = evaluation.roc_summary(split, rows, probs, intervals)
+    intervals = analysis.split_intervals(split, rows, probs)
+    roc = analysis.roc_summary(split, rows, probs, intervals)
     image, study = roc["image"], roc["study"]
     labels = split.labels.astype(int)
     assert image["n"] == len(labels) and image["n_abnormal"] == int(np.sum(labels == 0))
@@ -63,7 +63,7 @@ def test_roc_summary_per_image_and_per_study():
 def test_body_part_kappas_match_the_metric_and_carry_intervals():
     split, probs = _split()
     rows = np.arange(len(probs))
-    got = evaluation.body_part_kappas(split, rows, probs)
+    got = analysis.body_part_kappas(split, rows, probs)
     assert [r["body_part"] for r in got] == ["XR_HAND", "XR_WRIST", "all"]
     for row in got:
         mask = np.ones(len(rows), bool) if row["body_part"] == "all" else split.body_parts == row["body_part"]
@@ -79,17 +79,17 @@ def test_body_part_kappas_match_the_metric_and_carry_intervals():
 def test_split_inputs_are_the_training_standardization_in_row_order():
     split, _ = _split()
     rows = np.array([5, 2, 9])
-    x = evaluation.split_inputs(split, rows, mean=100.0, std=50.0)
+    x = predictions.split_inputs(split, rows, mean=100.0, std=50.0)
     expected = next(iterate_batches(split, 3, mean=100.0, std=50.0, indices=rows)).x
     assert x.dtype == np.float32 and x.shape == (3, 1, 6, 6)
     np.testing.assert_array_equal(x, expected)
     np.testing.assert_allclose(x[1, 0], (split.images[2] - 100.0) / 50.0, rtol=1e-6)
-    assert evaluation.split_inputs(split, [], 100.0, 50.0).shape == (0, 1, 6, 6)
+    assert predictions.split_inputs(split, [], 100.0, 50.0).shape == (0, 1, 6, 6)
 
 
 def test_a_body_part_of_one_patient_gets_its_kappa_without_an_interval():
     split, probs = _split(n_patients=3)  # patients 0 and 2 under HAND, patient 1 under WRIST
-    got = {r["body_part"]: r for r in evaluation.body_part_kappas(split, np.arange(len(probs)), probs)}
+    got = {r["body_part"]: r for r in analysis.body_part_kappas(split, np.arange(len(probs)), probs)}
     wrist = split.body_parts == "XR_WRIST"
     expected = metrics.study_kappa(split.labels[wrist], probs[wrist], split.study_ids[wrist])
     assert got["XR_WRIST"]["low"] is None and got["XR_WRIST"]["high"] is None

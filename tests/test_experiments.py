@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mura_core import experiments, stats
+from mura_core.evaluation import stats
+from mura_core.experiments import comparisons, executors, store
 from mura_core.data import samples
 from mura_core.report import prose, tables
 from mura_core.data import build_cache, generate_synthetic
@@ -24,13 +25,13 @@ def cache(tmp_path_factory):
                            progress=False)
 
 
-SPEC = experiments.RunSpec(arch="baseline", seed=0, steps=2, batch_size=4, lr=0.01, momentum=0.9,
+SPEC = store.RunSpec(arch="baseline", seed=0, steps=2, batch_size=4, lr=0.01, momentum=0.9,
                            eval_every=1, train_eval_size=8)
 QUIET = dict(log=lambda m: None)
 
 
 def test_run_id_changes_with_every_setting_that_decides_the_numbers():
-    base = experiments.RunSpec(arch="baseline", seed=0, steps=10, batch_size=32, lr=0.01,
+    base = store.RunSpec(arch="baseline", seed=0, steps=10, batch_size=32, lr=0.01,
                                momentum=0.9, eval_every=5, train_eval_size=100)
     ident = dict(input_size=227, backend="numpy", cache_key="k")
     first = base.run_id(**ident)
@@ -45,57 +46,57 @@ def test_run_id_changes_with_every_setting_that_decides_the_numbers():
         assert base.replace(**{key: value}).run_id(**ident) != first, key
     for key, value in [("input_size", 64), ("backend", "cupy"), ("cache_key", "x")]:
         assert base.run_id(**dict(ident, **{key: value})) != first, key
-    assert set(experiments.RUN_SETTINGS) | {"arch", "seed", "label"} == {
-        f.name for f in __import__("dataclasses").fields(experiments.RunSpec)}
+    assert set(store.RUN_SETTINGS) | {"arch", "seed", "label"} == {
+        f.name for f in __import__("dataclasses").fields(store.RunSpec)}
 
 
 def test_sweep_specs_give_every_run_the_same_examples_warmup_and_evaluations():
     base = SPEC.replace(steps=60, batch_size=32, eval_every=10, warmup_steps=6)
-    runs = experiments.sweep_specs("batch_size", [16, 32, 64], base)
+    runs = comparisons.sweep_specs("batch_size", [16, 32, 64], base)
     assert list(runs) == ["batch size 16", "batch size 32", "batch size 64"]
     assert [r.steps for r in runs.values()] == [120, 60, 30]
     assert [r.eval_every for r in runs.values()] == [20, 10, 5]
     assert [r.warmup_steps for r in runs.values()] == [12, 6, 3]
     assert {r.steps * r.batch_size for r in runs.values()} == {1920}
     assert runs["batch size 32"] == base, "the centre value is the base run itself"
-    lrs = experiments.sweep_specs("lr", [0.1, 0.001], base)
+    lrs = comparisons.sweep_specs("lr", [0.1, 0.001], base)
     assert [r.lr for r in lrs.values()] == [0.1, 0.001] and {r.steps for r in lrs.values()} == {60}
     with pytest.raises(ValueError, match="cannot sweep"):
-        experiments.sweep_specs("dropout", [0.1], base)
+        comparisons.sweep_specs("dropout", [0.1], base)
 
 
 def test_train_or_load_trains_once_then_reuses_the_same_run(cache, tmp_path):
     logs = []
-    first = experiments.train_or_load(SPEC, cache, tmp_path, log=logs.append)
+    first = store.train_or_load(SPEC, cache, tmp_path, log=logs.append)
     assert not first.reused and first.model_path.exists()
     assert len(first.history["loss"]) == SPEC.steps
     assert first.valid_probs.shape == (len(cache.split("valid")),)
-    again = experiments.train_or_load(SPEC, cache, tmp_path, log=logs.append)
+    again = store.train_or_load(SPEC, cache, tmp_path, log=logs.append)
     assert again.reused and again.folder == first.folder
     assert again.history["loss"] == first.history["loss"]
     np.testing.assert_array_equal(again.valid_probs, first.valid_probs)
     assert "reusing" in logs[-1]
-    other = experiments.train_or_load(SPEC.replace(lr=0.001), cache, tmp_path, **QUIET)
+    other = store.train_or_load(SPEC.replace(lr=0.001), cache, tmp_path, **QUIET)
     assert other.folder != first.folder and not other.reused
 
 
 def test_same_settings_in_a_fresh_folder_give_the_same_numbers(cache, tmp_path):
-    a = experiments.train_or_load(SPEC, cache, tmp_path / "a", **QUIET)
-    b = experiments.train_or_load(SPEC, cache, tmp_path / "b", **QUIET)
+    a = store.train_or_load(SPEC, cache, tmp_path / "a", **QUIET)
+    b = store.train_or_load(SPEC, cache, tmp_path / "b", **QUIET)
     assert a.history["loss"] == b.history["loss"]
     np.testing.assert_array_equal(a.valid_probs, b.valid_probs)
 
 
 def test_run_all_trains_a_run_named_twice_once(cache, tmp_path, monkeypatch):
     calls = []
-    real = experiments.train_or_load
+    real = store.train_or_load
 
     def counted(spec, *args, **kwargs):
         calls.append(spec)
         return real(spec, *args, **kwargs)
 
-    monkeypatch.setattr(experiments, "train_or_load", counted)
-    runs = experiments.run_all([SPEC.replace(label="a"), SPEC.replace(label="b"),
+    monkeypatch.setattr(executors, "train_or_load", counted)
+    runs = comparisons.run_all([SPEC.replace(label="a"), SPEC.replace(label="b"),
                                 SPEC.replace(seed=1, label="c")], cache, tmp_path, **QUIET)
     assert len(calls) == 2, "the same identity under two labels is one run"
     assert [r.name for r in runs] == ["a", "b", "c"]
@@ -109,33 +110,33 @@ def test_run_all_trains_a_run_named_twice_once(cache, tmp_path, monkeypatch):
      "last.npz: not a readable .npz model file"),
 ])
 def test_a_stored_run_that_does_not_load_is_named_and_trained_again(cache, tmp_path, damage, named):
-    first = experiments.train_or_load(SPEC, cache, tmp_path, **QUIET)
+    first = store.train_or_load(SPEC, cache, tmp_path, **QUIET)
     damage(first.folder)
     logs = []
-    again = experiments.train_or_load(SPEC, cache, tmp_path, log=logs.append)
+    again = store.train_or_load(SPEC, cache, tmp_path, log=logs.append)
     assert not again.reused and again.history["loss"] == first.history["loss"]
     assert any(named in m and str(first.folder) in m and "training it again" in m for m in logs), logs
-    assert experiments.train_or_load(SPEC, cache, tmp_path, log=logs.append).reused
+    assert store.train_or_load(SPEC, cache, tmp_path, log=logs.append).reused
 
 
 def test_an_unfinished_run_resumes_or_starts_over_when_its_checkpoint_cannot_help(cache, tmp_path):
-    from mura_core.train import load_history
+    from mura_core.training import load_history
 
     spec = SPEC.replace(steps=6)
-    ident = experiments.train_or_load(spec, cache, tmp_path / "ref", **QUIET)
+    ident = store.train_or_load(spec, cache, tmp_path / "ref", **QUIET)
     folder = tmp_path / "runs" / ident.folder.name
     # killed before its first checkpoint: a history says "running", nothing to resume from
     folder.mkdir(parents=True)
     (folder / "history.json").write_text(json.dumps({"status": "running", "loss": [1.0]}))
     logs = []
-    run = experiments.train_or_load(spec, cache, tmp_path / "runs", log=logs.append)
+    run = store.train_or_load(spec, cache, tmp_path / "runs", log=logs.append)
     assert run.history["loss"] == ident.history["loss"]
     assert any("holds an unfinished run with no checkpoint" in m for m in logs), logs
     # an unfinished run whose checkpoint is damaged: named, then trained from step 0
     (folder / "checkpoint.npz").write_bytes(b"PK\x03\x04 cut short")
     (folder / "history.json").write_text(json.dumps({"status": "interrupted"}))
     logs = []
-    run = experiments.train_or_load(spec, cache, tmp_path / "runs", log=logs.append)
+    run = store.train_or_load(spec, cache, tmp_path / "runs", log=logs.append)
     assert run.history["loss"] == ident.history["loss"]
     assert any("checkpoint.npz: not a readable checkpoint" in m and "training it again" in m
                for m in logs), logs
@@ -147,32 +148,32 @@ DIVERGING = SPEC.replace(steps=6, lr=1e9, momentum=0.0, eval_every=None)
 
 def test_a_diverging_run_comes_back_marked_instead_of_raising(cache, tmp_path):
     with np.errstate(all="ignore"):
-        run = experiments.train_or_load(DIVERGING, cache, tmp_path, **QUIET)
+        run = store.train_or_load(DIVERGING, cache, tmp_path, **QUIET)
     assert run.diverged
     assert "step" in run.history["error"]
-    again = experiments.train_or_load(DIVERGING, cache, tmp_path, **QUIET)
+    again = store.train_or_load(DIVERGING, cache, tmp_path, **QUIET)
     assert again.reused and again.diverged
     design = stats.Design.of(cache.split("valid").labels, cache.split("valid").patient_ids,
                              cache.split("valid").study_ids)
-    row = experiments.variant_row("lr 1e9", [run], design)
+    row = comparisons.variant_row("lr 1e9", [run], design)
     assert row["diverged"] is True and row["final_train_loss"] is None
     assert row["image_accuracy"] is None
     (run.folder / "diverged.json").write_text("{")  # a damaged record: trained again
     logs = []
     with np.errstate(all="ignore"):
-        again = experiments.train_or_load(DIVERGING, cache, tmp_path, log=logs.append)
+        again = store.train_or_load(DIVERGING, cache, tmp_path, log=logs.append)
     assert again.diverged and not again.reused
     assert any("diverged.json: JSONDecodeError" in m for m in logs), logs
 
 
 def test_variants_from_seeds_give_rows_with_intervals_and_comparisons(cache, tmp_path):
-    specs = experiments.architecture_specs(["baseline", "residual"], SPEC)
-    variants = experiments.train_variants(specs, [0, 1], cache, tmp_path, **QUIET)
+    specs = comparisons.architecture_specs(["baseline", "residual"], SPEC)
+    variants = comparisons.train_variants(specs, [0, 1], cache, tmp_path, **QUIET)
     assert [len(v) for v in variants.values()] == [2, 2]
     assert [r.spec.seed for r in variants["residual"]] == [0, 1]
     split = cache.split("valid")
     design = stats.Design.of(split.labels, split.patient_ids, split.study_ids, split.body_parts)
-    summary = experiments.architecture_summary(variants, design)
+    summary = comparisons.architecture_summary(variants, design)
     table = summary["table"]
     assert [r["name"] for r in table] == ["baseline", "residual"]
     for row in table:
@@ -191,11 +192,11 @@ def test_variants_from_seeds_give_rows_with_intervals_and_comparisons(cache, tmp
 
 def test_sweep_report_rows_comparisons_caption_and_discussion(cache, tmp_path):
     base = SPEC.replace(steps=2, batch_size=4, eval_every=1)
-    specs = experiments.sweep_specs("batch_size", [2, 4], base)
-    variants = experiments.train_variants(specs, [0], cache, tmp_path, **QUIET)
+    specs = comparisons.sweep_specs("batch_size", [2, 4], base)
+    variants = comparisons.train_variants(specs, [0], cache, tmp_path, **QUIET)
     split = cache.split("valid")
     design = stats.Design.of(split.labels, split.patient_ids, split.study_ids, split.body_parts)
-    summary = experiments.sweep_summary("batch_size", [2, 4], variants, 4, design)
+    summary = comparisons.sweep_summary("batch_size", [2, 4], variants, 4, design)
     rep = tables.sweep_report("batch_size", summary, 4)
     assert [r["steps"] for r in rep["rows"]] == [4, 2]
     assert {r["examples"] for r in rep["rows"]} == {8}
@@ -262,10 +263,10 @@ def test_metric_rows_and_evaluation_summary_use_the_numbers():
 
 def test_an_interrupted_run_resumes_from_its_checkpoint_and_says_so(cache, tmp_path):
     from mura_core.nn.models import build_model
-    from mura_core.train import train
+    from mura_core.training import train
 
     spec = SPEC.replace(steps=6, eval_every=2)
-    folder = experiments.run_folder(spec, cache, tmp_path)
+    folder = store.run_folder(spec, cache, tmp_path)
 
     def stop_after_three(step, loss):
         if step == 3:
@@ -276,12 +277,12 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_says_so(cache, tmp_p
         train(build_model(spec.arch, input_size=SIZE, seed=spec.seed), cache, **settings,
               seed=spec.seed, out_dir=str(folder), on_step=stop_after_three)
     logs = []
-    resumed = experiments.train_or_load(spec, cache, tmp_path, log=logs.append)
+    resumed = store.train_or_load(spec, cache, tmp_path, log=logs.append)
     assert resumed.resumed_from == 3 and not resumed.reused
     assert logs == [f"baseline (seed 0): resuming {folder.name} from its checkpoint at step 3 "
                     "of 6"]
-    assert experiments.run_record(resumed)["resumed_from_step"] == 3
-    whole = experiments.train_or_load(spec, cache, tmp_path / "whole", **QUIET)
+    assert store.run_record(resumed)["resumed_from_step"] == 3
+    whole = store.train_or_load(spec, cache, tmp_path / "whole", **QUIET)
     assert whole.resumed_from is None
     assert resumed.history["loss"] == whole.history["loss"]
     assert resumed.history["evals"] == whole.history["evals"]
@@ -290,6 +291,6 @@ def test_an_interrupted_run_resumes_from_its_checkpoint_and_says_so(cache, tmp_p
 
 def test_a_run_checkpoints_at_its_evaluation_points(cache, tmp_path):
     spec = SPEC.replace(steps=6, eval_every=2)
-    run = experiments.train_or_load(spec, cache, tmp_path, **QUIET)
+    run = store.train_or_load(spec, cache, tmp_path, **QUIET)
     assert run.history["config"]["checkpoint_every"] == 2
     assert not (run.folder / "checkpoint.npz").exists(), "removed once the run completed"

@@ -5,7 +5,7 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from mura_core import metrics as M
+from mura_core.evaluation import metrics as M
 
 # A hand-built split. Labels: 1 normal, 0 abnormal; probabilities are P(normal).
 #   p1: one image, abnormal, predicted abnormal                      -> patient right

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mura_core import profiles
+from mura_core.experiments import profiles
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 COMMON_PARAMETERS = {"data_dir", "profile", "backend", "seed", "out_dir", "figures_dir",

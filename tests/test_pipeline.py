@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mura_core import profiles
+from mura_core.experiments import profiles
 from mura_core.report import pipeline, provenance, workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -123,27 +123,30 @@ def test_missing_notebook_is_named(tmp_path):
         pipeline.notebook_paths(tmp_path, ["99_none"])
 
 
+SMOKE = profiles.get_profile("smoke")
+
+
 def test_notebook_parameters_pass_paths_and_profile_knobs(tmp_path):
     paths = workspace.Paths.make(tmp_path / "o", tmp_path / "f", tmp_path / "w")
     source = workspace.DataSource(root=tmp_path / "mura", synthetic=False)
-    params = pipeline.notebook_parameters("02_training", "smoke", source, "numpy", 5, paths)
+    params = pipeline.notebook_parameters("02_training", SMOKE, source, "numpy", 5, paths)
     assert params["data_dir"] == str(tmp_path / "mura")
     assert params["seed"] == 5 and params["profile"] == "smoke"
     assert params["out_dir"] == str(tmp_path / "o")
     assert params["steps"] == profiles.get_profile("smoke").notebook_knobs("02_training")["steps"]
     synthetic = workspace.DataSource(root=tmp_path / "s", synthetic=True, seed=5)
-    assert pipeline.notebook_parameters("01_model", "smoke", synthetic, "numpy", 5,
+    assert pipeline.notebook_parameters("01_model", SMOKE, synthetic, "numpy", 5,
                                         paths)["data_dir"] == str(tmp_path / "s")
 
 
 def test_synthetic_data_is_generated_once_and_recognized_when_given(tmp_path):
     paths = workspace.Paths.make(tmp_path, tmp_path, tmp_path)
     logs = []
-    first = workspace.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    first = workspace.prepare_data(None, SMOKE, 4, paths, log=logs.append)
     assert first.synthetic and first.seed == 4 and "generating" in logs[-2]
-    again = workspace.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    again = workspace.prepare_data(None, SMOKE, 4, paths, log=logs.append)
     assert again == first and "using the synthetic set" in logs[-1]
-    given = workspace.prepare_data(first.root / "MURA-v1.1", "smoke", 0, paths)
+    given = workspace.prepare_data(first.root / "MURA-v1.1", SMOKE, 0, paths)
     assert given.synthetic and given.seed == 4
     assert given.label == "synthetic data, seed 4"
 
@@ -170,7 +173,7 @@ def test_a_synthetic_set_from_another_generator_version_seed_or_count_is_regener
               **stale}
     (root / MARKER_NAME).write_text(json.dumps(marker))
     logs = []
-    source = workspace.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    source = workspace.prepare_data(None, SMOKE, 4, paths, log=logs.append)
     assert source.root == root and source.seed == 4
     assert [line for line in logs if "out of date" in line] == [
         f"data: the synthetic set in {root} is out of date ({reason}); generating it again"]
@@ -179,20 +182,20 @@ def test_a_synthetic_set_from_another_generator_version_seed_or_count_is_regener
     assert (written["generator_version"], written["seed"]) == (GENERATOR_VERSION, 4)
     assert (written["train"]["images"], written["valid"]["images"]) == (
         prof.synthetic_train, prof.synthetic_valid)
-    workspace.prepare_data(None, "smoke", 4, paths, log=logs.append)
+    workspace.prepare_data(None, SMOKE, 4, paths, log=logs.append)
     assert "using the synthetic set" in logs[-1]
 
 
 def test_missing_mura_folder_gives_a_clear_error(tmp_path):
     paths = workspace.Paths.make(tmp_path, tmp_path, tmp_path)
     with pytest.raises(workspace.PipelineError, match="does not exist.*--data"):
-        workspace.prepare_data(tmp_path / "nowhere", "smoke", 0, paths)
+        workspace.prepare_data(tmp_path / "nowhere", SMOKE, 0, paths)
 
 
 def test_provenance_records_source_backend_seed_versions_commit_and_times(tmp_path):
     source = workspace.DataSource(root=tmp_path, synthetic=True, seed=7)
     runs = [pipeline.NotebookRun("01_model", tmp_path / "x.ipynb", 1.26)]
-    prov = provenance.provenance(source, "smoke", "numpy", 7, runs, total_s=3.0)
+    prov = provenance.provenance(source, SMOKE, "numpy", 7, runs, total_s=3.0)
     assert prov["data_source"] == "synthetic data, seed 7"
     assert prov["backend"] == "numpy" and prov["device"].startswith("CPU")
     assert prov["seed"] == 7
@@ -202,11 +205,11 @@ def test_provenance_records_source_backend_seed_versions_commit_and_times(tmp_pa
     assert prov["executor"] == {"executor": "local", "workers": 1, "address": None}
     dask = {"executor": "dask", "scheduler": "local:2", "address": "tcp://127.0.0.1:4000",
             "workers": 2, "dashboard": None}
-    rows = provenance.provenance_section(provenance.provenance(source, "smoke", "numpy", 7, runs,
+    rows = provenance.provenance_section(provenance.provenance(source, SMOKE, "numpy", 7, runs,
                                                                executor=dask))[1]["text/markdown"]
     assert "Dask, 2 worker(s), scheduler `tcp://127.0.0.1:4000` (a LocalCluster" in rows
     inside = provenance.provenance(workspace.DataSource(root=ROOT / "data" / "x", synthetic=True,
-                                                     seed=7), "smoke", "numpy", 7, runs)
+                                                     seed=7), SMOKE, "numpy", 7, runs)
     assert inside["data_root"] == "data/x", "paths inside the project are shown relative"
     json.dumps(prov)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from mura_core import metrics as M
+from mura_core.evaluation import metrics as M
 from mura_core import plots
 
 

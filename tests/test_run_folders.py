@@ -16,7 +16,7 @@ import mura_core as mc
 from mura_core.__main__ import main
 from mura_core.data import build_cache, generate_synthetic
 from mura_core.locks import lock_holder
-from mura_core.train import load_history
+from mura_core.training import load_history
 
 pytestmark = pytest.mark.filterwarnings("ignore::mura_core.data.SkippedImageWarning")
 SIZE = 32

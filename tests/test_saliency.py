@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import mura_core as mc
-from mura_core import saliency
+from mura_core.evaluation import saliency
 from mura_core.nn.backend import to_numpy
 from reference import bilinear_reference, numeric_grad, rel_error
 

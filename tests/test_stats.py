@@ -1,4 +1,4 @@
-"""Bootstrap intervals over patients and the exact McNemar test (``mura_core.stats``), checked
+"""Bootstrap intervals over patients and the exact McNemar test (``mura_core.evaluation.stats``), checked
 against slow obvious computations: a resample is the split with each patient copied as often
 as it was drawn, scored by ``metrics``; McNemar's p is a sum of binomial coefficients."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from mura_core import metrics, stats
+from mura_core.evaluation import metrics, stats
 
 
 def make_split(n_patients=40, seed=0, skill=0.75):

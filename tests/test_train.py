@@ -10,12 +10,13 @@ import pytest
 
 import mura_core as mc
 from mura_core.nn.backend import cupy_available, to_numpy
-from mura_core import metrics
+from mura_core.evaluation import metrics
 from mura_core.data.cache import CachedSplit, MuraCache
 from mura_core.data.mura import ImageRecord
-from mura_core.evaluation import evaluate, train_eval_indices
+from mura_core.evaluation.predictions import evaluate, patient_subset
 from mura_core.data.batches import iterate_batches
-from mura_core.train import (TrainConfig, Trainer, TrainingDiverged, load_history,
+from mura_core.training.feed import step_batches
+from mura_core.training import (TrainConfig, Trainer, TrainingDiverged, load_history,
                              mura_class_weights, train)
 
 SIZE = 32
@@ -201,14 +202,14 @@ def test_prefetched_batches_are_the_epochs_batches_in_order(cache, start):
     """From any step (a resumed run starts mid-epoch), the trainer's batch stream is the
     remaining batches of iterate_batches, epoch after epoch, exactly one per remaining step."""
     config = TrainConfig(**dict(BASE, steps=30, augment=True))
-    trainer = Trainer(small_model(), cache, config)
-    trainer.state.step = start
-    got = list(trainer._batches())
-    spe = trainer.steps_per_epoch
+    split = cache.split("train")
+    spe = len(split.labels) // 16
+    got = list(step_batches(split, config, mean=cache.mean, std=cache.std, start_step=start,
+                            total_steps=30, steps_per_epoch=spe, to_device=lambda b: b))
     expected = []
     for epoch in range(start // spe, 30 // spe + 1):
         first = start % spe if epoch == start // spe else 0
-        expected += list(iterate_batches(trainer.train_split, 16, mean=trainer.mean, std=trainer.std,
+        expected += list(iterate_batches(split, 16, mean=cache.mean, std=cache.std,
                                          shuffle=True, seed=3, epoch=epoch, augment=True,
                                          drop_last=True, start_batch=first))
     expected = expected[:30 - start]
@@ -394,13 +395,13 @@ def test_final_valid_predictions_are_saved_beside_the_model(cache, tmp_path):
 
 def test_train_eval_subset_takes_whole_patients(cache):
     split = cache.split("train")
-    rows = train_eval_indices(split, 40, seed=3)
+    rows = patient_subset(split, 40, seed=3)
     assert len(rows) >= 40 and np.all(np.diff(rows) > 0)
     chosen = set(split.patient_ids[rows])
     everyone = np.flatnonzero(np.isin(split.patient_ids, list(chosen)))
     np.testing.assert_array_equal(rows, everyone)
-    np.testing.assert_array_equal(rows, train_eval_indices(split, 40, seed=3))
-    assert len(train_eval_indices(split, None, seed=3)) == len(split.labels)
+    np.testing.assert_array_equal(rows, patient_subset(split, 40, seed=3))
+    assert len(patient_subset(split, None, seed=3)) == len(split.labels)
 
 
 def test_evaluate_matches_metric_table_on_model_probabilities(cache):

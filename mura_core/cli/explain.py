@@ -49,11 +49,11 @@ def _check_writable(folder: Path) -> None:
 
 
 def _explain(args) -> int:
-    from .. import metrics
-    from ..evaluation import load_images
+    from ..evaluation import metrics
+    from ..evaluation.predictions import load_images
     from ..nn.serialization import load_model
     from ..plots import plot_explanation, save_figure
-    from ..saliency import grad_cam, last_conv_layer
+    from ..evaluation.saliency import grad_cam, last_conv_layer
 
     out = Path(args.out)
     _check_writable(out)

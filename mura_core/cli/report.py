@@ -1,7 +1,7 @@
 """``python -m mura_core report``: what ``make report`` runs (see ``report.pipeline``)."""
 from __future__ import annotations
 
-from .. import profiles as profiles_mod
+from ..experiments import profiles as profiles_mod
 from ..nn.backend import BACKENDS
 from . import CommandFailed, command, fail
 
@@ -36,7 +36,7 @@ def add_commands(subparsers) -> None:
 
 
 def _report(args) -> int:
-    from ..cluster import ClusterError
+    from ..experiments.cluster import ClusterError
     from ..report.pipeline import PipelineError, run_report
 
     try:

@@ -33,7 +33,7 @@ def _train(args) -> int:
     from ..nn.backend import resolve_backend
     from ..nn.models import build_model
     from ..signals import exit_status
-    from ..train import TrainConfig, TrainingDiverged
+    from ..training import TrainConfig, TrainingDiverged
 
     # Every setting and place is checked before the (slow) cache build.
     config = config_from_args(TrainConfig, args)
@@ -71,7 +71,7 @@ def _train_in(out: Path, args, config, model, backend: str):
     """The part of ``train`` that runs with the run folder locked: (TrainResult, seconds the
     training took in this process)."""
     from ..data.cache import build_cache
-    from ..train import Trainer, check_run_folder
+    from ..training import Trainer, check_run_folder
 
     found = check_run_folder(out, config.resume, config.overwrite)
     cache = build_cache(args.data, size=args.size, mode=args.mode, cache_dir=args.cache_dir,
@@ -89,7 +89,7 @@ def _train_in(out: Path, args, config, model, backend: str):
 
 
 def _print_result(result, seconds: float, config) -> None:
-    from .. import metrics
+    from ..evaluation import metrics
 
     h = result.history
     last = h["evals"][-1]
@@ -107,10 +107,10 @@ def _print_result(result, seconds: float, config) -> None:
 
 
 def _evaluate(args) -> int:
-    from .. import metrics
+    from ..evaluation import metrics
     from ..data.cache import build_cache
     from ..data.mura import find_mura_root
-    from ..evaluation import evaluate
+    from ..evaluation.predictions import evaluate
     from ..files import check_writable_file, write_json
     from ..nn.serialization import load_model
 
@@ -145,8 +145,8 @@ def _evaluate(args) -> int:
 
 
 def _predict(args) -> int:
-    from ..evaluation import predict_images
-    from ..metrics import CLASS_NAMES, THRESHOLD
+    from ..evaluation.predictions import predict_images
+    from ..evaluation.metrics import CLASS_NAMES, THRESHOLD
     from ..nn.serialization import load_model
 
     model = load_model(args.model, backend=args.backend)
@@ -165,7 +165,7 @@ def _predict(args) -> int:
 
 def add_commands(subparsers) -> None:
     """Register ``train``, ``evaluate`` and ``predict``."""
-    from ..train import TrainConfig
+    from ..training import TrainConfig
 
     tr = subparsers.add_parser("train", help="train a network on a MURA folder (real or synthetic)",
                                description="Train with BCE and SGD; checkpoints, history.json, best.npz and "

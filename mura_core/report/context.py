@@ -10,12 +10,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import profiles as profiles_mod
+from ..evaluation.stats import Design
+from ..experiments import profiles as profiles_mod
+from ..experiments.executors import make_executor
+from ..experiments.profiles import Profile
+from ..experiments.store import RunSpec
 from ..files import write_json
-from .tables import caption, latex_figure, table_block
-
-#: Output metadata of what only the HTML report shows (the PDF has a LaTeX form of it).
-HTML_ONLY = "html-only"
+from .tables import HTML_ONLY, caption, latex_figure, table_block
 from .workspace import DataSource, Paths, PipelineError, build_cache, prepare_data
 
 
@@ -32,7 +33,7 @@ class NotebookContext:
     """
 
     name: str
-    profile: str
+    profile: Profile
     backend: str
     seed: int
     settings: dict
@@ -54,8 +55,7 @@ class NotebookContext:
 
     @property
     def input_size(self) -> int:
-        return int(self.settings.get("input_size",
-                                     profiles_mod.get_profile(self.profile).input_size))
+        return int(self.settings.get("input_size", self.profile.input_size))
 
     @property
     def cache(self):
@@ -74,16 +74,12 @@ class NotebookContext:
     def executor(self):
         """Who trains this notebook's runs (``executors.make_executor`` of ``scheduler``)."""
         if self._executor is None:
-            from ..executors import make_executor  # noqa: PLC0415
-
             self._executor = make_executor(self.scheduler, backend=self.backend)
         return self._executor
 
     def run_spec(self, arch: str | None = None, **changes):
-        """The notebook's training settings as an ``experiments.RunSpec`` (seed: the run
-        seed; architecture: ``arch``, the ``arch`` knob, or the baseline)."""
-        from ..experiments import RunSpec  # noqa: PLC0415
-
+        """The notebook's training settings as a ``store.RunSpec`` (seed: the run seed;
+        architecture: ``arch``, the ``arch`` knob, or the baseline)."""
         c = self.settings
         spec = RunSpec(arch=arch or c.get("arch", "baseline"), seed=self.seed, steps=c["steps"],
                        batch_size=c["batch_size"], lr=c["lr"], momentum=c["momentum"],
@@ -94,8 +90,6 @@ class NotebookContext:
 
     def design(self, split: str = "valid"):
         """``stats.Design`` of a cached split: labels, patients, studies."""
-        from ..stats import Design  # noqa: PLC0415
-
         part = self.cache.split(split)
         return Design.of(part.labels, part.patient_ids, part.study_ids, part.body_parts)
 
@@ -152,7 +146,7 @@ class NotebookContext:
 
     def save_results(self, results: dict) -> Path:
         """Write this notebook's numbers (plus its settings and data source) as JSON."""
-        payload = {"notebook": self.name, "profile": self.profile, "backend": self.backend,
+        payload = {"notebook": self.name, "profile": self.profile.name, "backend": self.backend,
                    "seed": self.seed, "data_source": self.source.label,
                    "synthetic": self.synthetic, "settings": self.settings, **results}
         return write_json(self.results_path(), payload)
@@ -185,10 +179,11 @@ def open_notebook(name: str, *, data_dir=None, profile: str = profiles_mod.DEFAU
     """
     from ..nn.backend import resolve_backend, seed_all  # noqa: PLC0415
 
-    settings = profiles_mod.notebook_settings(name, profile, **knobs)
+    prof = profiles_mod.get_profile(profile)
+    settings = profiles_mod.notebook_settings(name, prof, **knobs)
     paths = Paths.make(out_dir, figures_dir, work_dir)
     backend = resolve_backend(backend)
     seed_all(seed)
-    source = prepare_data(data_dir, profile, seed, paths, log=lambda *a, **k: None)
-    return NotebookContext(name=name, profile=profile, backend=backend, seed=int(seed),
+    source = prepare_data(data_dir, prof, seed, paths, log=lambda *a, **k: None)
+    return NotebookContext(name=name, profile=prof, backend=backend, seed=int(seed),
                            settings=settings, source=source, paths=paths, scheduler=scheduler)

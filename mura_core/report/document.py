@@ -13,13 +13,11 @@ from pathlib import Path
 
 import nbformat
 
+from ..experiments.profiles import ASSIGNMENT_INPUT_SIZE
 from ..files import atomic_write_bytes, atomic_write_text
-from .tables import INTERVAL_COLUMNS, caption, headline_rows, table_block
+from .tables import HTML_ONLY, INTERVAL_COLUMNS, caption, headline_rows, table_block
 
 SKIP_TAG = "report-skip"
-#: Cells the PDF leaves out: it has their LaTeX form (a float holding figure or table and
-#: caption) in the raw LaTeX cell that follows them.
-HTML_ONLY = "html-only"
 PARAMETER_TAGS = {"parameters", "injected-parameters"}
 # Output types the report keeps: figures, Markdown tables/text and their LaTeX forms;
 # everything else (stdout, warnings, reprs like "<Figure ...>") is noise in a report.
@@ -173,8 +171,6 @@ def front_matter(prov: dict, results: dict[str, dict]) -> list:
 
     ``prov``: the pipeline's provenance dict; ``results``: notebook name -> its results JSON
     (missing notebooks are simply not summarized)."""
-    from .. import profiles  # noqa: PLC0415
-
     synthetic = prov.get("synthetic", False)
     size = prov.get("input_size")
     intro = [
@@ -190,16 +186,16 @@ def front_matter(prov: dict, results: dict[str, dict]) -> list:
         "",
         f"**Data: {prov.get('data_source')}.**",
     ]
-    if size and size != profiles.ASSIGNMENT_INPUT_SIZE:
-        why = profiles.PROFILES.get(prov.get("profile")) and profiles.PROFILES[prov["profile"]].why
+    if size and size != ASSIGNMENT_INPUT_SIZE:
+        why = prov.get("profile_why")
         intro += ["", f"**Input size: every network in this report is trained and evaluated at "
-                      f"{size}x{size}, not the assignment's {profiles.ASSIGNMENT_INPUT_SIZE}x"
-                      f"{profiles.ASSIGNMENT_INPUT_SIZE}** (section 1 shows the network at "
-                      f"{profiles.ASSIGNMENT_INPUT_SIZE}x{profiles.ASSIGNMENT_INPUT_SIZE}; the "
+                      f"{size}x{size}, not the assignment's {ASSIGNMENT_INPUT_SIZE}x"
+                      f"{ASSIGNMENT_INPUT_SIZE}** (section 1 shows the network at "
+                      f"{ASSIGNMENT_INPUT_SIZE}x{ASSIGNMENT_INPUT_SIZE}; the "
                       "layers are the same, only the first fully connected layer's input count "
                       f"changes)" + (f": {why}." if why else ".")
                       + " `make report PROFILE=full` trains at "
-                      f"{profiles.ASSIGNMENT_INPUT_SIZE}x{profiles.ASSIGNMENT_INPUT_SIZE} on a GPU."]
+                      f"{ASSIGNMENT_INPUT_SIZE}x{ASSIGNMENT_INPUT_SIZE} on a GPU."]
     if synthetic:
         intro += [
             "",

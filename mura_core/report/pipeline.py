@@ -37,7 +37,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import profiles as profiles_mod
+from ..experiments import profiles as profiles_mod
+from ..experiments.executors import parse_scheduler
+from ..experiments.profiles import Profile
 from ..files import check_writable_folder, write_json
 from ..locks import hold_folder
 from .provenance import provenance
@@ -54,12 +56,12 @@ class NotebookRun:
     wall_s: float
 
 
-def notebook_parameters(name: str, profile: str, source: DataSource | None, backend: str,
+def notebook_parameters(name: str, profile: Profile, source: DataSource | None, backend: str,
                         seed: int, paths: Paths, scheduler: str | None = None) -> dict:
     """The papermill parameters of notebook ``name``: common ones plus its profile knobs."""
     params = {
         "data_dir": None if source is None else str(source.root),
-        "profile": profile,
+        "profile": profile.name,
         "backend": backend,
         "seed": seed,
         "out_dir": str(paths.out),
@@ -67,7 +69,7 @@ def notebook_parameters(name: str, profile: str, source: DataSource | None, back
         "work_dir": str(paths.work),
         "scheduler": scheduler,
     }
-    params.update(profiles_mod.get_profile(profile).notebook_knobs(name))
+    params.update(profile.notebook_knobs(name))
     return params
 
 
@@ -170,14 +172,17 @@ def import_report_stack():
     return document
 
 
-def choose_profile(profile: str | None, backend: str) -> str:
-    """The profile asked for, or, when none is, ``full`` on CuPy and ``quick`` on NumPy."""
-    if profile is not None:
-        return profiles_mod.get_profile(profile).name
-    return profiles_mod.GPU_PROFILE if backend == "cupy" else profiles_mod.DEFAULT_PROFILE
+def choose_profile(profile: str | Profile | None, backend: str) -> Profile:
+    """The profile asked for (by name or itself), or, when none is, ``full`` on CuPy and
+    ``quick`` on NumPy."""
+    if isinstance(profile, Profile):
+        return profile
+    if profile is None:
+        profile = profiles_mod.GPU_PROFILE if backend == "cupy" else profiles_mod.DEFAULT_PROFILE
+    return profiles_mod.get_profile(profile)
 
 
-def run_report(profile: str | None = None, data=None, backend: str = "numpy",
+def run_report(profile: str | Profile | None = None, data=None, backend: str = "numpy",
                seed: int = 0, out=None, figures=None, work=None, notebooks_dir=None,
                only=None, progress: bool | None = None, pdf: bool = True,
                scheduler: str | None = None, log=print) -> ReportResult:
@@ -189,8 +194,7 @@ def run_report(profile: str | None = None, data=None, backend: str = "numpy",
     document = import_report_stack()
     t0 = time.perf_counter()
     backend = resolve_backend(backend)
-    profile = choose_profile(profile, backend)
-    prof = profiles_mod.get_profile(profile)
+    prof = choose_profile(profile, backend)
     paths = Paths.make(out, figures, work)
     sources = notebook_paths(notebooks_dir, only)
     for folder, what in paths.places():
@@ -205,16 +209,16 @@ def run_report(profile: str | None = None, data=None, backend: str = "numpy",
                 locks.enter_context(hold_folder(folder, what))
             log(f"report: profile {prof.name} ({prof.description}), backend {backend}, "
                 f"seed {seed}")
-            source = prepare_data(data, profile, seed, paths, log=log)
+            source = prepare_data(data, prof, seed, paths, log=log)
             build_cache(source, prof.input_size, paths, progress=progress, log=log)
             staged = stage(paths, keep_results=only is not None)
             address = None if cluster is None else cluster.address
             runs = run_notebooks(
                 sources, staged,
-                lambda name: notebook_parameters(name, profile, source, backend, seed, staged,
+                lambda name: notebook_parameters(name, prof, source, backend, seed, staged,
                                                  address),
                 progress=progress, log=log)
-            prov = provenance(source, profile, backend, seed, runs,
+            prov = provenance(source, prof, backend, seed, runs,
                               total_s=time.perf_counter() - t0,
                               executor=None if cluster is None else cluster.describe())
             write_json(staged.results / "provenance.json", prov)
@@ -238,12 +242,10 @@ def open_cluster(scheduler: str | None, backend: str, progress: bool, log=print)
     their own processes. One cluster serves every notebook: a LocalCluster (``local:N``) is
     started once, and each notebook gets its address. With ``progress``, the runs the
     notebooks hand to it show as a bar on this terminal."""
-    from ..executors import parse_scheduler  # noqa: PLC0415
-
     address = parse_scheduler(scheduler)
     if address is None:
         return None
-    from ..cluster import RunsBar, connect, follow_progress  # noqa: PLC0415
+    from ..experiments.cluster import RunsBar, connect, follow_progress  # noqa: PLC0415
 
     cluster = connect(address, backend=backend, log=log)
     if progress:

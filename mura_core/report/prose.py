@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ..experiments import final_train_loss
+from ..experiments.comparisons import final_train_loss
 from ..formatting import duration, interval, p_value, percent
 
 

@@ -10,7 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from .. import profiles as profiles_mod
+from ..experiments.executors import LocalExecutor
+from ..experiments.profiles import Profile
+from ..nn.backend import device_name
 from ..formatting import duration
 from .tables import table_block
 from .workspace import PROJECT_ROOT, DataSource, short_path
@@ -44,19 +46,17 @@ def package_versions(backend: str = "numpy") -> dict[str, str]:
     return versions
 
 
-def provenance(source: DataSource, profile: str, backend: str, seed: int,
+def provenance(source: DataSource, profile: Profile, backend: str, seed: int,
                runs: list, total_s: float | None = None, executor: dict | None = None) -> dict:
     """Where the report's numbers come from, as a JSON-ready dict. ``executor``: the
     ``describe()`` of the executor that trained the runs (None: the local one)."""
-    from ..executors import LocalExecutor  # noqa: PLC0415
-    from ..nn.backend import device_name  # noqa: PLC0415
-
     return {
         "data_source": source.label,
         "data_root": short_path(source.root),
         "synthetic": source.synthetic,
-        "profile": profile,
-        "input_size": profiles_mod.get_profile(profile).input_size,
+        "profile": profile.name,
+        "profile_why": profile.why,
+        "input_size": profile.input_size,
         "backend": backend,
         "device": device_name(backend),
         "cpu_count": os.cpu_count(),

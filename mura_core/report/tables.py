@@ -7,9 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import metrics
 from ..data.mura import body_part_name
+from ..evaluation import metrics
 from ..formatting import interval, number, p_value, percent
+
+#: Output metadata (and cell tag) of what only the HTML report shows: the PDF has its LaTeX
+#: form (a float holding figure or table and caption) in the raw LaTeX output beside it.
+HTML_ONLY = "html-only"
 
 
 def _escape_cell(text: str) -> str:
@@ -315,7 +319,7 @@ SWEEP_SECTIONS = {"batch_size": ("batch_size", "Mini-batch size"),
 def sweep_report(knob: str, summary: dict, centre) -> dict:
     """Name, title, rows, column headers, comparisons, caption and discussion of one sweep
     (``experiments.sweep_summary``), JSON-ready."""
-    from ..experiments import SWEEP_KNOBS, sweep_label  # noqa: PLC0415
+    from ..experiments.comparisons import SWEEP_KNOBS, sweep_label  # noqa: PLC0415
     from .prose import sweep_discussion  # noqa: PLC0415
 
     label = SWEEP_KNOBS[knob]

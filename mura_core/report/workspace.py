@@ -21,7 +21,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import profiles as profiles_mod
+from ..experiments.profiles import Profile
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -140,7 +140,7 @@ class DataSource:
         return f"MURA v1.1 at {self.root}"
 
 
-def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> DataSource:
+def prepare_data(data_dir, profile: Profile, seed: int, paths: Paths, log=print) -> DataSource:
     """The data folder to use; generates the synthetic set when ``data_dir`` is None.
 
     A given folder written by the synthetic generator (it holds ``SYNTHETIC.json``) is
@@ -152,7 +152,7 @@ def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> 
     from .. import data as data_mod  # noqa: PLC0415
     from ..data.synthetic import marker_mismatch  # noqa: PLC0415
 
-    prof = profiles_mod.get_profile(profile)
+    prof = profile
     if data_dir is not None:
         root = Path(data_dir).expanduser().resolve()
         if not root.exists():
@@ -165,10 +165,10 @@ def prepare_data(data_dir, profile: str, seed: int, paths: Paths, log=print) -> 
             return DataSource(root=root, synthetic=True, seed=marker.get("seed"))
         return DataSource(root=root, synthetic=False)
     if prof.real_data:
-        log(f"note: profile {profile!r} is sized for real MURA; with no --data it runs on a "
+        log(f"note: profile {prof.name!r} is sized for real MURA; with no --data it runs on a "
             f"synthetic set of MURA's size ({prof.synthetic_train:,} / {prof.synthetic_valid:,} "
             "images), whose numbers say nothing about real radiographs.")
-    root = paths.synthetic_data(profile, seed)
+    root = paths.synthetic_data(prof.name, seed)
     marker = _synthetic_marker(root)
     mismatch = None if marker is None else marker_mismatch(
         marker, seed, prof.synthetic_train, prof.synthetic_valid)

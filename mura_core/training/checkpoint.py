@@ -1,4 +1,5 @@
-"""Training checkpoints: everything a run needs to continue exactly where it stopped.
+"""Training checkpoints: everything a run needs to continue exactly where it stopped, and
+the checks that a run may continue from one (same settings, model and data).
 
 A checkpoint is a model file (``nn.serialization``: ``__model__`` header and ``param/*``
 weights, so ``mc.load_model`` reads it as a model) plus:
@@ -12,6 +13,7 @@ written atomically, so a crash leaves the previous checkpoint or the new one, ne
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import zipfile
 from dataclasses import dataclass
@@ -19,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .nn.serialization import (ModelFileError, atomic_save_npz, json_array, load_weights,
-                               model_arrays, read_npz)
+from ..nn.serialization import (ModelFileError, atomic_save_npz, json_array, load_weights,
+                                model_arrays, read_npz)
+from .config import RESUMABLE_CHANGES, TrainConfig
 
 CHECKPOINT_FORMAT = "mura_core.checkpoint/1"
 VELOCITY = "opt/velocity/"
@@ -108,3 +111,42 @@ def restore_checkpoint(checkpoint: Checkpoint, model, optimizer) -> None:
     model.metadata = dict(checkpoint.header.get("metadata") or {})
     optimizer.load_state_dict({**checkpoint.state["optimizer"], "velocity": checkpoint.velocity})
     model.set_rng_state(checkpoint.state["rng"])
+
+
+def check_same_settings(checkpoint: Checkpoint, config: TrainConfig) -> None:
+    """ValueError naming every setting of ``config`` that differs from the checkpoint's but
+    those a resumed run may change (``RESUMABLE_CHANGES``)."""
+    # A setting added after the checkpoint was written ran at its default.
+    saved = {**dataclasses.asdict(TrainConfig()), **checkpoint.state["config"]}
+    mine = dataclasses.asdict(config)
+    changed = [k for k in mine if k not in RESUMABLE_CHANGES + ("resume", "overwrite")
+               and saved.get(k) != mine[k]]
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {mine[k]!r}" for k in changed)
+        raise ValueError(f"cannot resume {checkpoint.path} with other settings ({detail}): they "
+                         "change the data order or the updates; resume with the run's settings "
+                         "or use another out_dir")
+
+
+def _shown(before, after) -> str:
+    """The text 'before -> after'; numbers to 6 digits unless that hides their difference."""
+    if isinstance(before, float) and isinstance(after, float) and f"{before:.6g}" != f"{after:.6g}":
+        return f"{before:.6g} -> {after:.6g}"
+    return f"{before} -> {after}"
+
+
+def check_same_data(checkpoint: Checkpoint, mine: dict) -> None:
+    """Refuse to resume on other data than the checkpoint's: another folder, other files
+    (the cache key) or other statistics would continue the run on another problem. ``mine``:
+    this run's {"root", "cache_key", "mean", "std"}."""
+    saved = checkpoint.state["history"].get("data") or {}
+    labels = {"root": "data root", "cache_key": "cache key", "mean": "train mean", "std": "train std"}
+    shown = {**mine, "cache_key": str(mine["cache_key"])[:12]}  # a hash: its start will do
+    saved_shown = {**saved, "cache_key": str(saved.get("cache_key"))[:12]}
+    changed = [f"{label} {_shown(saved_shown[k], shown[k])}" for k, label in labels.items()
+               if saved.get(k) is not None and saved[k] != mine[k]]
+    if changed:
+        raise ValueError(
+            f"cannot resume {checkpoint.path}: it was trained on other data ({'; '.join(changed)}); "
+            f"resume with the run's data (--data {saved.get('root')}), or start afresh with "
+            "--overwrite (overwrite=True) or in another out_dir")

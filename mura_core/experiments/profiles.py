@@ -177,10 +177,12 @@ def get_profile(name: str) -> Profile:
         ) from None
 
 
-def notebook_settings(notebook: str, profile: str, **given) -> dict:
+def notebook_settings(notebook: str, profile: "Profile | str", **given) -> dict:
     """The knobs of ``notebook`` under ``profile``, with every non-None value in ``given``
     taking precedence (a notebook passes its parameters; ``None`` means "the profile's")."""
-    settings = get_profile(profile).notebook_knobs(notebook)
+    if not isinstance(profile, Profile):
+        profile = get_profile(profile)
+    settings = profile.notebook_knobs(notebook)
     unknown = sorted(k for k, v in given.items() if v is not None and k not in settings)
     if unknown:
         raise TypeError(f"notebook {notebook!r} has no knob(s) {', '.join(unknown)}")

@@ -6,7 +6,7 @@ N worker processes with one thread each on this machine. With CuPy, each local w
 one GPU (``CUDA_VISIBLE_DEVICES``; more workers than GPUs share them round robin). It prints
 the scheduler's and the dashboard's addresses.
 
-``DaskExecutor.run`` hands each run that is not stored yet to the cluster as one task, shows
+``DaskExecutor`` is an ``executors.Executor``: ``run`` hands each run that is not stored yet to the cluster as one task, shows
 one progress bar (runs done / total), and returns the runs in spec order with the worker that
 trained each and its wall time. A task gets the run's settings and two folder paths, never
 arrays: the worker opens the data cache from its folder (memory-mapped, once per worker
@@ -18,10 +18,10 @@ the worker, the folder and the fix.
 Faults: a task whose worker dies is handed to another worker by the scheduler (up to
 ``distributed.scheduler.allowed-failures`` times, 3 by default), and a task that raises is
 retried ``RETRIES`` times. Either way the run resumes from the last checkpoint in its folder
-(``experiments.train_or_load``), so nothing is trained twice from the start, and its numbers
+(``store.train_or_load``), so nothing is trained twice from the start, and its numbers
 are those of an uninterrupted run.
 
-The only module that imports Dask; ``executors.make_executor`` imports it only when a
+The only module that imports Dask, and only inside the functions that need it, when a
 scheduler is given.
 """
 from __future__ import annotations
@@ -36,6 +36,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.cache import INDEX_NAME, load_cache
+from .store import run_folder, stored_run, train_or_load
+
 EXTRA = "pip install -e '.[cluster]'"
 #: Seconds a scheduler has to answer before ``connect`` gives up.
 CONNECT_TIMEOUT_S = 10
@@ -45,6 +48,8 @@ WORKER_WAIT_S = 120
 RETRIES = 2
 #: The Dask event topic on which ``DaskExecutor.run`` reports runs done / total.
 PROGRESS_TOPIC = "mura_core.runs"
+#: ``local:N``: a LocalCluster of N worker processes on this machine.
+LOCAL_CLUSTER = re.compile(r"local:(\d+)")
 SHARED_FIX = ("put WORK (its cache/ and runs/ folders) on a file system that every worker "
               "mounts at the same path (e.g. --work /shared/mura), or use --scheduler local:N")
 
@@ -65,6 +70,18 @@ def _distributed():
 
 
 # --------------------------------------------------------------------------- connecting
+
+
+def local_workers(scheduler: str) -> int | None:
+    """N for a ``local:N`` setting (N >= 1), None for anything else (an address);
+    ValueError for ``local:`` followed by anything but a positive count."""
+    if not scheduler.startswith("local:"):
+        return None
+    match = LOCAL_CLUSTER.fullmatch(scheduler)
+    if match is None or int(match.group(1)) < 1:
+        raise ValueError(f"scheduler {scheduler!r}: write local:N with N >= 1 worker "
+                         "processes (e.g. local:2), or an address such as tcp://host:8786")
+    return int(match.group(1))
 
 
 @dataclass
@@ -106,10 +123,10 @@ def connect(scheduler: str, *, backend: str = "numpy", timeout: float = CONNECT_
     of a running scheduler, which must answer within ``timeout`` seconds and have a worker
     within ``WORKER_WAIT_S``. ClusterError otherwise, before anything is written."""
     distributed = _distributed()
-    match = re.fullmatch(r"local:(\d+)", scheduler)
-    if match:
+    n_workers = local_workers(scheduler)
+    if n_workers is not None:
         devices = _gpu_devices() if backend == "cupy" else None
-        return start_local_cluster(int(match.group(1)), devices=devices, log=log)
+        return start_local_cluster(n_workers, devices=devices, log=log)
     try:
         client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
@@ -193,8 +210,6 @@ _caches: dict = {}  # cache folder -> MuraCache, per worker process
 
 def _shared_problem(cache_dir: str, cache_key: str, runs_dir: str) -> str | None:
     """What keeps this process from using the cache and the runs folder, or None."""
-    from .data.cache import INDEX_NAME  # noqa: PLC0415
-
     index = Path(cache_dir) / INDEX_NAME
     if not index.is_file():
         return f"cannot see the data cache {cache_dir} (no {INDEX_NAME} there)"
@@ -219,8 +234,6 @@ def _worker_problem(cache_dir: str, cache_key: str, runs_dir: str, probe: str) -
 def _open_cache(cache_dir: str, cache_key: str):
     cache = _caches.get(cache_dir)
     if cache is None or cache.key != cache_key:
-        from .data.cache import load_cache  # noqa: PLC0415
-
         cache = _caches[cache_dir] = load_cache(cache_dir)
     return cache
 
@@ -236,12 +249,10 @@ def blas_threads() -> int | None:
 
 def _train_task(spec, cache_dir: str, cache_key: str, runs_dir: str, backend: str,
                 threads: int | None):
-    """One run on a worker, its BLAS on ``threads`` threads: (the ``experiments.Run``, its
-    log lines)."""
+    """One run on a worker, its BLAS on ``threads`` threads: (the ``store.Run``, its log
+    lines)."""
     from distributed import get_worker  # noqa: PLC0415
     from threadpoolctl import threadpool_limits  # noqa: PLC0415
-
-    from .experiments import train_or_load  # noqa: PLC0415
 
     worker = get_worker().address
     problem = _shared_problem(cache_dir, cache_key, runs_dir)
@@ -299,8 +310,6 @@ class DaskExecutor:
     def run(self, specs, cache, runs_dir, *, backend: str = "numpy", log=print) -> list:
         from distributed import as_completed  # noqa: PLC0415
         from tqdm.auto import tqdm  # noqa: PLC0415
-
-        from .experiments import run_folder, stored_run  # noqa: PLC0415
 
         runs_dir = Path(runs_dir).resolve()
         runs = [stored_run(spec, cache, runs_dir, backend=backend, log=log) for spec in specs]

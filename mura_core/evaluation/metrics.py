@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from .formatting import format_metric
+from ..formatting import format_metric
 
 NORMAL = 1
 ABNORMAL = 0

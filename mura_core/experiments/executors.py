@@ -1,8 +1,8 @@
 """Executors: who trains the runs a notebook asks for.
 
-An executor takes a list of ``experiments.RunSpec`` and returns their ``experiments.Run`` in
-the same order. Runs are independent and stored by their settings, so the order in which
-they are trained, and where, does not change any number.
+An executor takes a list of ``store.RunSpec`` and returns their ``store.Run`` in the same
+order (``Executor``, the one interface). Runs are independent and stored by their settings,
+so the order in which they are trained, and where, does not change any number.
 
 - ``LocalExecutor`` (the default): in this process, one run after another.
 - ``cluster.DaskExecutor``: each run not yet stored is one task on a Dask cluster.
@@ -14,10 +14,26 @@ only when a scheduler is given.
 from __future__ import annotations
 
 import platform
-import re
+from typing import Protocol, runtime_checkable
 
-#: ``local:N``: a LocalCluster of N worker processes on this machine.
-_LOCAL_CLUSTER = re.compile(r"local:(\d+)")
+from .cluster import DaskExecutor, connect, local_workers
+from .store import Run, train_or_load
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Trains runs: ``run`` returns the ``Run`` of every spec, in spec order (a stored run is
+    loaded, not trained again); ``describe`` says what the provenance keeps; ``close`` lets
+    go of what it holds (a cluster). ``kind`` names it, ``workers`` counts who trains."""
+
+    kind: str
+    workers: int
+
+    def run(self, specs, cache, runs_dir, *, backend: str = "numpy", log=print) -> list[Run]: ...
+
+    def describe(self) -> dict: ...
+
+    def close(self) -> None: ...
 
 
 class LocalExecutor:
@@ -29,9 +45,7 @@ class LocalExecutor:
     def describe(self) -> dict:
         return {"executor": self.kind, "workers": self.workers, "address": None}
 
-    def run(self, specs, cache, runs_dir, *, backend: str = "numpy", log=print) -> list:
-        from .experiments import train_or_load  # noqa: PLC0415
-
+    def run(self, specs, cache, runs_dir, *, backend: str = "numpy", log=print) -> list[Run]:
         runs = []
         for spec in specs:
             run = train_or_load(spec, cache, runs_dir, backend=backend, log=log)
@@ -39,6 +53,9 @@ class LocalExecutor:
                 run.worker = f"local ({platform.node()})"
             runs.append(run)
         return runs
+
+    def close(self) -> None:
+        pass
 
 
 def parse_scheduler(scheduler: str | None) -> str | None:
@@ -50,21 +67,15 @@ def parse_scheduler(scheduler: str | None) -> str | None:
     if scheduler is None or scheduler.strip() in ("", "local"):
         return None
     scheduler = scheduler.strip()
-    if scheduler.startswith("local:"):
-        match = _LOCAL_CLUSTER.fullmatch(scheduler)
-        if match is None or int(match.group(1)) < 1:
-            raise ValueError(f"scheduler {scheduler!r}: write local:N with N >= 1 worker "
-                             "processes (e.g. local:2), or an address such as tcp://host:8786")
+    local_workers(scheduler)  # ValueError for a bad local:N
     return scheduler
 
 
-def make_executor(scheduler: str | None = None, *, backend: str = "numpy", log=print):
+def make_executor(scheduler: str | None = None, *, backend: str = "numpy", log=print) -> Executor:
     """The executor for a ``scheduler`` setting (see ``parse_scheduler``): ``LocalExecutor``
     for None or "local", else a ``cluster.DaskExecutor`` connected to that scheduler (or to
     a LocalCluster it starts); ``backend`` decides whether local workers are pinned to GPUs."""
     address = parse_scheduler(scheduler)
     if address is None:
         return LocalExecutor()
-    from .cluster import DaskExecutor, connect  # noqa: PLC0415  (Dask only when asked for)
-
     return DaskExecutor(connect(address, backend=backend, log=log))

@@ -1,5 +1,6 @@
 """Prediction and scoring: P(normal) for a cached split or for image files, and the metric
-tables (``metrics.metric_table``) of train and valid.
+tables (``metrics.metric_table``) of train and valid (``analysis``: what the report draws
+from the predictions).
 
 Every prediction runs the model in evaluation mode (no dropout, no augmentation) on images
 standardized exactly as in training.
@@ -11,12 +12,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from ..data.batches import iterate_batches
 from . import metrics
-from .data.batches import iterate_batches
 
 
-def train_eval_indices(split, size: int | None, seed: int) -> np.ndarray:
-    """Sorted row indices of a fixed train subset: whole patients, in an order drawn from
+def patient_subset(split, size: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices of a fixed subset of a split: whole patients, in an order drawn from
     ``seed``, until at least ``size`` images (all rows when ``size`` is None or covers all).
 
     Whole patients keep the per patient accuracy meaningful on the subset.
@@ -78,22 +79,11 @@ def evaluate_splits(model, cache, max_images: int | None = None, seed: int = 0,
     tables, predictions = {}, {}
     for name in ("train", "valid"):
         split = cache.split(name)
-        rows = train_eval_indices(split, max_images, seed)
+        rows = patient_subset(split, max_images, seed)
         probs, tables[name] = evaluate(model, split, cache.mean, cache.std, indices=rows,
                                        majority=majority)
         predictions[name] = (rows, probs)
     return (tables, predictions) if with_predictions else tables
-
-
-def split_intervals(split, rows: np.ndarray, probs: np.ndarray, seed: int = 0) -> dict:
-    """``stats.intervals`` of the predictions ``probs`` of the rows ``rows`` of a split: every
-    metric of ``stats.METRICS`` with its 95 % bootstrap interval over patients."""
-    from . import stats  # noqa: PLC0415
-
-    rows = np.asarray(rows, np.int64)
-    design = stats.Design.of(np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
-                             np.asarray(split.study_ids)[rows], np.asarray(split.body_parts)[rows])
-    return stats.intervals(design, probs, seed=seed)
 
 
 def load_images(model, paths):
@@ -104,7 +94,7 @@ def load_images(model, paths):
     in input order (a file that is missing or not an image gets its error, the others are
     still read); ``images`` (M, S, S) uint8 and ``x`` (M, 1, S, S) float32, standardized, of
     the M readable files in input order."""
-    from .data.preprocess import ImageDecodeError, preprocess_image  # noqa: PLC0415
+    from ..data.preprocess import ImageDecodeError, preprocess_image  # noqa: PLC0415
 
     pre = model.metadata.get("preprocessing")
     if not pre:
@@ -149,68 +139,3 @@ def split_inputs(split, rows, mean: float, std: float) -> np.ndarray:
     if not batches:
         return np.zeros((0, 1, *split.images.shape[1:]), dtype=np.float32)
     return np.concatenate(batches)
-
-
-def confident_mistakes(labels, probs, k: int) -> dict[str, np.ndarray]:
-    """The ``k`` most confident mistakes of each kind, as positions into ``labels``/``probs``:
-    ``"false_normal"``: abnormal images called normal, highest P(normal) first;
-    ``"false_abnormal"``: normal images called abnormal, lowest P(normal) first."""
-    y = np.asarray(labels).reshape(-1)
-    p = np.asarray(probs).reshape(-1)
-    called_normal = p >= metrics.THRESHOLD
-    false_normal = np.flatnonzero((y == metrics.ABNORMAL) & called_normal)
-    false_abnormal = np.flatnonzero((y == metrics.NORMAL) & ~called_normal)
-    return {"false_normal": false_normal[np.argsort(-p[false_normal], kind="stable")][:k],
-            "false_abnormal": false_abnormal[np.argsort(p[false_abnormal], kind="stable")][:k]}
-
-
-def roc_summary(split, rows, probs, intervals: dict) -> dict[str, dict]:
-    """ROC curves per image and per study (a study: the mean P(normal) of its images) with
-    abnormal as the finding (score 1 - P(normal)), for ``plots.plot_roc``.
-
-    intervals: ``split_intervals`` of the same predictions (for AUROC and its interval).
-    Returns {"image": ..., "study": ...}, each {"fpr", "tpr" (lists; None with one class),
-    "auc", "low", "high", "sensitivity", "specificity" (at P(normal) < 0.5 called abnormal),
-    "n", "n_abnormal"}."""
-    rows = np.asarray(rows, np.int64)
-    labels = np.asarray(split.labels)[rows].astype(np.int64)
-    _, study_labels, study_probs = metrics.study_probabilities(
-        labels, probs, np.asarray(split.study_ids)[rows])
-    out = {}
-    for level, (y, p) in {"image": (labels, np.asarray(probs)), "study": (study_labels, study_probs)}.items():
-        auc = intervals.get(f"{level}_auc") or {}
-        sensitivity, specificity = metrics.sensitivity_specificity(y, p)
-        fpr = tpr = None
-        if 0 < y.sum() < y.size:
-            fpr, tpr, _ = metrics.roc_curve(1 - y, 1.0 - p)
-            fpr, tpr = fpr.tolist(), tpr.tolist()
-        out[level] = {"fpr": fpr, "tpr": tpr, "auc": auc.get("value"), "low": auc.get("low"),
-                      "high": auc.get("high"), "sensitivity": sensitivity,
-                      "specificity": specificity, "n": int(y.size),
-                      "n_abnormal": int(np.sum(y == metrics.ABNORMAL))}
-    return out
-
-
-def body_part_kappas(split, rows, probs, seed: int = 0) -> list[dict]:
-    """Study kappa (MURA's protocol) with its 95 % bootstrap interval over patients, per body
-    part and over all of them (last, ``body_part`` "all"): {"body_part", "studies",
-    "value", "low", "high"}; None where kappa is undefined (one class), and no interval for
-    a body part of a single patient (there is nothing to resample)."""
-    from . import stats  # noqa: PLC0415
-
-    rows = np.asarray(rows, np.int64)
-    probs = np.asarray(probs)
-    parts = np.asarray(split.body_parts)[rows]
-    design = stats.Design.of(np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
-                             np.asarray(split.study_ids)[rows], parts)
-    out = []
-    for part in [*np.unique(parts).tolist(), "all"]:
-        mask = np.ones(len(rows), bool) if part == "all" else parts == part
-        sub = design.subset(mask)
-        if sub.n_patients > 1:
-            kappa = stats.intervals(sub, probs[mask], ("study_kappa",), seed=seed)["study_kappa"]
-        else:
-            value = metrics.study_kappa(sub.labels, probs[mask], sub.study)
-            kappa = {"value": None if np.isnan(value) else value, "low": None, "high": None}
-        out.append({"body_part": part, "studies": int(len(sub.study_labels)), **kappa})
-    return out

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn.backend import get_array_module, to_numpy
-from .nn.layers import Conv2D, Residual
+from ..nn.backend import get_array_module, to_numpy
+from ..nn.layers import Conv2D, Residual
 
 TARGETS = ("abnormal", "normal")
 
@@ -205,8 +205,8 @@ def sign_localization(model, split, mean: float, std: float, data_root, layer: s
     Returns {"abnormal_images", "without_sign" (abnormal images drawn without a sign),
     "sign_too_small" (a sign that covers no pixel at the input size), "rows" (Grad-CAM),
     "input_gradient" (the rows of |ds/dx|)}."""
-    from .data.synthetic import sign_masks  # noqa: PLC0415
-    from .evaluation import split_inputs  # noqa: PLC0415
+    from ..data.synthetic import sign_masks  # noqa: PLC0415
+    from .predictions import split_inputs  # noqa: PLC0415
 
     rows = np.flatnonzero(np.asarray(split.labels) == 0)
     masks, signs = sign_masks(data_root, [split.records[i].path for i in rows],
