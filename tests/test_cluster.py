@@ -158,20 +158,19 @@ def test_local_workers_are_pinned_one_device_each_round_robin(monkeypatch):
         pinned.close()
 
 
-def test_a_local_cluster_that_oversubscribes_the_cores_says_so(monkeypatch):
-    """Workers keep this process's BLAS threads (equal numbers); more workers x threads than
-    cores is warned about, with the setting that fixes it; a fitting cluster is not."""
+def test_a_local_cluster_with_more_workers_than_cores_says_so(monkeypatch):
+    """Each worker trains on one BLAS thread (store.RUN_THREADS); more workers than cores is
+    warned about, with the count that fits; a fitting cluster is not."""
     monkeypatch.setenv("PYTHONPATH", WORKER_ENV["PYTHONPATH"])
-    monkeypatch.setattr(cluster, "blas_threads", lambda: 2)
-    for cores, warned in ((2, True), (4, False)):
+    for cores, warned in ((1, True), (2, False)):
         monkeypatch.setattr(cluster.os, "cpu_count", lambda cores=cores: cores)
         said = []
         started = cluster.start_local_cluster(2, log=said.append)
         started.close()
-        warnings_said = [line for line in said if "oversubscribe" in line]
+        warnings_said = [line for line in said if "warning" in line]
         assert bool(warnings_said) == warned, said
         if warned:
-            assert "OPENBLAS_NUM_THREADS=1" in warnings_said[0]
+            assert "local:1 trains as fast" in warnings_said[0]
 
 
 # --------------------------------------------------------------------------- shared folders

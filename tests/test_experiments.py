@@ -294,3 +294,54 @@ def test_a_run_checkpoints_at_its_evaluation_points(cache, tmp_path):
     run = store.train_or_load(spec, cache, tmp_path, **QUIET)
     assert run.history["config"]["checkpoint_every"] == 2
     assert not (run.folder / "checkpoint.npz").exists(), "removed once the run completed"
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def test_worker_processes_give_the_numbers_of_this_process_in_spec_order(cache, tmp_path):
+    """Every NumPy run multiplies on one BLAS thread whoever trains it: two worker processes
+    train the very histories and predictions that this process trains, handed back in spec
+    order, and say which process trained each."""
+    specs = [SPEC.replace(seed=1, label="b"), SPEC.replace(label="a")]
+    here = comparisons.run_all(specs, cache, tmp_path / "here", executor=executors.LocalExecutor(),
+                               **QUIET)
+    there = comparisons.run_all(specs, cache, tmp_path / "there",
+                                executor=executors.ProcessExecutor(2), **QUIET)
+    assert [r.name for r in there] == ["b", "a"]
+    for mine, theirs in zip(here, there):
+        assert mine.history["loss"] == theirs.history["loss"]
+        assert mine.history["evals"] == theirs.history["evals"]
+        np.testing.assert_array_equal(mine.valid_probs, theirs.valid_probs)
+        assert theirs.worker.startswith("process ") and not theirs.reused
+    again = comparisons.run_all(specs, cache, tmp_path / "there",
+                                executor=executors.ProcessExecutor(2), **QUIET)
+    assert all(r.reused for r in again), "stored runs are loaded, no process is started"
+
+
+def test_the_scheduler_setting_chooses_the_executor(monkeypatch):
+    monkeypatch.setattr(executors, "default_workers", lambda: 4)
+    assert isinstance(executors.make_executor(None), executors.ProcessExecutor)
+    assert executors.make_executor("").workers == 4
+    assert isinstance(executors.make_executor(None, backend="cupy"), executors.LocalExecutor)
+    assert isinstance(executors.make_executor("local"), executors.LocalExecutor)
+    assert executors.make_executor("processes:3").describe() == {
+        "executor": "processes", "workers": 3, "address": None, "blas_threads": 1}
+    monkeypatch.setattr(executors, "default_workers", lambda: 1)
+    assert isinstance(executors.make_executor(None), executors.LocalExecutor), "one core"
+    for bad in ("processes:0", "processes:", "processes:two"):
+        with pytest.raises(ValueError, match="processes:N with N >= 1"):
+            executors.make_executor(bad)
+    assert executors.parse_scheduler("processes:2") is None, "no Dask scheduler"
+
+
+def test_a_run_trains_on_one_blas_thread_and_its_identity_says_so(cache, tmp_path):
+    seen = []
+    run = store.train_or_load(SPEC.replace(steps=1), cache, tmp_path,
+                              log=lambda m: seen.append(store.blas_threads()))
+    assert run.history["status"] == "completed"
+    assert seen and set(seen) == {1}, "the log lines of the training came under one thread"
+    ident = dict(input_size=32, cache_key="k")
+    assert SPEC.run_id(backend="numpy", **ident) != SPEC.run_id(backend="cupy", **ident)
+    assert store.run_threads("numpy") == store.RUN_THREADS == 1
+    assert store.run_threads("cupy") is None

@@ -6,11 +6,12 @@ N worker processes with one thread each on this machine. With CuPy, each local w
 one GPU (``CUDA_VISIBLE_DEVICES``; more workers than GPUs share them round robin). It prints
 the scheduler's and the dashboard's addresses.
 
-``DaskExecutor`` is an ``executors.Executor``: ``run`` hands each run that is not stored yet to the cluster as one task, shows
-one progress bar (runs done / total), and returns the runs in spec order with the worker that
-trained each and its wall time. A task gets the run's settings and two folder paths, never
-arrays: the worker opens the data cache from its folder (memory-mapped, once per worker
-process) and writes the run into the runs folder. So the cache and the runs folder must be at
+``DaskExecutor`` is an ``executors.Executor``: ``run`` hands each run that is not stored yet
+to the cluster as one task, shows one progress bar (runs done / total), and returns the runs
+in spec order with the worker that trained each and its wall time. A task gets the run's
+settings and two folder paths, never arrays (``store.train_in_worker``): the worker opens the
+data cache from its folder (memory-mapped, once per worker process) and writes the run into
+the runs folder. So the cache and the runs folder must be at
 the same path on every worker (a shared file system): every worker is checked before the
 first task (``check_workers``) and every task checks again, with a one-line error that names
 the worker, the folder and the fix.
@@ -36,8 +37,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.cache import INDEX_NAME, load_cache
-from .store import run_folder, stored_run, train_or_load
+from ..data.cache import INDEX_NAME
+from .store import run_folder, stored_run, train_in_worker
 
 EXTRA = "pip install -e '.[cluster]'"
 #: Seconds a scheduler has to answer before ``connect`` gives up.
@@ -62,7 +63,6 @@ class ClusterError(RuntimeError):
 def _distributed():
     try:
         import distributed  # noqa: PLC0415
-        import threadpoolctl  # noqa: F401, PLC0415  (see DaskExecutor.run)
     except ImportError:
         raise ClusterError("--scheduler needs Dask's distributed scheduler, which is not "
                            f"installed: {EXTRA}") from None
@@ -192,21 +192,14 @@ def start_local_cluster(n_workers: int, *, devices: list[str] | None = None,
         dashboard += " (its plots need bokeh: pip install bokeh)"
     log(f"dask: started a LocalCluster of {n_workers} worker process(es), 1 thread each"
         f"{pinned}, at {cluster.address}; dashboard {dashboard}")
-    threads, cores = blas_threads(), os.cpu_count() or 1
-    if not devices and threads and n_workers * threads > cores:
-        # Measured on 2 cores, 2 workers of 2 BLAS threads: 0.3x the speed of no cluster.
-        log(f"dask: warning: each worker multiplies matrices on this process's {threads} BLAS "
-            f"threads (so that its numbers equal a run without Dask), and {n_workers} workers "
-            f"x {threads} threads oversubscribe the {cores} cores, which slows every run "
-            f"down several times; set OPENBLAS_NUM_THREADS={max(1, cores // n_workers)} (or "
-            "start fewer workers)")
+    cores = os.cpu_count() or 1
+    if not devices and n_workers > cores:
+        log(f"dask: warning: {n_workers} workers share {cores} cores, so each run trains "
+            f"slower than on a core of its own; local:{cores} trains as fast")
     return cluster
 
 
 # --------------------------------------------------------------------------- on the workers
-
-_caches: dict = {}  # cache folder -> MuraCache, per worker process
-
 
 def _shared_problem(cache_dir: str, cache_key: str, runs_dir: str) -> str | None:
     """What keeps this process from using the cache and the runs folder, or None."""
@@ -231,37 +224,15 @@ def _worker_problem(cache_dir: str, cache_key: str, runs_dir: str, probe: str) -
     return problem
 
 
-def _open_cache(cache_dir: str, cache_key: str):
-    cache = _caches.get(cache_dir)
-    if cache is None or cache.key != cache_key:
-        cache = _caches[cache_dir] = load_cache(cache_dir)
-    return cache
-
-
-def blas_threads() -> int | None:
-    """How many threads this process's BLAS (OpenBLAS, MKL) splits a product over; None when
-    there is no BLAS that threadpoolctl knows."""
-    from threadpoolctl import threadpool_info  # noqa: PLC0415
-
-    counts = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
-    return max(counts) if counts else None
-
-
-def _train_task(spec, cache_dir: str, cache_key: str, runs_dir: str, backend: str,
-                threads: int | None):
-    """One run on a worker, its BLAS on ``threads`` threads: (the ``store.Run``, its log
-    lines)."""
+def _train_task(spec, cache_dir: str, cache_key: str, runs_dir: str, backend: str):
+    """One run on a worker: (the ``store.Run``, its log lines)."""
     from distributed import get_worker  # noqa: PLC0415
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
 
     worker = get_worker().address
     problem = _shared_problem(cache_dir, cache_key, runs_dir)
     if problem is not None:
         raise ClusterError(f"worker {worker} {problem}; {SHARED_FIX}")
-    lines: list[str] = []
-    with threadpool_limits(limits=threads, user_api="blas"):
-        run = train_or_load(spec, _open_cache(cache_dir, cache_key), runs_dir,
-                            backend=backend, log=lines.append)
+    run, lines = train_in_worker(spec, cache_dir, cache_key, runs_dir, backend)
     if not run.reused:  # a retry after the run had finished finds it stored
         run.worker = worker
     return run, lines
@@ -320,15 +291,12 @@ class DaskExecutor:
         cache_dir = str(Path(cache.cache_dir).resolve())
         runs_dir.mkdir(parents=True, exist_ok=True)
         check_workers(client, cache, runs_dir)
-        # How many threads a float32 product is split over decides its last bits, and a few
-        # hundred SGD steps grow them into other numbers: workers use this process's count.
-        threads = blas_threads() if backend == "numpy" else None
         futures = {}
         for i in todo:
             run_id = run_folder(specs[i], cache, runs_dir, backend).name
             key = f"train-{run_id}-{uuid.uuid4().hex[:8]}"  # the dashboard shows it
             futures[client.submit(_train_task, specs[i], cache_dir, cache.key,
-                                  str(runs_dir), backend, threads, key=key, pure=False,
+                                  str(runs_dir), backend, key=key, pure=False,
                                   retries=self.retries)] = i
         batch, total, done = uuid.uuid4().hex, len(specs), len(specs) - len(todo)
         client.log_event(PROGRESS_TOPIC, {"batch": batch, "done": done, "total": total})

@@ -12,8 +12,13 @@ throughout (``locks``). So the baseline trained in 02 is the baseline of 04 and 
 point of 05's sweeps when the profile gives them the same settings: same seed, same settings,
 same numbers.
 
-Who calls ``train_or_load`` (this process, or a Dask worker) is an executor's business
-(``executors``): they depend on this module, never the other way round. Wherever a run
+Who calls ``train_or_load`` (this process, worker processes, or a Dask worker) is an
+executor's business (``executors``): they depend on this module, never the other way round;
+``train_in_worker`` is what a worker process calls. On NumPy every run multiplies matrices on
+``RUN_THREADS`` BLAS threads, whoever trains it: how many threads a float32 product is split
+over decides its last bits, and a few hundred SGD steps grow them into other numbers, so a
+run's numbers do not depend on the machine's cores or on the executor, and N runs train side
+by side on N cores. Wherever a run
 trains, it checkpoints at its evaluation points, so a run whose process died resumes from
 its last evaluation instead of starting over.
 """
@@ -22,12 +27,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from ..data.cache import load_cache
 from ..files import atomic_write_text
 from ..locks import hold_folder
 from ..nn.models import build_model
@@ -41,6 +51,20 @@ from ..training.runfolder import (BEST_NAME, CHECKPOINT_NAME, DIVERGED_NAME, HIS
 #: and the cache key), all fields of ``RunSpec``.
 RUN_SETTINGS = ("steps", "batch_size", "lr", "momentum", "weight_decay", "eval_every",
                 "train_eval_size", "augment", "dropout", "warmup_steps", "schedule", "min_lr")
+#: BLAS threads of every NumPy run (see the module docstring).
+RUN_THREADS = 1
+
+
+def run_threads(backend: str) -> int | None:
+    """The BLAS threads a run on ``backend`` trains with (None on a GPU)."""
+    return RUN_THREADS if backend == "numpy" else None
+
+
+def blas_threads() -> int | None:
+    """How many threads this process's BLAS (OpenBLAS, MKL) splits a product over; None when
+    there is no BLAS that threadpoolctl knows."""
+    counts = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return max(counts) if counts else None
 
 
 @dataclass(frozen=True)
@@ -73,7 +97,8 @@ class RunSpec:
     def run_id(self, *, input_size: int, backend: str, cache_key: str) -> str:
         """``<arch>-<12 hex digits>``: a hash of everything that decides the run's numbers."""
         identity = {"arch": self.arch, "input_size": int(input_size), "seed": int(self.seed),
-                    "backend": backend, "cache_key": cache_key, **self.settings()}
+                    "backend": backend, "cache_key": cache_key, **self.settings(),
+                    "blas_threads": run_threads(backend)}
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return f"{self.arch}-{digest[:12]}"
 
@@ -221,10 +246,34 @@ def train_or_load(spec: RunSpec, cache, runs_dir, *, backend: str = "numpy",
     with hold_folder(folder, "run folder"):
         run = stored_run(spec, cache, runs_dir, backend=backend, log=log)
         if run is None:
-            run = _train(spec, cache, folder, backend=backend, progress=progress,
-                         checkpoint_every=checkpoint_every or spec.eval_every, log=log)
+            with threadpool_limits(limits=run_threads(backend), user_api="blas"):
+                run = _train(spec, cache, folder, backend=backend, progress=progress,
+                             checkpoint_every=checkpoint_every or spec.eval_every, log=log)
             run.wall_s = time.perf_counter() - start
     return run
+
+
+_caches: dict = {}  # cache folder -> MuraCache, per worker process
+
+
+def open_cache(cache_dir: str, cache_key: str):
+    """The data cache in ``cache_dir`` (memory-mapped), opened once per process."""
+    cache = _caches.get(cache_dir)
+    if cache is None or cache.key != cache_key:
+        cache = _caches[cache_dir] = load_cache(cache_dir)
+    return cache
+
+
+def train_in_worker(spec: RunSpec, cache_dir: str, cache_key: str, runs_dir: str,
+                    backend: str) -> tuple[Run, list[str]]:
+    """``train_or_load`` in a worker process, which gets folders, never arrays: the data
+    cache is opened from its folder. (The run, its log lines.)"""
+    lines: list[str] = []
+    run = train_or_load(spec, open_cache(cache_dir, cache_key), runs_dir, backend=backend,
+                        log=lines.append)
+    if not run.reused:
+        run.worker = f"process {os.getpid()} ({platform.node()})"
+    return run, lines
 
 
 def _train(spec: RunSpec, cache, folder: Path, *, backend: str, progress: bool,
