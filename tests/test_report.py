@@ -92,40 +92,64 @@ def _row(name, acc, low, high, params=100, seconds=1.0, **extra):
             "final_train_loss": 0.4, **extra}
 
 
-def _cmp(name, diff, low, high, a_only, b_only, p, verdict):
+def _cmp(name, diff, low, high, a_only, b_only, p, verdict, per_seed=None, reasons=None):
+    """A ``stats.compare`` result built by hand; ``per_seed``: each seed pair's difference."""
+    per_seed = per_seed if per_seed is not None else [diff]
     return {"name": name, "metric": "image_accuracy", "difference": diff, "low": low,
             "high": high, "a_only": a_only, "b_only": b_only, "p_value": p, "verdict": verdict,
-            "diverged": False}
+            "seeds": len(per_seed), "per_seed": [{"difference": d} for d in per_seed],
+            "same_sign": len({d > 0 for d in per_seed}) == 1 and 0 not in per_seed,
+            "detectable": (high - low) / 2, "reasons": reasons or [], "diverged": False}
 
 
-def test_architecture_discussion_states_an_established_winner_and_a_tie():
-    rows = [_row("baseline", 0.70, 0.66, 0.74), _row("deeper", 0.85, 0.82, 0.88, params=150),
+def test_architecture_discussion_states_a_winner_in_every_seed_and_a_tie():
+    rows = [_row("baseline", 0.70, 0.66, 0.74, image_accuracy_seeds=[0.69, 0.70, 0.71]),
+            _row("deeper", 0.85, 0.82, 0.88, params=150, image_accuracy_seeds=[0.84, 0.85, 0.86]),
             _row("wider", 0.71, 0.67, 0.75, params=300, seconds=3.5)]
-    comparisons = [_cmp("deeper", 0.15, 0.10, 0.20, 90, 15, 1e-8, "a"),
-                   _cmp("wider", 0.01, -0.03, 0.05, 30, 25, 0.59, None)]
-    text = prose.architecture_discussion(rows, comparisons, steps=300, seeds=2)
-    assert "trained for 300 steps from each of 2 seeds" in text
-    assert "baseline 70.0 % (66.0 to 74.0)" in text
+    comparisons = [_cmp("deeper", 0.15, 0.10, 0.20, 270, 45, 1e-8, "a",
+                        per_seed=[0.15, 0.14, 0.16]),
+                   _cmp("wider", 0.01, -0.03, 0.05, 90, 75, 0.27, None,
+                        per_seed=[0.03, -0.01, 0.01], reasons=["interval", "test", "sign"])]
+    text = prose.architecture_discussion(rows, comparisons, steps=300, seeds=3)
+    assert "trained for 300 steps from each of 3 seeds" in text
+    assert "bootstrap over seeds and patients within seeds" in text
+    assert "baseline 70.0 % (66.0 to 74.0), seeds 69.0 to 71.0 %" in text
     assert ("Depth (two more convolutions and one more fully connected layer) raised the valid "
             "accuracy per image over the baseline by +15.0 points (95 % interval +10.0 to "
-            "+20.0; McNemar p < 0.001, 90 against 15 images") in text
-    assert "so the difference is established" in text and "1.50x the parameters" in text
+            "+20.0; per seed +15.0, +14.0, +16.0; stratified McNemar p < 0.001, 270 against 45 "
+            "images") in text
+    assert ("the interval excludes zero, the paired test agrees and all 3 seed pairs point the "
+            "same way, so the difference is established") in text
+    assert "1.50x the parameters" in text
     assert ("Width (twice the feature maps at every convolution) against the baseline: the "
             "difference in valid accuracy per image, +1.0 points (95 % interval -3.0 to +5.0; "
-            "McNemar p = 0.590") in text
-    assert "is not established; at this training length and data size the two are not " \
-           "distinguishable" in text
+            "per seed +3.0, -1.0, +1.0; stratified McNemar p = 0.270") in text
+    assert ("is not established (its interval includes zero; the paired test does not reject "
+            "equal accuracy in that direction; the seed pairs do not all point the same way); "
+            "this comparison could detect a difference of about 4.0 points") in text
     assert "3.50x the time per training step" in text
     assert "Established differences: deeper" in text
+
+
+def test_a_winner_in_one_seed_only_is_not_claimed():
+    """The interval and the pooled test lean one way, but one seed pair carries it all."""
+    rows = [_row("baseline", 0.70, 0.66, 0.74), _row("residual", 0.74, 0.701, 0.78)]
+    text = prose.architecture_discussion(
+        rows, [_cmp("residual", 0.04, 0.001, 0.08, 60, 24, 0.0001, None,
+                    per_seed=[0.12, 0.0, 0.0], reasons=["sign"])], seeds=3)
+    assert "raised" not in text and "lowered" not in text
+    assert ("is not established (the seed pairs do not all point the same way)") in text
+    assert "per seed +12.0, +0.0, +0.0" in text and "does not rank them" in text
 
 
 def test_architecture_discussion_claims_nothing_when_nothing_is_established():
     rows = [_row("baseline", 0.70, 0.66, 0.74), _row("residual", 0.72, 0.68, 0.76)]
     # The interval excludes zero but McNemar does not agree: not established either.
     text = prose.architecture_discussion(
-        rows, [_cmp("residual", 0.02, 0.001, 0.04, 20, 12, 0.22, None)])
+        rows, [_cmp("residual", 0.02, 0.001, 0.04, 20, 12, 0.22, None, reasons=["test"])])
     assert "raised" not in text and "lowered" not in text
-    assert "is not established" in text and "does not rank them" in text
+    assert "is not established (the paired test does not reject" in text
+    assert "does not rank them" in text
 
 
 def test_architecture_discussion_says_when_a_variant_diverged():
@@ -145,13 +169,16 @@ def test_sweep_discussion_compares_with_the_centre_value():
                  final_train_loss=0.6)]
     comparisons = [{"name": "learning rate 0.1", "metric": "image_accuracy", "verdict": None,
                     "diverged": True},
-                   _cmp("learning rate 0.001", -0.2, -0.26, -0.14, 5, 70, 1e-12, "b")]
+                   _cmp("learning rate 0.001", -0.2, -0.26, -0.14, 5, 70, 1e-12, "b",
+                        per_seed=[-0.21, -0.19])]
     text = prose.sweep_discussion("learning rate", rows, comparisons, "learning rate 0.01")
     assert "0.01: 80.0 % (76.0 to 84.0); 0.001: 60.0 % (55.0 to 65.0)" in text
     assert "from 0.400 (0.01) to 0.600 (0.001)" in text
     assert "diverged (a non-finite loss) at 0.1" in text
     assert ("A learning rate 0.001 lowered the valid accuracy per image against the centre "
-            "value (learning rate 0.01), by -20.0 points") in text
+            "value (learning rate 0.01), by -20.0 points (95 % interval -26.0 to -14.0; per "
+            "seed -21.0, -19.0") in text
+    assert "all 2 seed pairs point the same way, so the difference is established" in text
 
 
 # --------------------------------------------------------------------------- document

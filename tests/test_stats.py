@@ -130,12 +130,101 @@ def test_compare_names_a_clear_winner_and_calls_a_tie_a_tie():
     assert lose["verdict"] == "b" and lose["high"] < 0
     tie = stats.compare(design, strong, strong, n_resamples=400)
     assert tie["verdict"] is None and tie["difference"] == 0 and tie["p_value"] == 1.0
+    assert set(tie["reasons"]) == {"interval", "test", "sign"}
     # Nearly the same predictor: a few flipped images are not a difference.
     nudged = strong.copy()
     flip = np.flatnonzero((strong >= 0.5) == labels)[:3]
     nudged[flip] = 1 - nudged[flip]
     close = stats.compare(design, strong, nudged, n_resamples=400)
     assert close["verdict"] is None and close["p_value"] >= 0.05
+
+
+def test_two_level_bootstrap_matches_a_slow_loop_over_copied_splits():
+    """Each resample: k seeds drawn with replacement, then for each drawn seed the split with
+    its patients copied as drawn afresh, scored by ``metrics``; the setting's value is the
+    mean over the drawn seeds. The same random draws, scored the slow way, give the same
+    interval."""
+    labels, patients, studies, parts, _ = make_split(n_patients=25, seed=9)
+    design = stats.Design.of(labels, patients, studies, parts)
+    probs = np.stack([predictions(labels, s, j) for j, s in enumerate((0.9, 0.7, 0.8))])
+    k, n_resamples = 3, 40
+    got = stats.intervals(design, probs, ["image_accuracy", "study_kappa"],
+                          n_resamples=n_resamples, seed=5)
+    rng = np.random.default_rng(5)
+    seeds = rng.integers(0, k, size=n_resamples * k)
+    draws = rng.integers(0, design.n_patients, size=(n_resamples * k, design.n_patients))
+    for name in ("image_accuracy", "study_kappa"):
+        values = []
+        for r in range(n_resamples):
+            per_seed = []
+            for j in range(k):
+                row = r * k + j
+                counts = np.bincount(draws[row], minlength=design.n_patients)
+                table = expanded_metrics(counts, labels, patients, studies, parts, probs[seeds[row]])
+                per_seed.append(table[name])
+            values.append(np.mean(per_seed))
+        low, high = np.nanpercentile(values, [2.5, 97.5])
+        assert got[name]["low"] == pytest.approx(low, abs=1e-12), name
+        assert got[name]["high"] == pytest.approx(high, abs=1e-12), name
+        each = [metrics.metric_table(p, labels, patients, studies, parts)[name] for p in probs]
+        assert got[name]["seeds"] == pytest.approx(each, abs=1e-12)
+        assert got[name]["value"] == pytest.approx(np.mean(each), abs=1e-12)
+
+
+def test_the_stratified_mcnemar_test_is_the_binomial_test_of_the_summed_discordant_images():
+    tests = [{"a_only": 6, "b_only": 2}, {"a_only": 9, "b_only": 3}, {"a_only": 4, "b_only": 4}]
+    got = stats.stratified_mcnemar(tests)
+    assert (got["a_only"], got["b_only"]) == (19, 9)
+    assert got["p_value"] == pytest.approx(exact_two_sided(19, 9), rel=1e-9)
+    assert stats.stratified_mcnemar([{"a_only": 0, "b_only": 0}])["p_value"] == 1.0
+
+
+def predictions(labels, skill: float, seed: int) -> np.ndarray:
+    """P(normal) of a run that gets each image right with probability ``skill``."""
+    rng = np.random.default_rng(seed)
+    normal = (labels == 1) == (rng.random(len(labels)) < skill)
+    return np.where(normal, rng.uniform(0.5, 1.0, len(labels)), rng.uniform(0.0, 0.4999, len(labels)))
+
+
+def three_seed_case(skills_a, skills_b, n_patients=300):
+    """A split and two settings' (3, N) predictions, run j of each right with probability
+    skills[j]; where a seed's skills match, both settings' runs are the same run."""
+    labels, patients, studies, parts, _ = make_split(n_patients=n_patients, seed=11)
+    design = stats.Design.of(labels, patients, studies, parts)
+    a = np.stack([predictions(labels, s, 20 + j) for j, s in enumerate(skills_a)])
+    b = np.stack([predictions(labels, sb, 20 + j if sa == sb else 40 + j)
+                  for j, (sa, sb) in enumerate(zip(skills_a, skills_b))])
+    return design, a, b
+
+
+def test_a_winner_in_every_seed_is_established():
+    design, a, b = three_seed_case((0.95, 0.93, 0.96), (0.65, 0.62, 0.66))
+    got = stats.compare(design, a, b, n_resamples=400)
+    assert got["seeds"] == 3 and len(got["per_seed"]) == 3
+    assert all(s["difference"] > 0 for s in got["per_seed"]) and got["same_sign"]
+    assert got["verdict"] == "a" and got["reasons"] == []
+    assert got["low"] > 0 and got["p_value"] < 1e-6
+    assert got["a_only"] == sum(s["a_only"] for s in got["per_seed"])
+    assert got["detectable"] == pytest.approx((got["high"] - got["low"]) / 2)
+
+
+def test_a_winner_in_one_seed_only_is_not_established():
+    """Seed 0: A far better; seeds 1 and 2: the same runs on both sides. The pooled images
+    may still lean A's way, but the seed pairs do not agree, so no verdict."""
+    design, a, b = three_seed_case((0.97, 0.7, 0.7), (0.6, 0.7, 0.7))
+    got = stats.compare(design, a, b, n_resamples=400)
+    diffs = [s["difference"] for s in got["per_seed"]]
+    assert diffs[0] > 0.2 and diffs[1] == 0 and diffs[2] == 0
+    assert got["verdict"] is None and "sign" in got["reasons"]
+    assert got["p_value"] < 0.05, "the stratified test alone would have called it"
+
+
+def test_a_tie_over_seeds_is_not_established_and_says_why():
+    design, a, b = three_seed_case((0.8, 0.8, 0.8), (0.8, 0.8, 0.8))
+    b = b[[1, 2, 0]]  # the same runs, paired with other seeds: differences of both signs
+    got = stats.compare(design, a, b, n_resamples=400)
+    assert got["verdict"] is None and "interval" in got["reasons"]
+    assert got["low"] < 0 < got["high"]
 
 
 def test_one_class_kappa_is_none_not_an_error():

@@ -4,20 +4,23 @@ One valid split, predicted by one network (or by one network trained from k seed
 metric; how much would it move with other patients, or another seed? Two tools, both from
 SciPy, over per-image predictions:
 
-- **Bootstrap intervals resampling whole patients** (``scipy.stats.bootstrap``, percentile
-  method). A patient's images and studies are not independent of each other, so the unit of
-  resampling is the patient: a resample draws as many patients as the split has, with
-  replacement, and every image, study and patient-level vote of a drawn patient counts as
-  many times as it was drawn. With k > 1 seeds the seeds are resampled too (a two-level
-  bootstrap), so the interval carries the spread between training runs as well. Each metric
-  is a weighted sum over the drawn patients, computed for a whole batch of resamples at once.
+- **Bootstrap intervals resampling seeds, then whole patients within each seed** (a
+  two-level bootstrap, percentile method). A patient's images and studies are not
+  independent of each other, so the unit of resampling is the patient: a resample draws as
+  many patients as the split has, with replacement, and every image, study and
+  patient-level vote of a drawn patient counts as many times as it was drawn. A setting
+  trained from k seeds is k runs whose spread is part of what a verdict must survive: each
+  resample first draws k of the seeds with replacement, then patients afresh for each seed
+  drawn, and a setting's metric is the mean over its seeds. Each metric is a weighted sum
+  over the drawn patients, computed for a whole batch of resamples at once.
 - **The exact McNemar test** (``scipy.stats.binomtest``) on paired per-image correctness of
   two predictors on the same images: of the images exactly one of them gets right, is the
-  split far from even?
+  split far from even? Between two settings, one test per seed pair, combined into the
+  stratified test.
 
-``compare`` puts them together: the interval of the difference between two predictors
-(resampling the same patients and seeds for both) and McNemar's p. A difference is called
-established only when both agree: the interval excludes zero and p < 0.05.
+``compare`` puts them together: a difference between two settings is called established
+only when the interval of the difference excludes zero, the stratified McNemar test gives
+p < 0.05 the same way, and every seed pair shows the same sign.
 
 Conventions are those of ``metrics``: label 1 normal, 0 abnormal; an image is predicted normal
 when P(normal) >= 0.5; a patient's class is the majority of its images, ties to abnormal; a
@@ -184,34 +187,38 @@ def _draw_counts(index, size: int):
         .reshape(index.shape[0], size).astype(np.float64)
 
 
+def _per_seed(statistic, design: Design, k: int):
+    """``statistic`` of every one of the k seeds on the whole split: (m, k)."""
+    return statistic(np.ones((k, design.n_patients)), np.eye(k))
+
+
 def _bootstrap(statistic, design: Design, k: int, n_resamples: int, confidence: float,
                seed: int):
-    """scipy.stats.bootstrap over patients (and seeds when k > 1) of ``statistic(pw, s)``,
-    which returns an (m, B) array for patient weights pw (B, P) and seed weights s (B, k)."""
-    from scipy import stats as sps  # noqa: PLC0415
-
-    patients = np.arange(design.n_patients)
-    if k > 1:
-        data = (patients, np.arange(k))
-
-        def wrapped(pidx, sidx, axis=-1):
-            return statistic(_draw_counts(pidx, design.n_patients), _draw_counts(sidx, k))
-    else:
-        data = (patients,)
-
-        def wrapped(pidx, axis=-1):
-            pw = _draw_counts(pidx, design.n_patients)
-            return statistic(pw, np.ones((pw.shape[0], 1)))
-    point = statistic(np.ones((1, design.n_patients)), np.ones((1, k)))[:, 0]
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        # A statistic that is undefined (one class) or constant over the resamples (accuracy
-        # 1.0) is expected here; it comes out as None or a zero-width interval.
-        warnings.simplefilter("ignore", sps.DegenerateDataWarning)
-        result = sps.bootstrap(data, wrapped, vectorized=True, n_resamples=n_resamples,
-                               batch=_BATCH, confidence_level=confidence, method="percentile",
-                               rng=np.random.default_rng(seed))
-    low = np.atleast_1d(result.confidence_interval.low)
-    high = np.atleast_1d(result.confidence_interval.high)
+    """A two-level bootstrap of the mean over seeds of ``statistic``: each resample draws k
+    of the k seeds with replacement, then, for each seed drawn, as many patients as the split
+    has, with replacement and afresh for every seed drawn (patients within seeds); the
+    statistic of a resample is the mean over its drawn seeds. ``statistic(pw, s)`` returns an
+    (m, R) array for R replicates, each a seed (one-hot rows of s (R, k)) under patient
+    weights pw (R, P). Returns (point: the mean over the seeds, low, high), each (m,), the
+    percentile interval at ``confidence``. With one seed this is the bootstrap over patients.
+    """
+    rng = np.random.default_rng(seed)
+    eye, n_patients = np.eye(k), design.n_patients
+    # A statistic may be undefined (a kappa with one class): NaN, left out of the interval,
+    # and None when it is undefined everywhere.
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        point = _per_seed(statistic, design, k).mean(axis=1)
+        replicates = []
+        for start in range(0, n_resamples, _BATCH):
+            b = min(_BATCH, n_resamples - start)
+            seeds = rng.integers(0, k, size=b * k)
+            patients = rng.integers(0, n_patients, size=(b * k, n_patients))
+            values = statistic(_draw_counts(patients, n_patients), eye[seeds])  # (m, b * k)
+            replicates.append(values.reshape(values.shape[0], b, k).mean(axis=2))
+        tail = 100 * (1 - confidence) / 2
+        low, high = np.nanpercentile(np.concatenate(replicates, axis=1), [tail, 100 - tail],
+                                     axis=1)
     return point, low, high
 
 
@@ -225,11 +232,13 @@ def _finite(x) -> float | None:
 
 def intervals(design: Design, probs, names=METRICS, *, n_resamples: int = N_RESAMPLES,
               confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, dict]:
-    """Each metric of ``names`` with its bootstrap interval: name -> {"value", "low", "high"}.
+    """Each metric of ``names`` with its bootstrap interval: name -> {"value", "low", "high",
+    "seeds" (the metric of each seed, in order)}.
 
-    probs: (N,) P(normal) of one network, or (k, N) of k networks (e.g. seeds), whose value
-    is then the metric pooled over the k (their mean for rates, the kappa of the pooled
-    table). Undefined values (a kappa or AUROC with one class) are None."""
+    probs: (N,) P(normal) of one network, or (k, N) of k networks (the seeds of a setting),
+    whose value is then the mean over the k of each one's metric, and whose interval comes
+    from the two-level bootstrap (seeds, then patients). Undefined values (a kappa or AUROC
+    with one class) are None."""
     votes = _votes(design, probs)
     k = votes.image_prob.shape[0]
 
@@ -237,7 +246,9 @@ def intervals(design: Design, probs, names=METRICS, *, n_resamples: int = N_RESA
         return np.stack([_metric(name, design, votes, pw, s) for name in names])
 
     point, low, high = _bootstrap(statistic, design, k, n_resamples, confidence, seed)
-    return {name: {"value": _finite(point[i]), "low": _finite(low[i]), "high": _finite(high[i])}
+    each = _per_seed(statistic, design, k)
+    return {name: {"value": _finite(point[i]), "low": _finite(low[i]), "high": _finite(high[i]),
+                   "seeds": [_finite(v) for v in each[i]]}
             for i, name in enumerate(names)}
 
 
@@ -257,16 +268,41 @@ def mcnemar(correct_a, correct_b) -> dict:
     return {"a_only": a_only, "b_only": b_only, "p_value": p}
 
 
+def stratified_mcnemar(tests: list[dict]) -> dict:
+    """The per-seed McNemar tests of paired runs combined into one exact test: under "no
+    difference" each discordant image of every seed pair is A's with probability 1/2, so the
+    sum of A's discordant images over the pairs is binomial on all of them (the stratified
+    test, as Mantel and Haenszel combine strata). {"a_only", "b_only", "p_value"}.
+
+    The seed pairs share their images, so they are not independent strata; the two-level
+    bootstrap of ``compare`` carries that, which is why a verdict needs both."""
+    from scipy import stats as sps  # noqa: PLC0415
+
+    a_only = sum(t["a_only"] for t in tests)
+    b_only = sum(t["b_only"] for t in tests)
+    p = 1.0 if a_only + b_only == 0 else float(sps.binomtest(a_only, a_only + b_only, 0.5).pvalue)
+    return {"a_only": a_only, "b_only": b_only, "p_value": p}
+
+
 def compare(design: Design, probs_a, probs_b, metric: str = "image_accuracy", *,
             n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
             alpha: float = ALPHA) -> dict:
-    """A against B on the same images: the difference of ``metric`` (A minus B) with its
-    bootstrap interval (the same patients, and seeds when given (k, N), drawn for both), and
-    McNemar's test on per-image correctness of their seed-mean predictions.
+    """Setting A against setting B on the same images, each trained from the same k seeds:
+    probs (N,) or (k, N), row j of A paired with row j of B (the same seed).
 
-    Returns {"metric", "a", "b", "difference", "low", "high", "a_only", "b_only", "p_value",
-    "verdict"}; verdict is "a" or "b" (the better one) when the interval excludes zero and
-    p < alpha in the same direction, else None (not established)."""
+    - the difference of ``metric`` (A minus B, the mean over seeds of each seed pair's
+      difference) with its interval from the two-level bootstrap (seeds, then patients
+      within each seed drawn; the same draws for A and B);
+    - every seed pair's difference and exact McNemar test on per-image correctness
+      (``per_seed``), and their combination, the stratified McNemar test
+      (``stratified_mcnemar``: ``a_only``, ``b_only``, ``p_value``);
+    - ``same_sign``: every seed pair's difference has the sign of the mean one (none zero);
+    - ``detectable``: half the interval's width, the smallest difference this comparison
+      could tell from zero (its minimum detectable difference).
+
+    ``verdict`` is "a" or "b" (the better setting) only when all three agree: the interval
+    excludes zero, the stratified test gives p < alpha in the same direction, and every seed
+    pair has that sign; else None, and ``reasons`` says which of them failed."""
     va, vb = _votes(design, probs_a), _votes(design, probs_b)
     k = va.image_prob.shape[0]
     if vb.image_prob.shape[0] != k:
@@ -278,15 +314,24 @@ def compare(design: Design, probs_a, probs_b, metric: str = "image_accuracy", *,
         return np.stack([a - b, a, b])
 
     point, low, high = _bootstrap(statistic, design, k, n_resamples, confidence, seed)
-    mean_a, mean_b = va.image_prob.mean(axis=0), vb.image_prob.mean(axis=0)
-    test = mcnemar((mean_a >= metrics.THRESHOLD) == design.labels,
-                   (mean_b >= metrics.THRESHOLD) == design.labels)
-    verdict = None
-    if np.isfinite(low[0]) and np.isfinite(high[0]) and test["p_value"] < alpha:
-        if low[0] > 0 and test["a_only"] > test["b_only"]:
-            verdict = "a"
-        elif high[0] < 0 and test["b_only"] > test["a_only"]:
-            verdict = "b"
-    return {"metric": metric, "a": _finite(point[1]), "b": _finite(point[2]),
+    per_seed_values = _per_seed(statistic, design, k)
+    per_seed = [{"difference": _finite(per_seed_values[0, j]), "a": _finite(per_seed_values[1, j]),
+                 "b": _finite(per_seed_values[2, j]),
+                 **mcnemar(va.image_correct[j], vb.image_correct[j])} for j in range(k)]
+    test = stratified_mcnemar(per_seed)
+    signs = np.sign(per_seed_values[0])
+    direction = np.sign(point[0])
+    same_sign = bool(direction != 0 and np.all(signs == direction))
+    reasons = []
+    if not (np.isfinite(low[0]) and np.isfinite(high[0])) or low[0] <= 0 <= high[0]:
+        reasons.append("interval")
+    discordant_way = np.sign(test["a_only"] - test["b_only"])
+    if test["p_value"] >= alpha or discordant_way != direction:
+        reasons.append("test")
+    if not same_sign:
+        reasons.append("sign")
+    verdict = None if reasons else ("a" if direction > 0 else "b")
+    return {"metric": metric, "seeds": k, "a": _finite(point[1]), "b": _finite(point[2]),
             "difference": _finite(point[0]), "low": _finite(low[0]), "high": _finite(high[0]),
-            **test, "verdict": verdict}
+            "detectable": _finite((high[0] - low[0]) / 2), **test, "per_seed": per_seed,
+            "same_sign": same_sign, "reasons": reasons, "verdict": verdict}

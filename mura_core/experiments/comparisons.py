@@ -123,9 +123,10 @@ def final_train_loss(history: dict, window: int = 10) -> float | None:
 
 def variant_row(name: str, runs: list[Run], design: stats.Design, seed: int = 0) -> dict:
     """One table row of a variant: parameters, time per step, steps, seeds, final loss and
-    train accuracy (means over seeds), and every valid metric of ``COMPARED`` pooled over the
-    seeds with its bootstrap interval (``{metric}`` value, ``{metric}_low``, ``{metric}_high``).
-    A variant with a diverged run has no valid metrics."""
+    train accuracy (means over seeds), and every valid metric of ``COMPARED``: its mean over
+    the seeds with the two-level bootstrap interval (``{metric}``, ``{metric}_low``,
+    ``{metric}_high``) and each seed's value (``{metric}_seeds``). A variant with a diverged
+    run has no valid metrics."""
     first = runs[0]
     row = {
         "name": name,
@@ -147,6 +148,7 @@ def variant_row(name: str, runs: list[Run], design: stats.Design, seed: int = 0)
         ci = cis.get(metric, {})
         row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = (
             ci.get("value"), ci.get("low"), ci.get("high"))
+        row[f"{metric}_seeds"] = ci.get("seeds")
     return row
 
 

@@ -22,36 +22,76 @@ METRIC_NAMES = {"image_accuracy": "valid accuracy per image",
 
 
 def _value(row: dict, metric: str) -> str:
+    """'84.8 % (80.8 to 88.4)', and with several seeds ', seeds 83.0 to 86.1 %'."""
     kind = "float" if metric == "study_kappa" else "pct"
-    return interval(row.get(metric), row.get(f"{metric}_low"), row.get(f"{metric}_high"), kind)
+    text = interval(row.get(metric), row.get(f"{metric}_low"), row.get(f"{metric}_high"), kind)
+    seeds = [v for v in row.get(f"{metric}_seeds") or [] if v is not None]
+    if len(seeds) > 1:
+        text += f", seeds {seed_range(seeds, kind)}"
+    return text
+
+
+def seed_range(values, kind: str = "pct") -> str:
+    """'83.0 to 86.1 %' (or '0.801 to 0.842'): the lowest and highest seed's value."""
+    if kind == "float":
+        return f"{min(values):.3f} to {max(values):.3f}"
+    return f"{100 * min(values):.1f} to {100 * max(values):.1f} %"
+
+
+def _signed(cmp: dict):
+    """How a difference of ``cmp``'s metric reads: (format, unit)."""
+    if cmp["metric"] == "study_kappa":
+        return (lambda v: f"{v:+.3f}"), ""
+    return (lambda v: f"{100 * v:+.1f}"), " points"
 
 
 def _difference(cmp: dict) -> str:
-    """'+3.1 points (95 % interval +0.4 to +5.9; McNemar p = 0.012, 41 against 22 images)'."""
-    kappa = cmp["metric"] == "study_kappa"
-    fmt = (lambda v: f"{v:+.3f}") if kappa else (lambda v: f"{100 * v:+.1f}")
-    unit = "" if kappa else " points"
+    """'+3.1 points (95 % interval +0.4 to +5.9; per seed +2.5, +3.0, +3.8; stratified
+    McNemar p = 0.012, 141 against 82 images that only one of the two gets right)'."""
+    fmt, unit = _signed(cmp)
+    seeds = [s["difference"] for s in cmp.get("per_seed") or [] if s.get("difference") is not None]
+    per_seed = f"; per seed {', '.join(fmt(d) for d in seeds)}" if len(seeds) > 1 else ""
+    test = "stratified McNemar" if len(seeds) > 1 else "McNemar"
     return (f"{fmt(cmp['difference'])}{unit} (95 % interval {fmt(cmp['low'])} to "
-            f"{fmt(cmp['high'])}; McNemar {p_value(cmp['p_value'])}, {cmp['a_only']} against "
-            f"{cmp['b_only']} images that only one of the two gets right)")
+            f"{fmt(cmp['high'])}{per_seed}; {test} {p_value(cmp['p_value'])}, {cmp['a_only']} "
+            f"against {cmp['b_only']} images that only one of the two gets right)")
+
+
+#: Why a difference is not established, one phrase per failed condition of ``stats.compare``.
+REASONS = {"interval": "its interval includes zero",
+           "test": "the paired test does not reject equal accuracy in that direction",
+           "sign": "the seed pairs do not all point the same way"}
+
+
+def _detectable(cmp: dict) -> str:
+    fmt, unit = _signed(cmp)
+    return f"{fmt(cmp['detectable']).lstrip('+')}{unit}" if cmp.get("detectable") is not None \
+        else "–"
 
 
 def verdict_sentence(subject: str, cmp: dict, reference: str) -> str:
     """One sentence on ``subject`` against ``reference`` from a ``stats.compare`` result: a
-    difference is stated only when its verdict says it is established."""
+    difference is stated only when its verdict says it is established (interval, paired
+    test and every seed pair agree); otherwise the sentence says which of them did not, and
+    the smallest difference the comparison could have detected."""
     what = METRIC_NAMES.get(cmp["metric"], cmp["metric"])
     if cmp.get("diverged"):
         return (f"{subject}: no comparison with {reference}, since a run diverged (a "
                 "non-finite loss) with these settings.")
+    seeds = cmp.get("seeds", 1)
+    agree = (f"the interval excludes zero, the paired test agrees and all {seeds} seed pairs "
+             "point the same way" if seeds > 1 else "the interval excludes zero and the test "
+             "agrees (one seed: a statement about these two runs)")
     if cmp.get("verdict") == "a":
-        return (f"{subject} raised the {what} over {reference} by {_difference(cmp)}: the "
-                "interval excludes zero and the test agrees, so the difference is established.")
+        return (f"{subject} raised the {what} over {reference} by {_difference(cmp)}: {agree}, "
+                "so the difference is established.")
     if cmp.get("verdict") == "b":
-        return (f"{subject} lowered the {what} against {reference}, by {_difference(cmp)}: the "
-                "interval excludes zero and the test agrees, so the difference is established.")
+        return (f"{subject} lowered the {what} against {reference}, by {_difference(cmp)}: "
+                f"{agree}, so the difference is established.")
+    why = "; ".join(REASONS[r] for r in cmp.get("reasons") or ["interval"])
     return (f"{subject} against {reference}: the difference in {what}, {_difference(cmp)}, is "
-            "not established; at this training length and data size the two are not "
-            "distinguishable.")
+            f"not established ({why}); this comparison could detect a difference of about "
+            f"{_detectable(cmp)} (half its interval's width).")
 
 
 def _cost(row: dict, base: dict) -> str:
@@ -81,8 +121,9 @@ def architecture_discussion(rows: list[dict], comparisons: list[dict], *, steps:
     parts = [
         f"All {len(rows)} variants were trained {trained}{runs} with the same optimizer "
         f"settings and data order, and evaluated on {where}. Valid accuracy per image"
-        + (" (pooled over the seeds)" if seeds > 1 else "") + ", with 95 % intervals from a "
-        "bootstrap over patients" + (" and seeds" if seeds > 1 else "") + ": "
+        + (" (the mean over the seeds, with the lowest and the highest seed)" if seeds > 1
+           else "") + ", with 95 % intervals from a bootstrap over "
+        + ("seeds and patients within seeds" if seeds > 1 else "patients") + ": "
         + "; ".join(f"{r['name']} {_value(r, 'image_accuracy')}" for r in rows
                     if not r.get("diverged")) + "."
     ]
@@ -100,9 +141,8 @@ def architecture_discussion(rows: list[dict], comparisons: list[dict], *, steps:
                      "is indistinguishable from the baseline here, so no further ranking is "
                      "claimed.")
     else:
-        parts.append("No variant differs from the baseline by more than these intervals and "
-                     "tests can tell apart, so this comparison does not rank them; longer "
-                     "training, more seeds or more valid images would be needed to.")
+        parts.append("No variant differs from the baseline by more than these intervals, tests "
+                     "and seeds can tell apart, so this comparison does not rank them.")
     return " ".join(parts)
 
 
@@ -154,6 +194,18 @@ def training_summary(run, cache) -> str:
         text += (f" At the last evaluation the valid accuracy per image was "
                  f"{percent(valid.get('image_accuracy'))} (always predicting the majority class: "
                  f"{percent((valid.get('baseline') or {}).get('image_accuracy'))}).")
+    best = h.get("best")
+    if last and best and best.get("step") != last.get("step"):
+        kappa = best.get("valid_study_kappa")
+        text += (f" The best evaluation by valid study kappa was at step {best['step']:,} "
+                 f"(epoch {best['epoch']:.1f}: kappa {'–' if kappa is None else f'{kappa:.3f}'}, "
+                 f"accuracy per image {percent(best.get('valid_image_accuracy'))}); its model "
+                 "is kept beside the final one, but every table of this report uses the final "
+                 "model, since a model chosen on the valid split would be measured on the split "
+                 "that chose it.")
+    elif last and best:
+        text += (" The final model is also the best evaluation by valid study kappa; every "
+                 "table of this report uses it.")
     if run.diverged:
         text += f" **Training diverged:** {h.get('error')}"
     if run.reused:

@@ -9,7 +9,9 @@ import numpy as np
 
 from ..data.mura import body_part_name
 from ..evaluation import metrics
+from ..experiments.comparisons import SWEEP_KNOBS, sweep_label
 from ..formatting import interval, number, p_value, percent
+from .prose import seed_range, sweep_discussion
 
 #: Output metadata (and cell tag) of what only the HTML report shows: the PDF has its LaTeX
 #: form (a float holding figure or table and caption) in the raw LaTeX output beside it.
@@ -274,20 +276,28 @@ def body_part_rows(table: dict) -> list[dict]:
 VARIANT_COLUMNS = {"params": "parameters", "seconds_per_step": "s / step",
                    "final_train_loss": "final loss", "train_accuracy": "train acc.",
                    "image_accuracy": "valid acc. per image (95 % CI)",
+                   "image_accuracy_range": "lowest to highest seed",
                    "study_accuracy": "per study (95 % CI)", "study_kappa": "study kappa (95 % CI)"}
 VARIANT_FORMATS = {"train_accuracy": percent,
                    "final_train_loss": lambda v: "–" if v is None else f"{v:.3f}",
                    "seconds_per_step": lambda v: "–" if v is None else f"{v:.2f}",
                    "value": lambda v: f"{v:g}"}
 COMPARISON_COLUMNS = {"name": "against the reference", "difference": "difference (95 % CI)",
-                      "discordant": "only A / only B right", "p_value": "McNemar p",
+                      "per_seed": "per seed pair", "discordant": "only A / only B right",
+                      "p_value": "paired test p", "detectable": "detectable",
                       "verdict": "established?"}
 
 
 def variant_rows(rows: list[dict]) -> list[dict]:
-    """Variant rows with their valid metrics as 'value (low to high)' text."""
-    return [with_intervals(r, keys=("image_accuracy", "study_accuracy", "study_kappa"))
-            for r in rows]
+    """Variant rows with their valid metrics as 'value (low to high)' text and the range of
+    valid accuracy per image over the seeds."""
+    out = []
+    for r in rows:
+        seeds = [v for v in r.get("image_accuracy_seeds") or [] if v is not None]
+        shown = with_intervals(r, keys=("image_accuracy", "study_accuracy", "study_kappa"))
+        shown["image_accuracy_range"] = seed_range(seeds) if len(seeds) > 1 else "–"
+        out.append(shown)
+    return out
 
 
 def comparison_rows(comparisons: list[dict], reference: str) -> list[dict]:
@@ -302,11 +312,16 @@ def comparison_rows(comparisons: list[dict], reference: str) -> list[dict]:
         scale, unit = (1, "") if c["metric"] == "study_kappa" else (100, " pt")
         verdict = {"a": f"yes, {c['name']} better", "b": f"yes, {reference} better"}.get(
             c["verdict"], "no")
+        seeds = [s["difference"] for s in c.get("per_seed") or [] if s.get("difference") is not None]
         out.append({"name": c["name"],
                     "difference": f"{scale * c['difference']:+.1f}{unit} ({scale * c['low']:+.1f} "
                                   f"to {scale * c['high']:+.1f})",
+                    "per_seed": " / ".join(f"{scale * d:+.1f}" for d in seeds) or "–",
                     "discordant": f"{c['a_only']} / {c['b_only']}",
-                    "p_value": p_value(c["p_value"]).removeprefix("p = "), "verdict": verdict})
+                    "p_value": p_value(c["p_value"]).removeprefix("p = "),
+                    "detectable": "–" if c.get("detectable") is None
+                    else f"{scale * c['detectable']:.1f}{unit}",
+                    "verdict": verdict})
     return out
 
 
@@ -319,9 +334,6 @@ SWEEP_SECTIONS = {"batch_size": ("batch_size", "Mini-batch size"),
 def sweep_report(knob: str, summary: dict, centre) -> dict:
     """Name, title, rows, column headers, comparisons, caption and discussion of one sweep
     (``experiments.sweep_summary``), JSON-ready."""
-    from ..experiments.comparisons import SWEEP_KNOBS, sweep_label  # noqa: PLC0415
-    from .prose import sweep_discussion  # noqa: PLC0415
-
     label = SWEEP_KNOBS[knob]
     rows = summary["rows"]
     examples = rows[0]["examples"] if rows else 0
