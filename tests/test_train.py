@@ -105,8 +105,12 @@ def test_history_layout_and_files(cache, tmp_path):
     for name in ("history.json", "checkpoint.npz", "best.npz", "last.npz"):
         assert (out / name).is_file()
     assert not list(out.glob("*.tmp"))
-    # the best model is the one with the best valid per-image accuracy, and it reloads
-    best_acc = max(e["valid"]["image_accuracy"] for e in h["evals"])
+    # the best model is the one with the best valid study kappa (accuracy breaks ties), and
+    # it reloads
+    best_point = max(h["evals"], key=lambda e: (e["valid"]["study_kappa"], e["valid"]["image_accuracy"]))
+    best_acc = best_point["valid"]["image_accuracy"]
+    assert h["best"]["step"] == best_point["step"]
+    assert h["best"]["valid_study_kappa"] == best_point["valid"]["study_kappa"]
     assert h["best"]["valid_image_accuracy"] == best_acc
     best = mc.load_model(out / "best.npz")
     _, table = evaluate(best, cache.split("valid"), cache.mean, cache.std, batch_size=32)

@@ -101,7 +101,9 @@ def _print_result(result, seconds: float, config) -> None:
     print(metrics.format_metric_table({"train": last["train"], "valid": last["valid"]}))
     best = h["best"]
     if best is not None:
-        print(f"best valid accuracy per image {100 * best['valid_image_accuracy']:.1f} % at step {best['step']}: "
+        kappa = best.get("valid_study_kappa")
+        print(f"best valid study kappa {'n/a' if kappa is None else f'{kappa:.3f}'} (accuracy "
+              f"per image {100 * best['valid_image_accuracy']:.1f} %) at step {best['step']}: "
               f"{result.best_path}")
     print(f"last model: {result.last_path}; history: {Path(config.out_dir) / 'history.json'}")
 

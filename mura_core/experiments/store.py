@@ -323,10 +323,13 @@ def _train(spec: RunSpec, cache, folder: Path, *, backend: str, progress: bool,
         atomic_write_text(folder / DIVERGED_NAME, json.dumps(history))
         log(f"{label}: diverged at step {exc.step} (lr {spec.lr:g})")
         return Run(spec, history, folder, resumed_from=resumed_from)
-    # The resume checkpoint (model + momentum) and the best-so-far model are only needed while
-    # the run is unfinished; last.npz, predictions.npz and history.json are what is read.
-    for name in (CHECKPOINT_NAME, BEST_NAME):
-        (folder / name).unlink(missing_ok=True)
+    # The resume checkpoint (model + momentum) is only needed while the run is unfinished;
+    # last.npz, predictions.npz and history.json are what is read, and best.npz (the best
+    # evaluation by valid study kappa) where it is not the last one.
+    (folder / CHECKPOINT_NAME).unlink(missing_ok=True)
+    best = result.history.get("best")
+    if best is None or best["step"] == result.history.get("step"):
+        (folder / BEST_NAME).unlink(missing_ok=True)
     done = _completed(folder, spec.steps, damaged)
     return Run(spec, result.history, folder, valid_probs=None if done is None else done[1],
                resumed_from=resumed_from)

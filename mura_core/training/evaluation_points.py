@@ -1,7 +1,8 @@
 """A run's evaluation points: a fixed subset of train and all of valid scored after every
 epoch, every ``eval_every`` steps and after the last step; the best model so far by valid
-accuracy per image (``best.npz``); the final model's valid predictions (``predictions.npz``,
-what the paired statistics of the report compare)."""
+study kappa, MURA's own measure (``best.npz``; valid accuracy per image breaks ties and
+stands in where kappa is undefined); the final model's valid predictions
+(``predictions.npz``, what the paired statistics of the report compare)."""
 from __future__ import annotations
 
 import time
@@ -12,6 +13,18 @@ import numpy as np
 from ..evaluation.predictions import predict_split, score_split, split_rows
 from ..nn.serialization import atomic_save_npz, read_model_header, save_model
 from .runfolder import BEST_NAME, PREDICTIONS_NAME
+
+
+#: Below every evaluation's score: the best so far before the first evaluation.
+NO_SCORE = (-2.0, -1.0)
+
+
+def score(valid_table: dict) -> tuple[float, float]:
+    """How an evaluation point ranks: (valid study kappa, or -1.5 where it is undefined;
+    valid accuracy per image)."""
+    kappa = valid_table.get("study_kappa")
+    kappa = kappa if kappa is not None and np.isfinite(kappa) else -1.5
+    return (float(kappa), float(valid_table["image_accuracy"]))
 
 
 def params_finite(model) -> bool:
@@ -25,14 +38,15 @@ class EvaluationPoints:
 
     ``diverged(what, value, step)`` builds the error raised when a weight or a predicted
     probability is not finite; ``stamp()`` writes the model's metadata before it is saved.
-    ``best_accuracy`` and the history's "best" entry track the best valid accuracy so far."""
+    ``best_score`` ((valid study kappa, valid accuracy per image), compared in that order)
+    and the history's "best" entry track the best evaluation point so far."""
 
     def __init__(self, model, train_split, valid_split, train_rows, *, mean: float, std: float,
                  batch_size: int, majority: int, folder: Path | None, diverged, stamp):
         self.model, self.train_split, self.valid_split = model, train_split, valid_split
         self.train_rows, self.mean, self.std, self.batch_size = train_rows, mean, std, batch_size
         self.majority, self.folder, self.diverged, self.stamp = majority, folder, diverged, stamp
-        self.best_accuracy = -1.0
+        self.best_score = NO_SCORE
         self.valid_probs = None  # of the latest evaluation
         self.seconds = 0.0  # spent evaluating since the clock last read it
 
@@ -60,17 +74,18 @@ class EvaluationPoints:
         point = {"step": step, "epoch": epoch, "epoch_end": epoch_end, "lr": lr,
                  "train": train_table, "valid": valid_table}
         history["evals"].append(point)
-        if valid_table["image_accuracy"] > self.best_accuracy:
+        if score(valid_table) > self.best_score:
             self._save_best(history, point)
         self.seconds += time.perf_counter() - start
         return point
 
     def _save_best(self, history: dict, point: dict) -> None:
         valid = point["valid"]
-        self.best_accuracy = valid["image_accuracy"]
+        self.best_score = score(valid)
         best = self._path(BEST_NAME)
         history["best"] = {"step": point["step"], "epoch": point["epoch"],
-                           "valid_image_accuracy": self.best_accuracy,
+                           "valid_study_kappa": valid["study_kappa"],
+                           "valid_image_accuracy": valid["image_accuracy"],
                            "file": None if best is None else best.name}
         if best is not None:
             self.stamp()
@@ -89,7 +104,7 @@ class EvaluationPoints:
         saved_at = trained_step(best)
         if saved_at is None or saved_at > step:
             best.unlink()
-            self.best_accuracy, history["best"] = -1.0, None
+            self.best_score, history["best"] = NO_SCORE, None
             print(f"note: removed {best}: it was saved after step {step}, on the steps now "
                   f"retaken at learning rate {lr:g}")
 

@@ -16,7 +16,8 @@ History layout (``evals[i]["train"|"valid"]`` are ``metrics.metric_table`` dicts
      "lr_changes": [{"step", "lr_from", "lr_to"}, ...] (learning rates changed on resume),
      "evals": [{"step", "epoch" (float, step / steps_per_epoch), "epoch_end": bool, "lr",
                 "train": table, "valid": table}, ...],
-     "best": null | {"step", "epoch", "valid_image_accuracy", "file" (in out_dir)},
+     "best": null | {"step", "epoch", "valid_study_kappa", "valid_image_accuracy",
+                     "file" (in out_dir)} (the best evaluation by valid study kappa),
      "timing": {"wall_s", "train_s", "eval_s", "steps_timed", "time_per_step_s",
                 "images_per_s", "median_step_s", "first_step_s"},
      "versions": {"python", "numpy", "mura_core"}}

@@ -75,7 +75,7 @@ class RunState:
         state, h = checkpoint.state, checkpoint.state["history"]
         self.step = self.checkpoint_step = int(state["step"])
         self.schedule.load_state(state)
-        self.points.best_accuracy = float(state["best_accuracy"])
+        self.points.best_score = tuple(state["best_score"])
         h["config"], h["total_steps"] = dataclasses.asdict(self.config), self.total_steps
         h["status"], h["error"] = "running", None
         h["data"].update(self.identity())  # adds the cache key to older runs
@@ -113,7 +113,7 @@ class RunState:
         self.history["step"], self.history["epoch"] = self.step, self.epoch
         self.write_history()
         save_checkpoint(self.path(CHECKPOINT_NAME), self.model, self.opt, {
-            "step": self.step, **self.schedule.state(), "best_accuracy": self.points.best_accuracy,
+            "step": self.step, **self.schedule.state(), "best_score": list(self.points.best_score),
             "config": dataclasses.asdict(self.config), "history": self.history})
         self.checkpoint_step = self.step
 
