@@ -194,6 +194,26 @@ def sweep_summary(knob: str, values, variants: dict[str, list[Run]], centre, des
             "comparisons": comparisons(variants, sweep_label(knob, centre), design, seed=seed)}
 
 
+def sweep_plan(base: RunSpec, **values) -> dict[str, dict[str, RunSpec]]:
+    """The sweeps around ``base``, one knob at a time: knob -> ``sweep_specs`` of its values
+    (``values``: knob -> list, e.g. ``batch_size=[16, 32, 64]``)."""
+    return {knob: sweep_specs(knob, knob_values, base) for knob, knob_values in values.items()}
+
+
+def sweep_summaries(plan: dict[str, dict[str, RunSpec]], trained: dict[str, list[Run]],
+                    base: RunSpec, design: stats.Design, seed: int = 0) -> dict[str, dict]:
+    """knob -> ``sweep_summary`` of its runs (``trained``: variant name -> its runs, from
+    ``train_variants`` of every sweep's specs), each value against ``base``'s, with
+    ``histories`` (variant name -> its runs' histories) for the figure."""
+    out = {}
+    for knob, specs in plan.items():
+        variants = {name: trained[name] for name in specs}
+        values = [getattr(spec, knob) for spec in specs.values()]
+        out[knob] = {**sweep_summary(knob, values, variants, getattr(base, knob), design, seed),
+                     "centre": getattr(base, knob), "histories": histories(variants)}
+    return out
+
+
 def histories(variants: dict[str, list[Run]]) -> dict[str, list[dict]]:
     """Variant name -> the histories of its runs, for ``plots.plot_runs``."""
     return {name: [r.history for r in runs] for name, runs in variants.items()}

@@ -13,8 +13,9 @@ the knobs it was not given from the profile named in its ``parameters`` cell.
 - ``full``: MURA at 227x227 (or, without it, a MURA-sized synthetic set), sized for one GPU
   (``--backend cupy``); chosen when the backend resolves to CuPy and no profile is given.
 
-Comparisons train every variant for the same number of steps (04) or the same number of
-examples seen (05) from the same seeds, so the curves and the statistics are comparable.
+Comparisons train every variant for the same number of steps or epochs (04), or the same
+number of examples seen (05), from the same seeds, so the curves and the statistics are
+comparable.
 """
 from __future__ import annotations
 
@@ -67,8 +68,6 @@ ASSIGNMENT_INPUT_SIZE = 227
 def _knobs(
     *,
     input_size: int,
-    steps: int,
-    eval_every: int,
     batch_size: int,
     lr: float,
     momentum: float,
@@ -82,25 +81,35 @@ def _knobs(
     momenta: list[float],
     gradcheck_size: int,
     gradcheck_width: float,
+    steps: int | None = None,
+    epochs: int | None = None,
+    baseline_epochs: int | None = None,
+    eval_every: int | None = None,
+    augment: bool = False,
     samples_per_class: int = 4,
     mistakes: int = 4,
 ) -> dict:
     """The knobs of the notebooks, built from a few numbers so profiles stay consistent.
 
-    02 trains the baseline for ``steps``; 04 trains every architecture with the same settings
-    from ``arch_seeds`` seeds (the first one is the run seed, so 04's first baseline run is
-    02's run, reused); 05's runs see as many examples as 04's (``steps * batch_size``) from
-    ``sweep_seeds`` seeds, and the centre value of each sweep is 04's baseline, reused
-    (``experiments.train_or_load`` finds runs by their settings).
+    Every run trains ``steps`` steps, or ``epochs`` whole passes over train (evaluated at
+    every epoch end, and every ``eval_every`` steps when given). 02 trains the baseline (for
+    ``baseline_epochs`` when given, else as long as the others); 04 trains every architecture
+    with the same settings from ``arch_seeds`` seeds (the first one is the run seed, so 04's
+    first baseline run is 02's run, reused, when 02 trains as long); 05's runs see as many
+    examples as 04's from ``sweep_seeds`` seeds, and the centre value of each sweep is 04's
+    baseline, reused (``store.train_or_load`` finds runs by their settings).
     """
+    if (steps is None) == (epochs is None):
+        raise ValueError("a profile trains either steps or epochs")
     train = dict(input_size=input_size, batch_size=batch_size, lr=lr, momentum=momentum,
                  weight_decay=0.0, warmup_steps=warmup_steps, schedule=schedule, steps=steps,
-                 eval_every=eval_every, eval_images=eval_images)
+                 epochs=epochs, eval_every=eval_every, eval_images=eval_images, augment=augment)
+    baseline = dict(train, epochs=baseline_epochs) if baseline_epochs else train
     return {
         "01_model": dict(input_size=input_size, network_size=ASSIGNMENT_INPUT_SIZE,
                          gradcheck_size=gradcheck_size, gradcheck_width=gradcheck_width,
                          gradcheck_checks=4, samples_per_class=4),
-        "02_training": dict(train, arch="baseline", predict_images=6),
+        "02_training": dict(baseline, arch="baseline", predict_images=6),
         "03_evaluation": dict(input_size=input_size, arch="baseline", eval_max_images=None),
         "04_architectures": dict(train, architectures=list(ARCHITECTURES), seeds=arch_seeds),
         "05_hyperparameters": dict(train, seeds=sweep_seeds, batch_sizes=batch_sizes,
@@ -119,34 +128,30 @@ PROFILES: dict[str, Profile] = {
         synthetic_valid=16,
         knobs=_knobs(input_size=32, steps=4, eval_every=2, batch_size=4, lr=0.01,
                      momentum=0.9, warmup_steps=1, schedule="cosine", eval_images=16,
-                     arch_seeds=2, sweep_seeds=1, batch_sizes=[2, 4],
+                     arch_seeds=2, sweep_seeds=2, batch_sizes=[2, 4],
                      learning_rates=[0.01, 0.001], momenta=[0.9, 0.0], gradcheck_size=32,
                      gradcheck_width=0.25, samples_per_class=2, mistakes=2),
         why="numbers that mean nothing beyond 'every cell runs and every file is written'",
     ),
-    # Measured on 2 cores (README, "What quick trains and why"): with momentum 0.9, a 30-step
-    # warm-up and a cosine decay to 0, the baseline at 96x96 and lr 0.01 reached 84.4 % / 80.6 %
-    # valid per image after 300 steps on the seed-0 / seed-1 synthetic sets (majority class
-    # 60.2 % / 57.8 %; study kappa 0.82 / 0.79; 68 % / 59 % of the abnormal images found): as
-    # well as at 128x128 or 227x227 for this many steps, at about a fifth of 227's cost.
+    # docs/profiles.md: what quick trains and why, from measurements.
     "quick": Profile(
         name="quick",
-        description="synthetic set at 96x96 on a 2-core CPU: the whole report in <= 20 min",
-        input_size=96,
-        synthetic_train=2000,
-        synthetic_valid=500,
-        knobs=_knobs(input_size=96, steps=300, eval_every=None, batch_size=32, lr=0.01,
-                     momentum=0.9, warmup_steps=30, schedule="cosine", eval_images=300,
-                     arch_seeds=1, sweep_seeds=1, batch_sizes=[16, 32, 64],
+        description="synthetic set at 64x64 on a 2-core CPU: the whole report in <= 20 min",
+        input_size=64,
+        synthetic_train=4000,
+        synthetic_valid=1500,
+        knobs=_knobs(input_size=64, epochs=2, batch_size=32, lr=0.01, momentum=0.9,
+                     warmup_steps=25, schedule="cosine", eval_images=300,
+                     arch_seeds=3, sweep_seeds=2, batch_sizes=[16, 32, 64],
                      learning_rates=[0.03, 0.01, 0.003], momenta=[0.9, 0.5, 0.0],
                      gradcheck_size=32, gradcheck_width=1.0),
-        why=("a 2-core CPU trains the 227x227 network at about 1 s per step; at 96x96 the same "
-             "layers learn the synthetic signal as well within 300 steps at about a fifth of the "
-             "cost, which buys the 10 training runs of sections 2 to 5 within the 20 minutes"),
+        why=("a 2-core CPU trains the 227x227 network at about 1 s per step; at 64x64 the same "
+             "layers learn the synthetic signal within two epochs at a twelfth of the cost, which "
+             "buys three seeds of every architecture and two of every sweep value, evaluated on "
+             "1,500 valid images, within the 20 minutes"),
     ),
-    # One GPU: real MURA (36,808 train images), or without it a MURA-sized synthetic set.
-    # 600 steps of 32 images is about half an epoch of MURA per run; three seeds for each of
-    # the 4 architectures and the 9 sweep values make 30 runs (README: measured times).
+    # One GPU: real MURA (36,808 train images), or without it a MURA-sized synthetic set;
+    # whole epochs with augmentation, three seeds everywhere (docs/profiles.md: the times).
     "full": Profile(
         name="full",
         description="MURA (or a MURA-sized synthetic set) at 227x227 on one GPU",
@@ -154,12 +159,12 @@ PROFILES: dict[str, Profile] = {
         synthetic_train=36808,
         synthetic_valid=3197,
         real_data=True,
-        knobs=_knobs(input_size=227, steps=600, eval_every=300, batch_size=32, lr=0.005,
-                     momentum=0.9, warmup_steps=60, schedule="cosine", eval_images=2000,
-                     arch_seeds=3, sweep_seeds=3, batch_sizes=[16, 32, 64],
+        knobs=_knobs(input_size=227, epochs=3, baseline_epochs=8, batch_size=32, lr=0.005,
+                     momentum=0.9, warmup_steps=100, schedule="cosine", eval_images=2000,
+                     augment=True, arch_seeds=3, sweep_seeds=3, batch_sizes=[16, 32, 64],
                      learning_rates=[0.015, 0.005, 0.0015], momenta=[0.9, 0.5, 0.0],
                      gradcheck_size=32, gradcheck_width=1.0),
-        why="the assignment's 227x227 network, three seeds per variant, sized for one GPU",
+        why="the assignment's 227x227 network, whole epochs, three seeds per variant, one GPU",
     ),
 }
 

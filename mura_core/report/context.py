@@ -1,6 +1,7 @@
 """What a notebook needs besides its own knobs: paths, data, and how to show results.
 
-Every notebook starts with ``ctx = open_notebook(NAME, **parameters)``; ``ctx.figure``,
+Every notebook starts with ``ctx = open_notebook(NAME, globals())`` after its parameters
+cell; ``ctx.figure``,
 ``ctx.table`` and ``ctx.markdown`` display results with numbered captions (saying "synthetic
 data" when it is), ``ctx.save_results`` writes the notebook's numbers for the report.
 """
@@ -16,7 +17,8 @@ from ..experiments.executors import make_executor
 from ..experiments.profiles import Profile
 from ..experiments.store import RunSpec
 from ..files import write_json
-from .tables import HTML_ONLY, caption, latex_figure, table_block
+from .tables import (COMPARISON_COLUMNS, HTML_ONLY, VARIANT_FORMATS, caption, latex_figure,
+                     sweep_report, table_block)
 from .workspace import DataSource, Paths, PipelineError, build_cache, prepare_data
 
 
@@ -79,13 +81,16 @@ class NotebookContext:
 
     def run_spec(self, arch: str | None = None, **changes):
         """The notebook's training settings as a ``store.RunSpec`` (seed: the run seed;
-        architecture: ``arch``, the ``arch`` knob, or the baseline)."""
+        architecture: ``arch``, the ``arch`` knob, or the baseline). A profile that trains
+        ``epochs`` gets the steps of that many whole passes over this cache's train split."""
         c = self.settings
-        spec = RunSpec(arch=arch or c.get("arch", "baseline"), seed=self.seed, steps=c["steps"],
+        steps = c.get("steps") or c["epochs"] * (len(self.cache.split("train").labels)
+                                                 // c["batch_size"])
+        spec = RunSpec(arch=arch or c.get("arch", "baseline"), seed=self.seed, steps=steps,
                        batch_size=c["batch_size"], lr=c["lr"], momentum=c["momentum"],
                        weight_decay=c["weight_decay"], eval_every=c["eval_every"],
                        train_eval_size=c["eval_images"], warmup_steps=c["warmup_steps"],
-                       schedule=c["schedule"])
+                       schedule=c["schedule"], augment=bool(c.get("augment", False)))
         return spec.replace(**changes)
 
     def design(self, split: str = "valid"):
@@ -136,6 +141,29 @@ class NotebookContext:
         display(block, raw=True)
         return block["text/markdown"]
 
+    def training_length(self, spec=None) -> str:
+        """'250 steps' or '3 epochs (3,450 steps)': how long this notebook's runs train."""
+        spec = spec or self.run_spec()
+        if self.settings.get("epochs"):
+            return f"{self.settings['epochs']} epochs ({spec.steps:,} steps)"
+        return f"{spec.steps:,} steps"
+
+    def show_sweep(self, knob: str, summary: dict) -> dict:
+        """One sweep of notebook 05 (``comparisons.sweep_summaries``): its heading, figure,
+        tables and discussion; returns its ``tables.sweep_report`` (JSON-ready)."""
+        from ..plots import plot_runs  # noqa: PLC0415
+
+        sweep = sweep_report(knob, summary, summary["centre"])
+        self.markdown(f"## {sweep['title']}")
+        self.figure(plot_runs(summary["histories"], metric="image_accuracy", x="epoch",
+                              title=self.label(sweep["title"])), sweep["name"], sweep["caption"])
+        self.table(sweep["display_rows"], sweep["columns"],
+                   self.label(f"{sweep['title']}: final numbers"), formats=VARIANT_FORMATS)
+        self.table(sweep["comparison_rows"], COMPARISON_COLUMNS,
+                   self.label(f"{sweep['title']}: each value against the centre value"))
+        self.markdown(sweep["discussion"])
+        return sweep
+
     def markdown(self, text: str) -> None:
         from IPython.display import Markdown, display  # noqa: PLC0415
 
@@ -167,23 +195,39 @@ def _close(fig) -> None:
         plt.close(fig)
 
 
-def open_notebook(name: str, *, data_dir=None, profile: str = profiles_mod.DEFAULT_PROFILE,
-                  backend: str = "numpy", seed: int = 0, out_dir=None, figures_dir=None,
-                  work_dir=None, scheduler: str | None = None, **knobs) -> NotebookContext:
-    """The context of notebook ``name`` from its parameters.
+#: The parameters every notebook takes besides its knobs, with their defaults.
+COMMON_PARAMETERS = {"data_dir": None, "profile": profiles_mod.DEFAULT_PROFILE,
+                     "backend": "numpy", "seed": 0, "out_dir": None, "figures_dir": None,
+                     "work_dir": None, "scheduler": None}
+
+
+def open_notebook(name: str, parameters=None, **given) -> NotebookContext:
+    """The context of notebook ``name`` from its parameters: ``parameters`` a mapping that
+    holds them, such as the notebook's own ``globals()`` after its parameters cell (only
+    ``COMMON_PARAMETERS`` and the notebook's knobs are read from it, anything else is
+    ignored), and/or the same as keyword arguments, which win.
 
     Knobs left at None take the profile's values; paths left at None take the defaults of
     ``make report``. Without ``data_dir`` the synthetic set of (profile, seed) is used,
     generated first when it does not exist yet (the pipeline has normally done it).
-    ``scheduler``: None trains in this process; see ``executors.make_executor``.
+    ``scheduler``: None for the default executor; see ``executors.make_executor``.
     """
     from ..nn.backend import resolve_backend, seed_all  # noqa: PLC0415
 
-    prof = profiles_mod.get_profile(profile)
+    values = dict(parameters or {})
+    values.update(given)
+    common = {key: values.get(key, default) for key, default in COMMON_PARAMETERS.items()}
+    prof = profiles_mod.get_profile(common["profile"])
+    own = prof.notebook_knobs(name)
+    unknown = sorted(k for k in given if k not in own and k not in COMMON_PARAMETERS)
+    if unknown:
+        raise TypeError(f"notebook {name!r} has no knob(s) {', '.join(unknown)}")
+    knobs = {key: values[key] for key in own if key in values}
     settings = profiles_mod.notebook_settings(name, prof, **knobs)
-    paths = Paths.make(out_dir, figures_dir, work_dir)
-    backend = resolve_backend(backend)
+    paths = Paths.make(common["out_dir"], common["figures_dir"], common["work_dir"])
+    seed = int(common["seed"])
     seed_all(seed)
-    source = prepare_data(data_dir, prof, seed, paths, log=lambda *a, **k: None)
-    return NotebookContext(name=name, profile=prof, backend=backend, seed=int(seed),
-                           settings=settings, source=source, paths=paths, scheduler=scheduler)
+    source = prepare_data(common["data_dir"], prof, seed, paths, log=lambda *a, **k: None)
+    return NotebookContext(name=name, profile=prof, backend=resolve_backend(common["backend"]),
+                           seed=seed, settings=settings, source=source, paths=paths,
+                           scheduler=common["scheduler"])
