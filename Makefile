@@ -4,7 +4,7 @@
 #                 (no PROFILE: full when the backend is CuPy, else quick; SCHEDULER: the
 #                 training runs go to a Dask cluster, see README "More than one machine")
 #   make test     unit tests + the end-to-end smoke report
-#   make bench    speed and memory against PyTorch (when installed: make bench-deps)
+#   make bench    every architecture at 96 and 227 against PyTorch CPU (installs it)
 #   make lab      JupyterLab on the notebooks, with the project's kernel
 
 PYTHON ?= python3
@@ -22,7 +22,7 @@ MURA_DIR ?=
 SCHEDULER ?=
 TEX_PACKAGES := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc poppler-utils
 
-.PHONY: setup tex test report bench bench-deps lab clean
+.PHONY: setup tex test report bench bench-step bench-deps lab clean
 
 setup: $(STAMP)
 
@@ -75,9 +75,14 @@ bench-deps: setup
 	fi
 	$(PY) -m pip install --quiet -e '.[bench]'
 
-# e.g. make bench BENCH_ARGS='--steps 10 --warmup 2 --layers --json benchmarks/results/run.json'
+# The suite: every architecture at 96x96 and 227x227 against PyTorch, the FLOP limit, the
+# evaluation pass (docs/benchmarks.md). One network in detail, with its layers:
+#   make bench-step BENCH_ARGS='--size 96 --steps 10 --warmup 2 --layers'
 BENCH_ARGS ?=
 bench: bench-deps
+	$(PY) -m benchmarks.bench_suite $(BENCH_ARGS)
+
+bench-step: bench-deps
 	$(PY) -m benchmarks.bench_step $(BENCH_ARGS)
 
 # JupyterLab and the project's kernel ("Python (mura-core)", the kernel the notebooks name).
