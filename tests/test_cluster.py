@@ -86,7 +86,7 @@ def test_parse_scheduler_tells_local_a_local_cluster_and_an_address_apart():
     for bad in ("local:0", "local:two", "local:"):
         with pytest.raises(ValueError, match="local:N with N >= 1"):
             parse_scheduler(bad)
-    assert isinstance(make_executor(None), LocalExecutor)
+    assert isinstance(make_executor("local"), LocalExecutor)
 
 
 def test_without_dask_the_scheduler_option_names_the_extra_and_local_runs_need_no_dask():

@@ -9,11 +9,12 @@ import nbformat
 import pytest
 
 from mura_core.experiments import profiles
+from mura_core.report.context import COMMON_PARAMETERS
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-COMMON_PARAMETERS = {"data_dir", "profile", "backend", "seed", "out_dir", "figures_dir",
-                     "work_dir", "scheduler"}
 MAX_CODE_LINES = 16  # a cell longer than this is logic that belongs in mura_core
+MAX_CELL_CHARACTERS = 1200
+MAX_LINE_CHARACTERS = 110
 
 
 def _notebook(name: str) -> nbformat.NotebookNode:
@@ -52,10 +53,11 @@ def test_notebook_has_one_parameters_cell_with_the_common_parameters_and_its_kno
     assert len(tagged) == 1, f"{name}: {len(tagged)} cells tagged 'parameters'"
     assert tagged[0].cell_type == "code"
     values = _assigned(tagged[0].source)
-    assert COMMON_PARAMETERS <= set(values)
+    assert set(COMMON_PARAMETERS) <= set(values)
     assert values["profile"] == profiles.DEFAULT_PROFILE
     assert values["data_dir"] is None and values["backend"] == "numpy"
-    knobs = set(values) - COMMON_PARAMETERS
+    knobs = set(values) - set(COMMON_PARAMETERS)
+    assert {k: values[k] for k in COMMON_PARAMETERS} == COMMON_PARAMETERS, "the defaults"
     assert knobs == set(profiles.get_profile("quick").notebook_knobs(name)), \
         "every profile knob of the notebook is a parameter, and no other"
     assert all(values[k] is None for k in knobs), "knobs default to None (the profile's value)"
@@ -69,6 +71,9 @@ def test_notebook_is_thin(name):
         if cell.cell_type == "code" and "parameters" not in cell.metadata.get("tags", []):
             lines = [ln for ln in cell.source.splitlines() if ln.strip()]
             assert len(lines) <= MAX_CODE_LINES, f"{name} cell {i}: {len(lines)} lines"
+            assert len(cell.source) <= MAX_CELL_CHARACTERS, f"{name} cell {i}: {len(cell.source)} characters"
+            long = [ln for ln in lines if len(ln) > MAX_LINE_CHARACTERS]
+            assert not long, f"{name} cell {i}: a line of {len(long[0])} characters"
             tree = ast.parse(cell.source)
             assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))], \
                 f"{name} cell {i} defines a function or class: move it to mura_core"

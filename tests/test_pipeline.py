@@ -10,7 +10,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mura_core.experiments import profiles
+from mura_core.data import generate_synthetic
+from mura_core.experiments import executors, profiles
 from mura_core.report import pipeline, provenance, workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +37,7 @@ def test_every_profile_has_knobs_for_every_notebook():
 
 
 def test_profiles_sizes():
-    assert profiles.get_profile("quick").input_size == 96, "quick trains at 96 (README)"
+    assert profiles.get_profile("quick").input_size == 64, "quick trains at 64 (README)"
     assert profiles.get_profile("quick").why, "the report's first page says why"
     assert profiles.get_profile("full").input_size == profiles.ASSIGNMENT_INPUT_SIZE == 227
     assert profiles.get_profile("full").notebook_knobs("04_architectures")["seeds"] >= 3
@@ -49,24 +50,64 @@ def test_profiles_sizes():
 
 
 def test_sweep_centre_is_the_baseline_run_of_the_architecture_comparison():
-    # 05 reuses 04's baseline run only when every setting agrees.
+    # 05 reuses 04's baseline run only when every setting agrees (02's too, unless the
+    # profile trains section 2's baseline longer).
     for profile in profiles.PROFILES.values():
         train = profile.notebook_knobs("02_training")
         arch = profile.notebook_knobs("04_architectures")
         sweep = profile.notebook_knobs("05_hyperparameters")
         for key in ("batch_size", "lr", "momentum", "input_size", "eval_images", "steps",
-                    "eval_every", "warmup_steps", "schedule", "weight_decay"):
-            assert train[key] == arch[key] == sweep[key], (profile.name, key)
+                    "epochs", "eval_every", "evals_per_epoch", "warmup_steps", "schedule",
+                    "weight_decay", "augment"):
+            assert arch[key] == sweep[key], (profile.name, key)
+            if key != "epochs":
+                assert train[key] == arch[key], (profile.name, key)
         assert arch["batch_size"] in sweep["batch_sizes"]
         assert arch["lr"] in sweep["learning_rates"]
         assert arch["momentum"] in sweep["momenta"]
-        examples = arch["steps"] * arch["batch_size"]
-        assert examples % max(sweep["batch_sizes"]) == 0, "whole batches for all"
+        assert (arch["steps"] is None) != (arch["epochs"] is None), "steps or epochs"
+
+
+def test_the_report_profiles_train_what_the_comparisons_need():
+    """Seeds in every comparison (at least 3 per architecture, 2 per sweep value; 3
+    everywhere in full), 1,500 valid images or more, whole epochs in full, with
+    augmentation, and section 2's baseline at least as long as the others."""
+    quick, full = profiles.get_profile("quick"), profiles.get_profile("full")
+    assert quick.notebook_knobs("04_architectures")["seeds"] >= 3
+    assert quick.notebook_knobs("05_hyperparameters")["seeds"] >= 2
+    assert quick.synthetic_valid >= 1500
+    for name in ("04_architectures", "05_hyperparameters"):
+        knobs = full.notebook_knobs(name)
+        assert knobs["seeds"] >= 3 and knobs["epochs"] >= 3 and knobs["augment"]
+    assert full.notebook_knobs("02_training")["epochs"] >= full.notebook_knobs(
+        "04_architectures")["epochs"]
+
+
+def test_a_profile_of_epochs_trains_whole_epochs_evaluated_where_it_says(tmp_path):
+    from mura_core.report.context import open_notebook
+
+    data = tmp_path / "data"
+    generate_synthetic(data, n_train=40, n_valid=12, seed=1, progress=False)
+    ctx = open_notebook("04_architectures", profile="smoke", data_dir=str(data),
+                        work_dir=str(tmp_path / "work"), out_dir=str(tmp_path / "out"),
+                        figures_dir=str(tmp_path / "fig"), epochs=3, evals_per_epoch=2,
+                        augment=True)
+    n_train = len(ctx.cache.split("train").labels)
+    per_epoch = n_train // ctx.settings["batch_size"]
+    spec = ctx.run_spec()
+    assert spec.steps == 3 * per_epoch and spec.eval_every == per_epoch // 2
+    assert spec.augment and ctx.training_length() == f"3 epochs ({3 * per_epoch:,} steps)"
+    with pytest.raises(TypeError, match="no knob"):
+        open_notebook("04_architectures", profile="smoke", data_dir=str(data), epochz=3)
 
 
 def test_notebook_settings_take_given_values_over_the_profile():
     settings = profiles.notebook_settings("02_training", "smoke", steps=7, lr=None)
     assert settings["steps"] == 7
+    by_epochs = profiles.notebook_settings("02_training", "smoke", epochs=2)
+    assert (by_epochs["epochs"], by_epochs["steps"]) == (2, None), "epochs replace steps"
+    by_steps = profiles.notebook_settings("04_architectures", "full", steps=5)
+    assert (by_steps["steps"], by_steps["epochs"]) == (5, None), "and steps replace epochs"
     assert settings["lr"] == profiles.get_profile("smoke").notebook_knobs("02_training")["lr"]
     with pytest.raises(TypeError, match="no knob"):
         profiles.notebook_settings("02_training", "smoke", stepz=3)
@@ -414,9 +455,11 @@ def test_smoke_report_results_hold_sane_numbers(smoke_report):
     prov = json.loads((tmp / "report" / "results" / "provenance.json").read_text())
     assert [n["name"] for n in prov["notebooks"]] == list(profiles.NOTEBOOKS)
     assert prov["data_source"] == "synthetic data, seed 0"
-    assert prov["executor"]["executor"] == "local"
+    executor = prov["executor"]["executor"]
+    assert executor == ("processes" if executors.default_workers() > 1 else "local")
     trained = [r for r in arch["runs"] if not r["reused"]]
-    assert trained and all(r["worker"].startswith("local") and r["wall_s"] > 0 for r in trained)
+    who = "process " if executor == "processes" else "local"
+    assert trained and all(r["worker"].startswith(who) and r["wall_s"] > 0 for r in trained)
 
 
 @pytest.mark.slow

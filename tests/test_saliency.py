@@ -203,16 +203,44 @@ def test_localization_scores_maps_against_the_sign_and_a_uniform_map():
     assert none[1]["share"] is None and none[1]["zero_maps"] == 1
 
 
-@pytest.mark.filterwarnings("ignore::mura_core.data.SkippedImageWarning")
-def test_sign_localization_on_a_small_synthetic_set(tmp_path):
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A small synthetic set and its cache at SIZE: (data root, cache)."""
     from mura_core.data import build_cache, generate_synthetic
 
-    generate_synthetic(tmp_path / "data", n_train=24, n_valid=30, seed=1, workers=1)
-    cache = build_cache(tmp_path / "data", size=SIZE, cache_dir=tmp_path / "cache", workers=1,
-                        progress=False)
+    root = tmp_path_factory.mktemp("saliency")
+    generate_synthetic(root / "data", n_train=24, n_valid=30, seed=1, workers=1)
+    with pytest.warns(Warning):  # the generator truncates one file on purpose
+        cache = build_cache(root / "data", size=SIZE, cache_dir=root / "cache", workers=1,
+                            progress=False)
+    return root / "data", cache
+
+
+def test_explain_rows_gives_the_images_their_maps_and_the_drawn_signs(synthetic):
+    from mura_core.data.synthetic import sign_masks
+    from mura_core.evaluation.predictions import split_inputs
+
+    root, cache = synthetic
+    valid, rows = cache.split("valid"), np.array([3, 0, 7])
+    model = _small_model(dtype="float32")
+    got = saliency.explain_rows(model, valid, rows, cache.mean, cache.std, data_root=root,
+                                gradients=True)
+    np.testing.assert_array_equal(got["images"], valid.images[rows])
+    x = split_inputs(valid, rows, cache.mean, cache.std)
+    np.testing.assert_array_equal(got["maps"]["Grad-CAM"], saliency.grad_cam(model, x))
+    np.testing.assert_array_equal(got["maps"]["input gradient"],
+                                  saliency.display_scale(saliency.input_gradient(model, x)))
+    masks = sign_masks(root, [valid.records[i].path for i in rows], SIZE)[0]
+    np.testing.assert_array_equal(got["outlines"], masks)
+    plain = saliency.explain_rows(model, valid, rows, cache.mean, cache.std)
+    assert plain["outlines"] is None and list(plain["maps"]) == ["Grad-CAM"]
+
+
+def test_sign_localization_on_a_small_synthetic_set(synthetic):
+    root, cache = synthetic
     valid = cache.split("valid")
     model = _small_model(dtype="float32")
-    got = saliency.sign_localization(model, valid, cache.mean, cache.std, tmp_path / "data")
+    got = saliency.sign_localization(model, valid, cache.mean, cache.std, root)
     abnormal = int(np.sum(valid.labels == 0))
     assert got["abnormal_images"] == abnormal > 0
     total = got["rows"][-1]

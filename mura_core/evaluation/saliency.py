@@ -196,6 +196,27 @@ def display_scale(maps, percentile: float = 99.0) -> np.ndarray:
     return normalize_maps(np.minimum(maps, top)).astype(np.float32)
 
 
+def explain_rows(model, split, rows, mean: float, std: float, *, data_root=None,
+                 gradients: bool = False, layer: str | None = None) -> dict:
+    """What a figure of maps needs for the rows ``rows`` of a cached split: {"images" (M, S, S)
+    uint8, "maps": {"Grad-CAM": (M, S, S)} and, with ``gradients``, "input gradient" (|ds/dx|
+    scaled by ``display_scale``), "outlines": where the synthetic generator drew each image's
+    sign (``data_root``: the synthetic set; None: no outlines)}."""
+    from ..data.synthetic import sign_masks  # noqa: PLC0415
+    from .predictions import split_inputs  # noqa: PLC0415
+
+    rows = np.asarray(rows, np.int64)
+    x = split_inputs(split, rows, mean, std)
+    maps = {"Grad-CAM": grad_cam(model, x, layer)}
+    if gradients:
+        maps["input gradient"] = display_scale(input_gradient(model, x))
+    outlines = None
+    if data_root is not None:
+        outlines = sign_masks(data_root, [split.records[i].path for i in rows],
+                              split.images.shape[1], getattr(split, "mode", "pad"))[0]
+    return {"images": np.asarray(split.images)[rows], "maps": maps, "outlines": outlines}
+
+
 def sign_localization(model, split, mean: float, std: float, data_root, layer: str | None = None,
                       batch_size: int = 32) -> dict:
     """Grad-CAM of "abnormal" on every abnormal image of a synthetic split against where the

@@ -85,14 +85,16 @@ def _knobs(
     epochs: int | None = None,
     baseline_epochs: int | None = None,
     eval_every: int | None = None,
+    evals_per_epoch: int | None = None,
     augment: bool = False,
     samples_per_class: int = 4,
     mistakes: int = 4,
 ) -> dict:
     """The knobs of the notebooks, built from a few numbers so profiles stay consistent.
 
-    Every run trains ``steps`` steps, or ``epochs`` whole passes over train (evaluated at
-    every epoch end, and every ``eval_every`` steps when given). 02 trains the baseline (for
+    Every run trains ``steps`` steps, or ``epochs`` whole passes over train, evaluated at
+    every epoch end and the last step, and every ``eval_every`` steps (or
+    ``evals_per_epoch`` times an epoch) when given. 02 trains the baseline (for
     ``baseline_epochs`` when given, else as long as the others); 04 trains every architecture
     with the same settings from ``arch_seeds`` seeds (the first one is the run seed, so 04's
     first baseline run is 02's run, reused, when 02 trains as long); 05's runs see as many
@@ -103,7 +105,8 @@ def _knobs(
         raise ValueError("a profile trains either steps or epochs")
     train = dict(input_size=input_size, batch_size=batch_size, lr=lr, momentum=momentum,
                  weight_decay=0.0, warmup_steps=warmup_steps, schedule=schedule, steps=steps,
-                 epochs=epochs, eval_every=eval_every, eval_images=eval_images, augment=augment)
+                 epochs=epochs, eval_every=eval_every, evals_per_epoch=evals_per_epoch,
+                 eval_images=eval_images, augment=augment)
     baseline = dict(train, epochs=baseline_epochs) if baseline_epochs else train
     return {
         "01_model": dict(input_size=input_size, network_size=ASSIGNMENT_INPUT_SIZE,
@@ -140,7 +143,8 @@ PROFILES: dict[str, Profile] = {
         input_size=64,
         synthetic_train=4000,
         synthetic_valid=1500,
-        knobs=_knobs(input_size=64, epochs=2, batch_size=32, lr=0.01, momentum=0.9,
+        knobs=_knobs(input_size=64, epochs=2, evals_per_epoch=2, batch_size=32, lr=0.01,
+                     momentum=0.9,
                      warmup_steps=25, schedule="cosine", eval_images=300,
                      arch_seeds=3, sweep_seeds=2, batch_sizes=[16, 32, 64],
                      learning_rates=[0.03, 0.01, 0.003], momenta=[0.9, 0.5, 0.0],
@@ -192,4 +196,8 @@ def notebook_settings(notebook: str, profile: "Profile | str", **given) -> dict:
     if unknown:
         raise TypeError(f"notebook {notebook!r} has no knob(s) {', '.join(unknown)}")
     settings.update({k: v for k, v in given.items() if v is not None})
+    # A run's length is steps or epochs: the one given replaces the profile's other one.
+    for chosen, other in (("steps", "epochs"), ("epochs", "steps")):
+        if given.get(chosen) is not None and given.get(other) is None and other in settings:
+            settings[other] = None
     return settings

@@ -82,13 +82,17 @@ class NotebookContext:
     def run_spec(self, arch: str | None = None, **changes):
         """The notebook's training settings as a ``store.RunSpec`` (seed: the run seed;
         architecture: ``arch``, the ``arch`` knob, or the baseline). A profile that trains
-        ``epochs`` gets the steps of that many whole passes over this cache's train split."""
+        ``epochs`` gets the steps of that many whole passes over this cache's train split, and
+        ``evals_per_epoch`` an evaluation every that fraction of an epoch."""
         c = self.settings
-        steps = c.get("steps") or c["epochs"] * (len(self.cache.split("train").labels)
-                                                 // c["batch_size"])
+        per_epoch = len(self.cache.split("train").labels) // c["batch_size"]
+        steps = c.get("steps") or c["epochs"] * per_epoch
+        eval_every = c["eval_every"]
+        if c.get("evals_per_epoch"):
+            eval_every = max(1, per_epoch // c["evals_per_epoch"])
         spec = RunSpec(arch=arch or c.get("arch", "baseline"), seed=self.seed, steps=steps,
                        batch_size=c["batch_size"], lr=c["lr"], momentum=c["momentum"],
-                       weight_decay=c["weight_decay"], eval_every=c["eval_every"],
+                       weight_decay=c["weight_decay"], eval_every=eval_every,
                        train_eval_size=c["eval_images"], warmup_steps=c["warmup_steps"],
                        schedule=c["schedule"], augment=bool(c.get("augment", False)))
         return spec.replace(**changes)

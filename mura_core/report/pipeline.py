@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..experiments import profiles as profiles_mod
-from ..experiments.executors import parse_scheduler
+from ..experiments.executors import make_executor, parse_scheduler
 from ..experiments.profiles import Profile
 from ..files import check_writable_folder, write_json
 from ..locks import hold_folder
@@ -220,7 +220,8 @@ def run_report(profile: str | Profile | None = None, data=None, backend: str = "
                 progress=progress, log=log)
             prov = provenance(source, prof, backend, seed, runs,
                               total_s=time.perf_counter() - t0,
-                              executor=None if cluster is None else cluster.describe())
+                              executor=(make_executor(scheduler, backend=backend) if cluster is None
+                                        else cluster).describe())
             write_json(staged.results / "provenance.json", prov)
             t_report = time.perf_counter()
             nb = assemble_report(runs, prov, staged)

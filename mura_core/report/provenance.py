@@ -73,9 +73,13 @@ def provenance(source: DataSource, profile: Profile, backend: str, seed: int,
 
 
 def describe_executor(executor: dict | None) -> str:
-    """"local (...)" or "Dask, 2 workers at tcp://...": who trained the runs."""
+    """"local (...)", "2 worker processes ..." or "Dask, 2 workers at tcp://...": who trained
+    the runs."""
     if not executor or executor.get("executor") == "local":
         return "local: one run after another in each notebook's process"
+    if executor.get("executor") == "processes":
+        return (f"{executor['workers']} worker processes on this machine, each run on "
+                f"{executor.get('blas_threads', 1)} BLAS thread(s)")
     where = f"`{executor.get('address')}`"
     if str(executor.get("scheduler", "")).startswith("local:"):
         where += f" (a LocalCluster started for the report, {executor['scheduler']})"
