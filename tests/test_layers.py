@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from mura_core.nn.backend import cupy_available, to_numpy
+from mura_core.nn.backend import cupy_available, memory_order, to_numpy
 from mura_core.nn.conv import im2col, im2col_with_ones
 from mura_core.nn.layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU,
-                              Residual, Sequential, Sigmoid, memory_order)
+                                 Residual, Sequential, Sigmoid)
 from reference import (conv2d_reference, maxpool_backward_reference, maxpool_reference, numeric_grad,
                        rel_error)
 

@@ -21,7 +21,7 @@ PACKAGE = ROOT / "mura_core"
 #: The rooms, lowest first, each with its modules in dependency order. A module may import
 #: only modules listed before it; a package (its ``__init__``) comes after its modules.
 ORDER = {
-    "nn": ["nn.cuda_kernels", "nn.backend", "nn.rng", "nn.conv", "nn.winograd", "nn.layers",
+    "nn": ["nn.cuda_kernels", "nn.backend", "nn.rng", "nn.conv", "nn.winograd", "nn.pool", "nn.layers",
            "nn.losses", "nn.models", "nn.optim", "nn.serialization", "nn.gradcheck", "nn", ""],
     "support": ["formatting", "locks", "signals", "files"],
     "data": ["data.mura", "data.preprocess", "data.batches", "data.prefetch", "data.samples",

@@ -2,8 +2,9 @@
 
 Layers never consult a global: they call ``get_array_module(x)`` on their input, so the same
 code runs on the CPU (NumPy) and on a GPU (CuPy). The model's parameters live on one backend,
-chosen when it is built or loaded; batches arrive as NumPy and are moved once per step with
-``to_backend``. Results leave through ``to_numpy``.
+chosen when it is built or loaded; batches arrive as NumPy and are moved once per step, by
+the trainer's feed (``training.feed.device_mover``, on a stream of its own on a GPU) or by
+``Model.predict_proba``. Results leave through ``to_numpy``.
 """
 from __future__ import annotations
 
@@ -147,11 +148,6 @@ def gpu_kernels(xp):
     return cuda_kernels
 
 
-def backend_of(x) -> str:
-    """'numpy' or 'cupy' for an array."""
-    return "numpy" if get_array_module(x) is np else "cupy"
-
-
 def to_numpy(x) -> np.ndarray:
     """A NumPy copy (or the array itself) of a NumPy or CuPy array."""
     if isinstance(x, np.ndarray):
@@ -161,9 +157,24 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def to_backend(x, xp):
-    """Move an array to the array module ``xp`` (no copy when it is already there)."""
-    return xp.asarray(x)
+def memory_order(x) -> tuple:
+    """The axes of ``x`` from the largest stride to the smallest: (0, 1, 2, 3) for a C-ordered
+    NCHW array, (1, 0, 2, 3) for one stored channel-major."""
+    return tuple(sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis])))
+
+
+def empty_in_order(xp, shape, dtype, order):
+    """An uninitialized array of ``shape`` whose memory runs over the axes in ``order``
+    (see ``memory_order``): gradients take the memory order of the activations they match."""
+    buffer = xp.empty(tuple(shape[axis] for axis in order), dtype=dtype)
+    return buffer.transpose(tuple(int(i) for i in np.argsort(order)))
+
+
+def copy_in_order(xp, a, order):
+    """A copy of ``a`` whose memory runs over the axes in ``order``."""
+    out = empty_in_order(xp, a.shape, a.dtype, order)
+    out[...] = a
+    return out
 
 
 def seed_all(seed: int) -> None:

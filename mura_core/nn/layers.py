@@ -16,11 +16,13 @@ constants are Python floats, which never upcast a float32 array under NumPy 2.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from .backend import get_array_module, gpu_kernels, pack
-from . import winograd
+from . import pool, winograd
+from .backend import (copy_in_order, empty_in_order, get_array_module, gpu_kernels,
+                      memory_order, pack)
 from .conv import col2im, conv_output_size, im2col, im2col_with_ones
 from .rng import keep_mask, stream_key
 
@@ -137,41 +139,77 @@ def init_weights(rng: np.random.Generator, shape: tuple, fan_in: int, init: str,
     return (rng.standard_normal(shape) * std).astype(dtype)
 
 
-def memory_order(x) -> tuple:
-    """The axes of ``x`` from the largest stride to the smallest: (0, 1, 2, 3) for a C-ordered
-    NCHW array, (1, 0, 2, 3) for one stored channel-major."""
-    return tuple(sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis])))
+class _ConvInput(NamedTuple):
+    """A convolution in evaluation mode: its input, from which a backward recomputes what
+    the layer's algorithm keeps."""
+
+    x: object
+
+    def backward(self, layer, dy):
+        return layer._forward(self.x)[1].backward(layer, dy)
 
 
-def empty_in_order(xp, shape, dtype, order):
-    """An uninitialized array of ``shape`` whose memory runs over the axes in ``order``
-    (see ``memory_order``): gradients take the memory order of the activations they match."""
-    buffer = xp.empty(tuple(shape[axis] for axis in order), dtype=dtype)
-    return buffer.transpose(tuple(int(i) for i in np.argsort(order)))
+class _ConvWinograd(NamedTuple):
+    """A 3x3 stride-1 convolution through Winograd F(2x2, 3x3): the transformed weights and
+    input."""
+
+    x_shape: tuple
+    u: object
+    v: object
+
+    def backward(self, layer, dy):
+        _, db, dx = winograd.backward(dy, self.u, self.v, self.x_shape, dw=layer.grads["W"],
+                                      input_grad=layer.input_grad)
+        layer.grads["b"][...] = db
+        return dx
 
 
-def copy_in_order(xp, a, order):
-    """A copy of ``a`` whose memory runs over the axes in ``order``."""
-    out = empty_in_order(xp, a.shape, a.dtype, order)
-    out[...] = a
-    return out
+class _ConvWinogradS2D(NamedTuple):
+    """A 5x5 stride-2 convolution as the Winograd convolution of its space-to-depth input:
+    the transformed weights and input, and the input's memory order (its gradient's)."""
+
+    x_shape: tuple
+    u: object
+    v: object
+    layout: tuple
+
+    def backward(self, layer, dy):
+        n, c, h, w = self.x_shape
+        z_shape = (n, 4 * c, -(-h // 2), -(-w // 2))
+        dk, db, dz = winograd.backward(dy, self.u, self.v, z_shape, input_grad=layer.input_grad)
+        winograd.stride2_kernel_grad(dk, layer.grads["W"])
+        layer.grads["b"][...] = db
+        return None if dz is None else winograd.depth_to_space(dz, self.x_shape, self.layout)
 
 
-#: Bytes of input per block in the pool's passes (in cache between them).
-POOL_BLOCK_BYTES = 2 << 20
+class _ConvColumns(NamedTuple):
+    """A convolution through im2col: the column matrix (``matrix``: with its row of ones, on
+    NumPy; None on CuPy, whose columns are ``col`` alone)."""
 
+    x_shape: tuple
+    col: object
+    matrix: object
 
-def _outer_blocks(x):
-    """Index tuples that cut x (N, C, H, W) along its outermost axis in memory (the batch
-    or the channels) into blocks of about POOL_BLOCK_BYTES; one block when that axis is a
-    spatial one."""
-    axis = memory_order(x)[0]
-    if axis > 1:
-        return [(slice(None),)]
-    per_item = max(1, x.nbytes // max(1, x.shape[axis]))
-    size = max(1, POOL_BLOCK_BYTES // per_item)
-    lead = (slice(None),) * axis
-    return [lead + (slice(start, start + size),) for start in range(0, x.shape[axis], size)]
+    def backward(self, layer, dy):
+        xp = get_array_module(dy)
+        col = self.col
+        w2 = layer.params["W"].reshape(layer.d_out, -1)
+        if self.matrix is None:  # CuPy: (N, D, OH, OW) -> (D, N*OH*OW), the forward's layout
+            dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(layer.d_out, -1)
+            xp.matmul(dy2, col.reshape(-1, dy2.shape[1]).T, out=layer.grads["W"].reshape(w2.shape))
+            layer.grads["b"][...] = dy2.sum(axis=1)
+        else:
+            # (N, D, OH, OW) -> (D, N*OH*OW) as the transpose of the channels-last
+            # (N*OH*OW, D) matrix (no copy when dy is NHWC, as the forward's output); the
+            # last column of the product with the ones row is the bias gradient.
+            dy2 = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, layer.d_out).T
+            both = dy2 @ self.matrix.T
+            layer.grads["W"].reshape(w2.shape)[...] = both[:, :-1]
+            layer.grads["b"][...] = both[:, -1]
+        if not layer.input_grad:
+            return None
+        dcol = w2.T @ dy2
+        return col2im(dcol.reshape(col.shape), self.x_shape, layer.k, layer.stride, layer.pad)
 
 
 class Conv2D(Layer):
@@ -182,7 +220,8 @@ class Conv2D(Layer):
     Implementation: im2col (see ``conv.py``), then one matrix product for the forward pass,
     and one each for the weight and input gradients; on NumPy, 3x3 stride-1 and 5x5 stride-2
     convolutions use Winograd F(2x2, 3x3) instead (``winograd.py``, see ``_algorithm``).
-    ``input_grad=False`` (the network's first layer) skips the input gradient entirely.
+    ``input_grad=False`` (the network's first layer) skips the input gradient entirely. What a
+    backward needs is one small named type per algorithm (``_Conv*``), each with its backward.
     """
 
     def __init__(self, d_in: int, d_out: int, k: int, stride: int = 1, *, rng=None,
@@ -213,37 +252,34 @@ class Conv2D(Layer):
         return "im2col"
 
     def forward(self, x, training: bool = False):
-        y = self._forward(x)
-        if not training:
-            # Evaluation (usually no backward follows): keep only the input, not the column
-            # matrix or transformed input (several times larger, and held until the next
-            # forward); a backward pass recomputes them from it.
-            self._cache = (x.shape, "deferred", x)
+        y, cache = self._forward(x)
+        # Evaluation (usually no backward follows): keep only the input, not the column
+        # matrix or transformed input (several times larger, and held until the next
+        # forward); a backward pass recomputes them from it.
+        self._cache = cache if training else _ConvInput(x)
         return y
 
     def _forward(self, x):
-        """y for x, keeping in ``_cache`` what backward needs."""
+        """(y, what backward needs): one of the ``_Conv*`` types of ``_algorithm``."""
         xp = get_array_module(x)
         algorithm = self._algorithm(xp)
         if algorithm == "winograd":
             u = winograd.transform_weights(self.params["W"])
             y, v = winograd.forward(x, u, self.params["b"])
-            self._cache = (x.shape, algorithm, (u, v))
-            return y
+            return y, _ConvWinograd(x.shape, u, v)
         if algorithm == "winograd-s2d":
             u = winograd.transform_weights(winograd.stride2_kernel(self.params["W"]))
             y, v = winograd.forward(x, u, self.params["b"], space_to_depth=True)
-            self._cache = (x.shape, algorithm, (u, v, memory_order(x)))
-            return y
+            return y, _ConvWinogradS2D(x.shape, u, v, memory_order(x))
         n = x.shape[0]
         w2 = self.params["W"].reshape(self.d_out, -1)
         kernels = gpu_kernels(xp)
         if kernels is not None:
             col = im2col(x, self.k, self.stride, self.pad)  # (C, K, K, N, OH, OW)
             y = w2 @ col.reshape(w2.shape[1], -1)  # (D, N*OH*OW)
-            self._cache = (x.shape, algorithm, (col, None))
             # + bias, and to (N, D, OH, OW), in one pass
-            return kernels.bias_to_nchw(y, self.params["b"], n, col.shape[4], col.shape[5])
+            return (kernels.bias_to_nchw(y, self.params["b"], n, col.shape[4], col.shape[5]),
+                    _ConvColumns(x.shape, col, None))
         # NumPy: the bias as one more weight column against a row of ones
         # (im2col_with_ones), and the product taken channels-last, (N*OH*OW, D): the output
         # is the NCHW view of an NHWC array. The next layers follow any memory order (a 2x2
@@ -251,47 +287,12 @@ class Conv2D(Layer):
         # channels), and this layer's backward gets dy in the same order, with no copy.
         col, matrix = im2col_with_ones(x, self.k, self.stride, self.pad)
         y = matrix.T @ xp.concatenate([w2, self.params["b"][:, None]], axis=1).T
-        self._cache = (x.shape, algorithm, (col, matrix))
-        return y.reshape(n, col.shape[4], col.shape[5], self.d_out).transpose(0, 3, 1, 2)
+        y = y.reshape(n, col.shape[4], col.shape[5], self.d_out).transpose(0, 3, 1, 2)
+        return y, _ConvColumns(x.shape, col, matrix)
 
     def backward(self, dy):
-        xp = get_array_module(dy)
-        if self._cache[1] == "deferred":  # the forward ran in evaluation mode
-            self._forward(self._cache[2])
-        x_shape, algorithm, saved = self._cache
-        self._cache = None
-        if algorithm == "winograd":
-            u, v = saved
-            _, db, dx = winograd.backward(dy, u, v, x_shape, dw=self.grads["W"],
-                                          input_grad=self.input_grad)
-            self.grads["b"][...] = db
-            return dx
-        if algorithm == "winograd-s2d":
-            u, v, layout = saved
-            n, c, h, w = x_shape
-            z_shape = (n, 4 * c, -(-h // 2), -(-w // 2))
-            dk, db, dz = winograd.backward(dy, u, v, z_shape, input_grad=self.input_grad)
-            winograd.stride2_kernel_grad(dk, self.grads["W"])
-            self.grads["b"][...] = db
-            return None if dz is None else winograd.depth_to_space(dz, x_shape, layout)
-        col, matrix = saved
-        w2 = self.params["W"].reshape(self.d_out, -1)
-        if matrix is None:  # CuPy: (N, D, OH, OW) -> (D, N*OH*OW), the forward's layout
-            dy2 = xp.ascontiguousarray(dy.transpose(1, 0, 2, 3)).reshape(self.d_out, -1)
-            xp.matmul(dy2, col.reshape(-1, dy2.shape[1]).T, out=self.grads["W"].reshape(w2.shape))
-            self.grads["b"][...] = dy2.sum(axis=1)
-        else:
-            # (N, D, OH, OW) -> (D, N*OH*OW) as the transpose of the channels-last
-            # (N*OH*OW, D) matrix (no copy when dy is NHWC, as the forward's output); the
-            # last column of the product with the ones row is the bias gradient.
-            dy2 = xp.ascontiguousarray(dy.transpose(0, 2, 3, 1)).reshape(-1, self.d_out).T
-            both = dy2 @ matrix.T
-            self.grads["W"].reshape(w2.shape)[...] = both[:, :-1]
-            self.grads["b"][...] = both[:, -1]
-        if not self.input_grad:
-            return None
-        dcol = w2.T @ dy2
-        return col2im(dcol.reshape(col.shape), x_shape, self.k, self.stride, self.pad)
+        cache, self._cache = self._cache, None
+        return cache.backward(self, dy)
 
     def output_shape(self, shape):
         c, h, w = shape
@@ -304,21 +305,80 @@ class Conv2D(Layer):
         return f"Conv2D {self.k}x{self.k}/{self.d_out}, stride {self.stride}, pad {self.pad}"
 
 
+class _PoolPairs(NamedTuple):
+    """A 2x2 stride-2 pool trained on: the winners of ``pool.pairwise_max``."""
+
+    x_shape: tuple
+    layout: tuple
+    right_won: object
+    bottom_won: object
+
+    def backward(self, dy):
+        return pool.pairwise_grad(pool.in_order(dy, self.layout), self.right_won,
+                                  self.bottom_won, self.x_shape, self.layout)
+
+
+class _PoolPairsInput(NamedTuple):
+    """A 2x2 stride-2 pool in evaluation mode: its input, whose winners a backward finds."""
+
+    x: object
+
+    def backward(self, dy):
+        x = self.x
+        return _PoolPairs(x.shape, memory_order(x), *pool.pairwise_max(x)).backward(dy)
+
+
+class _PoolWindows(NamedTuple):
+    """Any other pool: the winning offset of every window (``pool.window_winner``)."""
+
+    x_shape: tuple
+    layout: tuple
+    winner: object
+    size: int
+    stride: int
+
+    def backward(self, dy):
+        return pool.window_grad(pool.in_order(dy, self.layout), self.winner, self.x_shape,
+                                self.size, self.stride, self.layout)
+
+
+class _PoolWindowsInput(NamedTuple):
+    """Any other pool in evaluation mode: its input and output."""
+
+    x: object
+    out: object
+    size: int
+    stride: int
+
+    def backward(self, dy):
+        winner = pool.window_winner(self.x, self.out, self.size, self.stride)
+        return _PoolWindows(self.x.shape, memory_order(self.x), winner, self.size,
+                            self.stride).backward(dy)
+
+
+class _PoolKernel(NamedTuple):
+    """A pool on CuPy: the fused kernels' winners."""
+
+    x_shape: tuple
+    winner: object
+    size: int
+    stride: int
+
+    def backward(self, dy):
+        kernels = gpu_kernels(get_array_module(dy))
+        return kernels.maxpool_backward(dy, self.winner, self.x_shape, self.size, self.stride)
+
+
 class MaxPool2D(Layer):
     """Max pooling over ``size`` x ``size`` windows, floor mode: OH = (H - size)//stride + 1.
 
     Backward routes each gradient to the offset that holds the maximum, the first one in
-    row-major order on ties, so a tie never duplicates gradient.
-
-    2x2 windows with stride 2 (the networks' pools) take the maximum pairwise: first of each
-    row's left and right neighbours, then of the top and bottom results, remembering the two
-    comparisons as boolean masks (right beat left, bottom beat top: ties go to the first);
-    backward splits the gradient with them. Other windows take the maximum over the size*size
-    strided slices and remember the winning offset in an int8 array. Outputs and input
-    gradients keep the memory order of the input (a convolution's output may be stored
-    channel- or batch-major). In evaluation mode the winners are found only if a backward
-    pass asks for them. Element-wise arithmetic on masks is used instead of ``where`` (several
-    times faster); on CuPy, forward and backward are one fused kernel each (``cuda_kernels``).
+    row-major order on ties, so a tie never duplicates gradient. 2x2 windows with stride 2
+    (the networks' pools) are taken pairwise, other windows over their strided slices
+    (``pool.py``); outputs and input gradients keep the memory order of the input. In
+    evaluation mode the winners are found only if a backward pass asks for them. On CuPy,
+    forward and backward are one fused kernel each (``cuda_kernels``). What a backward needs
+    is one small named type per algorithm (``_Pool*``), each with its backward.
     """
 
     def __init__(self, size: int = 2, stride: int | None = None):
@@ -327,115 +387,32 @@ class MaxPool2D(Layer):
         self.stride = int(stride if stride is not None else size)
         self._cache = None
 
-    def _slices(self, oh, ow):
-        s = self.stride
-        for i in range(self.size):
-            for j in range(self.size):
-                yield (slice(None), slice(None), slice(i, i + s * (oh - 1) + 1, s),
-                       slice(j, j + s * (ow - 1) + 1, s))
-
     def forward(self, x, training: bool = False):
         xp = get_array_module(x)
         _, h, w = self.output_shape(x.shape[1:])
         kernels = gpu_kernels(xp)
         if kernels is not None:
             out, winner = kernels.maxpool_forward(x, self.size, self.stride, h, w)
-            self._cache = (x.shape, winner)
+            self._cache = _PoolKernel(x.shape, winner, self.size, self.stride)
             return out
         layout = memory_order(x)
         if self.size == 2 and self.stride == 2:
             # In training the winners are found now, so the input can be freed; in evaluation
             # (usually no backward follows) only if a backward asks for them.
             out = empty_in_order(xp, x.shape[:2] + (h, w), x.dtype, layout)
-            winners = self._pairwise(x, out, training)
-            self._cache = (x.shape, layout, winners if training else x)
+            winners = pool.pairwise_max(x, out, training)
+            self._cache = _PoolPairs(x.shape, layout, *winners) if training else _PoolPairsInput(x)
             return out
-        slices = list(self._slices(h, w))
-        out = xp.ascontiguousarray(x[slices[0]])
-        for sl in slices[1:]:
-            xp.maximum(out, x[sl], out=out)
-        self._cache = (x.shape, layout, self._winner(x, out, slices) if training else (x, out))
+        out = pool.window_max(x, self.size, self.stride, h, w)
+        self._cache = (_PoolWindows(x.shape, layout, pool.window_winner(x, out, self.size,
+                                                                         self.stride),
+                                    self.size, self.stride) if training
+                       else _PoolWindowsInput(x, out, self.size, self.stride))
         return out
 
-    @staticmethod
-    def _pairwise(x, out=None, winners: bool = True):
-        """2x2 windows of x: the maxima into ``out`` (when given) and, when ``winners``,
-        (right > left for every row pair, bottom > top of the row maxima) in the memory order
-        of x. A block of images or channels at a time, so that the row maxima stay in cache
-        between the passes."""
-        xp = get_array_module(x)
-        n, c = x.shape[:2]
-        h, w = x.shape[2] // 2, x.shape[3] // 2
-        layout = memory_order(x)
-        if winners:
-            right_won = empty_in_order(xp, (n, c, 2 * h, w), bool, layout)
-            bottom_won = empty_in_order(xp, (n, c, h, w), bool, layout)
-        for part in _outer_blocks(x):
-            xs = x[part][:, :, :2 * h, :2 * w]
-            left, right = xs[..., 0::2], xs[..., 1::2]
-            pairs = xp.maximum(left, right)
-            top, bottom = pairs[:, :, 0::2], pairs[:, :, 1::2]
-            if out is not None:
-                xp.maximum(top, bottom, out=out[part])
-            if winners:
-                xp.greater(right, left, out=right_won[part])
-                xp.greater(bottom, top, out=bottom_won[part])
-        return (right_won, bottom_won) if winners else None
-
-    @staticmethod
-    def _winner(x, out, slices):
-        """int8 index of the first offset holding the maximum: the number of offsets passed
-        over before it, i.e. the sum over k of "none of offsets 0..k holds it"."""
-        missed = x[slices[0]] != out
-        winner = missed.astype(np.int8)
-        for sl in slices[1:-1]:
-            missed &= x[sl] != out
-            winner += missed
-        return winner
-
     def backward(self, dy):
-        xp = get_array_module(dy)
-        kernels = gpu_kernels(xp)
-        if kernels is not None:
-            x_shape, winner = self._cache
-            self._cache = None
-            return kernels.maxpool_backward(dy, winner, x_shape, self.size, self.stride)
-        x_shape, layout, winner = self._cache
-        self._cache = None
-        h, w = dy.shape[2], dy.shape[3]
-        if memory_order(dy) != layout:  # e.g. through a dropout mask, which is C-ordered
-            dy = copy_in_order(xp, dy, layout)
-        dx = empty_in_order(xp, x_shape, dy.dtype, layout)
-        if self.size == 2 and self.stride == 2:
-            if not isinstance(winner, tuple):  # forward ran in evaluation mode: winner is x
-                winner = self._pairwise(winner)
-            right_won, bottom_won = winner
-            dx[:, :, 2 * h:] = 0  # the row and column that floor mode leaves out, if any
-            dx[:, :, :, 2 * w:] = 0
-            # Offset (a, b) won where the row choice is a and, in row a, the column choice b;
-            # each quarter of dx is written once, by one product with that mask (a block of
-            # images or channels at a time, so that the masks stay in cache).
-            for part in _outer_blocks(dx):
-                dyp, dxp, rights, bottoms = dy[part], dx[part], right_won[part], bottom_won[part]
-                for a, row_won in enumerate((~bottoms, bottoms)):
-                    right = rights[:, :, a::2]
-                    xp.multiply(dyp, row_won > right, out=dxp[:, :, a:2 * h:2, 0:2 * w:2])
-                    xp.multiply(dyp, row_won & right, out=dxp[:, :, a:2 * h:2, 1:2 * w:2])
-            return dx
-        if isinstance(winner, tuple):  # forward ran in evaluation mode
-            x, out = winner
-            winner = self._winner(x, out, list(self._slices(h, w)))
-        covered = self.stride == self.size and h * self.stride == x_shape[2] \
-            and w * self.stride == x_shape[3]
-        # Windows that tile the input exactly are written once each: no zero fill needed.
-        if not covered:
-            dx[...] = 0
-        for offset, sl in enumerate(self._slices(h, w)):
-            if self.stride >= self.size:
-                xp.multiply(dy, winner == offset, out=dx[sl])
-            else:
-                dx[sl] += dy * (winner == offset)
-        return dx
+        cache, self._cache = self._cache, None
+        return cache.backward(dy)
 
     def output_shape(self, shape):
         c, h, w = shape
