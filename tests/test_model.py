@@ -6,7 +6,7 @@ import mura_core as mc
 from mura_core.nn.backend import shared_buffer, to_numpy
 from mura_core.nn.gradcheck import check_model_gradients
 
-BASELINE_SHAPES = {  # DESIGN.md, for a 227x227 input
+BASELINE_SHAPES = {  # the assignment's network at 227x227 (README, docs/mura.md)
     "conv1": (64, 114, 114), "pool1": (64, 57, 57), "conv2": (128, 29, 29),
     "pool2": (128, 14, 14), "conv3": (256, 14, 14), "conv4": (384, 14, 14),
     "conv5": (256, 14, 14), "conv6": (256, 14, 14), "pool3": (256, 7, 7),
@@ -113,6 +113,31 @@ def test_gradient_check_includes_the_largest_gradients():
 def test_too_small_input_names_the_smallest_valid_size():
     with pytest.raises(ValueError, match=r"smallest valid input size is \d+"):
         mc.build_model("baseline", input_size=8)
+
+
+@pytest.mark.parametrize("arch", sorted(mc.ARCHITECTURES))
+def test_the_smallest_input_size_is_the_first_size_every_layer_keeps_an_output(arch):
+    """Against the layers' own shape arithmetic, size by size."""
+    from mura_core.nn.models import smallest_input_size
+
+    def every_layer_keeps_an_output(size):
+        shape = (1, size, size)
+        for _, layer in mc.build_model(arch, input_size=256).body.layers:
+            if isinstance(layer, mc.Flatten):
+                return True
+            try:
+                shape = layer.output_shape(shape)
+            except ValueError:  # a pool with an input below its window
+                return False
+            if min(shape[1:]) < 1:
+                return False
+        return True
+
+    first = next(size for size in range(1, 300) if every_layer_keeps_an_output(size))
+    assert smallest_input_size(arch) == first
+    mc.build_model(arch, input_size=first)
+    with pytest.raises(ValueError, match=f"smallest valid input size is {first}"):
+        mc.build_model(arch, input_size=first - 1)
 
 
 def test_unknown_architecture_is_a_clear_error():

@@ -27,14 +27,14 @@ def bce_with_logits(z, t, weights=None):
     """Mean BCE of logits z (B,) or (B, 1) against targets t (B,) or (B, 1).
 
     weights: None, or a weight per example (B,) or (B, 1): the loss is then the batch mean of
-    w_i * BCE_i (MURA's class weighting passes one weight per example; see ``train.py``).
+    w_i * BCE_i (MURA's class weighting passes one weight per example; see ``training.class_weights``).
     Returns (loss as a Python float, dL/dz with the shape of z and its dtype).
     """
-    loss, dz = bce_with_logits_deferred(z, t, weights)
+    loss, dz = bce_with_logits_on_device(z, t, weights)
     return float(loss), dz
 
 
-def bce_with_logits_deferred(z, t, weights=None):
+def bce_with_logits_on_device(z, t, weights=None):
     """``bce_with_logits`` with the loss left as a 0-d array of z's backend.
 
     Reading a GPU array's value waits for every queued kernel; a training step that reads

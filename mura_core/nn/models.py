@@ -22,7 +22,7 @@ import numpy as np
 from .backend import resolve_backend, to_numpy, xp_for
 from .layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU, Residual,
                      Sequential, Sigmoid)
-from .losses import bce_with_logits_deferred
+from .losses import bce_with_logits_on_device
 
 
 def _conv(out, k, stride=1, **extra):
@@ -274,25 +274,18 @@ def smallest_input_size(name: str | None = None) -> int:
 
 
 def _smallest_input_size(layers: list[dict]) -> int:
-    for size in range(1, 4097):
-        try:
-            _check_shapes(layers, size)
-            return size
-        except ValueError:
-            continue
-    raise ValueError("no input size up to 4096 fits this architecture")
-
-
-def _check_shapes(layers: list[dict], size: int) -> None:
-    """Raise ValueError when some layer of ``layers`` would get an empty input at ``size``."""
-    h = size
-    for spec in layers:
+    """The smallest input side at which every layer of ``layers`` keeps a non-empty output,
+    walking back from one output pixel: n outputs of a convolution (padding k // 2) with
+    stride s need (n - 1) * s + k - 2 * (k // 2) input pixels, those of a 2x2 stride-2 pool
+    (floor mode) 2 * n; the other layers keep the size."""
+    need = 1
+    for spec in reversed(layers):
         if spec["type"] == "conv":
-            h = (h + 2 * (spec["k"] // 2) - spec["k"]) // spec["stride"] + 1
+            k = spec["k"]
+            need = (need - 1) * spec["stride"] + k - 2 * (k // 2)
         elif spec["type"] == "pool":
-            h = (h - 2) // 2 + 1
-        if h < 1:
-            raise ValueError(f"input size {size} is too small")
+            need = 2 * need
+    return max(1, need)
 
 
 def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
@@ -309,12 +302,10 @@ def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
     """
     layers, width = architecture_layers(name, width)
     input_size = int(input_size)
-    try:
-        _check_shapes(layers, input_size)
-    except ValueError:
-        smallest = _smallest_input_size(layers)
+    smallest = _smallest_input_size(layers)
+    if input_size < smallest:
         raise ValueError(f"input size {input_size} is too small for the '{name}' network: "
-                         f"the smallest valid input size is {smallest}") from None
+                         f"the smallest valid input size is {smallest}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     if not 0.0 <= dropout < 1.0:
@@ -337,15 +328,15 @@ def loss_and_grads(model: Model, x, t, training: bool = False, weights=None):
     next backward pass: copy them to keep them. The loss is taken from the logits
     (``losses.bce_with_logits``), so saturated outputs still give finite values.
     """
-    loss, grads = loss_and_grads_deferred(model, x, t, training, weights)
+    loss, grads = loss_and_grads_on_device(model, x, t, training, weights)
     return float(loss), grads  # read after the backward pass is queued
 
 
-def loss_and_grads_deferred(model: Model, x, t, training: bool = False, weights=None):
+def loss_and_grads_on_device(model: Model, x, t, training: bool = False, weights=None):
     """``loss_and_grads`` with the loss left as a 0-d array of the model's backend. Reading a
     GPU value waits for the device to finish its queue; a caller that reads the loss together
     with other values (the trainer, with its check of the gradients) waits once."""
     z = model.logits(x, training)
-    loss, dz = bce_with_logits_deferred(z, t, weights)
+    loss, dz = bce_with_logits_on_device(z, t, weights)
     model.backward_from_logits(dz)
     return loss, model.gradients()

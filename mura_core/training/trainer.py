@@ -38,7 +38,7 @@ from ..data.prefetch import Prefetcher
 from ..evaluation import metrics
 from ..evaluation.predictions import patient_subset
 from ..nn.backend import shared_buffer, to_numpy
-from ..nn.models import loss_and_grads_deferred
+from ..nn.models import loss_and_grads_on_device
 from ..nn.optim import SGD
 from ..signals import StopDeferral, Stopped
 from .class_weights import mura_class_weights
@@ -82,7 +82,7 @@ def sgd_step(model, opt, batch, weights=None) -> tuple[float, float]:
     (loss, the gradients' total). The update is skipped when either is not finite."""
     # Overflow is the caller's to report, with a message that says what to do.
     with np.errstate(over="ignore", invalid="ignore"):
-        loss, grads = loss_and_grads_deferred(model, batch.x, batch.t, training=True,
+        loss, grads = loss_and_grads_on_device(model, batch.x, batch.t, training=True,
                                               weights=weights)
         # the loss and the gradients' total read at once: on a GPU, one wait per step
         xp = model.xp
