@@ -19,17 +19,7 @@ from typing import Iterable, Mapping, NamedTuple, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .evaluation.metrics import CLASS_NAMES
-
-METRIC_LABELS = {
-    "image_accuracy": "accuracy per image",
-    "patient_accuracy": "accuracy per patient",
-    "study_accuracy": "accuracy per study",
-    "study_kappa": "Cohen's kappa per study",
-    "loss": "loss (BCE)",
-    "image_auc": "AUROC per image",
-    "study_auc": "AUROC per study",
-}
+from .evaluation.metrics import CLASS_NAMES, METRIC_NAMES
 
 
 def save_figure(fig: Figure, path, formats: Iterable[str] = ("png", "pdf"), dpi: int = 150) -> list[Path]:
@@ -163,8 +153,8 @@ def plot_accuracy(
             if base is not None:
                 ax.axhline(base, color="gray", linestyle=":", label=f"{splits[-1]} majority class")
         ax.set_xlabel(x)
-        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.set_title(METRIC_LABELS.get(metric, metric))
+        ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+        ax.set_title(METRIC_NAMES.get(metric, metric))
         ax.grid(True, alpha=0.3)
         ax.legend()
     return _finish(fig, title, caption, path)
@@ -275,8 +265,8 @@ def plot_runs(
             if len(runs) > 1 and split == splits[-1]:
                 ax.fill_between(xs, low, high, color=color, alpha=0.15, linewidth=0)
     ax.set_xlabel(x)
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-    ax.set_title(f"{METRIC_LABELS.get(metric, metric)}: " + ", ".join(
+    ax.set_ylabel(METRIC_NAMES.get(metric, metric))
+    ax.set_title(f"{METRIC_NAMES.get(metric, metric)}: " + ", ".join(
         f"{s} {'dashed' if styles.get(s) == '--' else 'solid'}" for s in splits))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize="small")

@@ -71,7 +71,7 @@ def test_body_part_kappas_match_the_metric_and_carry_intervals():
         assert row["value"] == pytest.approx(expected)
         assert row["studies"] == len(np.unique(split.study_ids[mask]))
         assert row["low"] <= row["value"] <= row["high"]
-    overall = stats.intervals(stats.Design.of(split.labels, split.patient_ids, split.study_ids,
+    overall = stats.intervals(stats.Grouping.of(split.labels, split.patient_ids, split.study_ids,
                                               split.body_parts), probs, ("study_kappa",))
     assert got[-1]["value"] == pytest.approx(overall["study_kappa"]["value"])
 

@@ -153,9 +153,9 @@ def test_a_diverging_run_comes_back_marked_instead_of_raising(cache, tmp_path):
     assert "step" in run.history["error"]
     again = store.train_or_load(DIVERGING, cache, tmp_path, **QUIET)
     assert again.reused and again.diverged
-    design = stats.Design.of(cache.split("valid").labels, cache.split("valid").patient_ids,
+    grouping = stats.Grouping.of(cache.split("valid").labels, cache.split("valid").patient_ids,
                              cache.split("valid").study_ids)
-    row = comparisons.variant_row("lr 1e9", [run], design)
+    row = comparisons.variant_row("lr 1e9", [run], grouping)
     assert row["diverged"] is True and row["final_train_loss"] is None
     assert row["image_accuracy"] is None
     (run.folder / "diverged.json").write_text("{")  # a damaged record: trained again
@@ -172,8 +172,8 @@ def test_variants_from_seeds_give_rows_with_intervals_and_comparisons(cache, tmp
     assert [len(v) for v in variants.values()] == [2, 2]
     assert [r.spec.seed for r in variants["residual"]] == [0, 1]
     split = cache.split("valid")
-    design = stats.Design.of(split.labels, split.patient_ids, split.study_ids, split.body_parts)
-    summary = comparisons.architecture_summary(variants, design)
+    grouping = stats.Grouping.of(split.labels, split.patient_ids, split.study_ids, split.body_parts)
+    summary = comparisons.architecture_summary(variants, grouping)
     table = summary["table"]
     assert [r["name"] for r in table] == ["baseline", "residual"]
     for row in table:
@@ -195,8 +195,8 @@ def test_sweep_report_rows_comparisons_caption_and_discussion(cache, tmp_path):
     specs = comparisons.sweep_specs("batch_size", [2, 4], base)
     variants = comparisons.train_variants(specs, [0], cache, tmp_path, **QUIET)
     split = cache.split("valid")
-    design = stats.Design.of(split.labels, split.patient_ids, split.study_ids, split.body_parts)
-    summary = comparisons.sweep_summary("batch_size", [2, 4], variants, 4, design)
+    grouping = stats.Grouping.of(split.labels, split.patient_ids, split.study_ids, split.body_parts)
+    summary = comparisons.sweep_summary("batch_size", [2, 4], variants, 4, grouping)
     rep = tables.sweep_report("batch_size", summary, 4)
     assert [r["steps"] for r in rep["rows"]] == [4, 2]
     assert {r["examples"] for r in rep["rows"]} == {8}

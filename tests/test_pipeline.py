@@ -12,6 +12,7 @@ import pytest
 
 from mura_core.data import generate_synthetic
 from mura_core.experiments import executors, profiles
+from mura_core.nn.models import ARCHITECTURES
 from mura_core.report import pipeline, provenance, workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -420,13 +421,13 @@ def test_smoke_report_results_hold_sane_numbers(smoke_report):
         evaluation["metrics"]["valid"]["image_accuracy"]
 
     arch = results["04_architectures"]
-    assert [r["name"] for r in arch["table"]] == list(profiles.ARCHITECTURES)
+    assert [r["name"] for r in arch["table"]] == list(ARCHITECTURES)
     assert len({r["steps"] for r in arch["table"]}) == 1, "every variant: the same steps"
     assert all(r["seeds"] == arch["seeds"] == 2 for r in arch["table"])
     assert all(0 <= r["image_accuracy"] <= 1 and r["params"] > 0 and r["seconds_per_step"] > 0
                and r["image_accuracy_low"] <= r["image_accuracy"] <= r["image_accuracy_high"]
                for r in arch["table"])
-    assert [c["name"] for c in arch["comparisons"]] == list(profiles.ARCHITECTURES)[1:]
+    assert [c["name"] for c in arch["comparisons"]] == list(ARCHITECTURES)[1:]
     assert "%" in arch["discussion"] and "95 % interval" in arch["discussion"]
     assert len(arch["runs"]) == 8 and arch["runs"][0]["seed"] == 0
 

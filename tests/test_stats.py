@@ -49,12 +49,12 @@ def expanded_metrics(counts, labels, patients, studies, parts, probs):
 @pytest.mark.parametrize("name", stats.METRICS)
 def test_weighted_metric_equals_the_metric_of_the_copied_split(name):
     labels, patients, studies, parts, probs = make_split(seed=3)
-    design = stats.Design.of(labels, patients, studies, parts)
-    votes = stats._votes(design, probs)
+    grouping = stats.Grouping.of(labels, patients, studies, parts)
+    votes = stats._votes(grouping, probs)
     rng = np.random.default_rng(1)
     for _ in range(3):
-        counts = rng.multinomial(design.n_patients, np.ones(design.n_patients) / design.n_patients)
-        got = stats._metric(name, design, votes, counts[None].astype(float), np.ones((1, 1)))[0]
+        counts = rng.multinomial(grouping.n_patients, np.ones(grouping.n_patients) / grouping.n_patients)
+        got = stats._metric(name, grouping, votes, counts[None].astype(float), np.ones((1, 1)))[0]
         want = expanded_metrics(counts, labels, patients, studies, parts, probs)[name]
         assert got == pytest.approx(want, abs=1e-12)
 
@@ -62,7 +62,7 @@ def test_weighted_metric_equals_the_metric_of_the_copied_split(name):
 def test_interval_values_are_the_metric_table_and_the_intervals_hold_them():
     labels, patients, studies, parts, probs = make_split(n_patients=60, seed=5)
     table = metrics.metric_table(probs, labels, patients, studies, parts)
-    got = stats.intervals(stats.Design.of(labels, patients, studies, parts), probs,
+    got = stats.intervals(stats.Grouping.of(labels, patients, studies, parts), probs,
                           n_resamples=400, seed=0)
     for name in stats.METRICS:
         assert got[name]["value"] == pytest.approx(table[name], abs=1e-12), name
@@ -75,7 +75,7 @@ def test_more_patients_give_a_narrower_interval():
     large = make_split(n_patients=600, seed=2)
     widths = []
     for labels, patients, studies, parts, probs in (small, large):
-        ci = stats.intervals(stats.Design.of(labels, patients, studies, parts), probs,
+        ci = stats.intervals(stats.Grouping.of(labels, patients, studies, parts), probs,
                              ["image_accuracy"], n_resamples=400)["image_accuracy"]
         widths.append(ci["high"] - ci["low"])
     assert widths[1] < widths[0] / 2
@@ -83,19 +83,19 @@ def test_more_patients_give_a_narrower_interval():
 
 def test_interval_is_reproducible_from_its_seed():
     labels, patients, studies, parts, probs = make_split(seed=4)
-    design = stats.Design.of(labels, patients, studies, parts)
-    a = stats.intervals(design, probs, ["study_kappa"], n_resamples=300, seed=7)
-    b = stats.intervals(design, probs, ["study_kappa"], n_resamples=300, seed=7)
+    grouping = stats.Grouping.of(labels, patients, studies, parts)
+    a = stats.intervals(grouping, probs, ["study_kappa"], n_resamples=300, seed=7)
+    b = stats.intervals(grouping, probs, ["study_kappa"], n_resamples=300, seed=7)
     assert a == b
 
 
 def test_seeds_that_disagree_widen_the_interval_of_their_pooled_metric():
     labels, patients, studies, parts, _ = make_split(n_patients=200, seed=6)
-    design = stats.Design.of(labels, patients, studies, parts)
+    grouping = stats.Grouping.of(labels, patients, studies, parts)
     good = make_split(n_patients=200, seed=6, skill=0.95)[4]
     poor = make_split(n_patients=200, seed=6, skill=0.55)[4]
-    one = stats.intervals(design, good, ["image_accuracy"], n_resamples=400)["image_accuracy"]
-    two = stats.intervals(design, np.stack([good, poor]), ["image_accuracy"],
+    one = stats.intervals(grouping, good, ["image_accuracy"], n_resamples=400)["image_accuracy"]
+    two = stats.intervals(grouping, np.stack([good, poor]), ["image_accuracy"],
                           n_resamples=400)["image_accuracy"]
     both = [metrics.accuracy(labels, metrics.predict_labels(p)) for p in (good, poor)]
     assert two["value"] == pytest.approx(np.mean(both))
@@ -121,21 +121,21 @@ def test_mcnemar_is_the_exact_binomial_test_of_the_discordant_images(a_only, b_o
 
 def test_compare_names_a_clear_winner_and_calls_a_tie_a_tie():
     labels, patients, studies, parts, _ = make_split(n_patients=300, seed=8)
-    design = stats.Design.of(labels, patients, studies, parts)
+    grouping = stats.Grouping.of(labels, patients, studies, parts)
     strong = make_split(n_patients=300, seed=8, skill=0.95)[4]
     weak = make_split(n_patients=300, seed=8, skill=0.6)[4]
-    win = stats.compare(design, strong, weak, n_resamples=400)
+    win = stats.compare(grouping, strong, weak, n_resamples=400)
     assert win["verdict"] == "a" and win["low"] > 0 and win["p_value"] < 0.05
-    lose = stats.compare(design, weak, strong, "study_kappa", n_resamples=400)
+    lose = stats.compare(grouping, weak, strong, "study_kappa", n_resamples=400)
     assert lose["verdict"] == "b" and lose["high"] < 0
-    tie = stats.compare(design, strong, strong, n_resamples=400)
+    tie = stats.compare(grouping, strong, strong, n_resamples=400)
     assert tie["verdict"] is None and tie["difference"] == 0 and tie["p_value"] == 1.0
     assert set(tie["reasons"]) == {"interval", "test", "sign"}
     # Nearly the same predictor: a few flipped images are not a difference.
     nudged = strong.copy()
     flip = np.flatnonzero((strong >= 0.5) == labels)[:3]
     nudged[flip] = 1 - nudged[flip]
-    close = stats.compare(design, strong, nudged, n_resamples=400)
+    close = stats.compare(grouping, strong, nudged, n_resamples=400)
     assert close["verdict"] is None and close["p_value"] >= 0.05
 
 
@@ -145,21 +145,21 @@ def test_two_level_bootstrap_matches_a_slow_loop_over_copied_splits():
     mean over the drawn seeds. The same random draws, scored the slow way, give the same
     interval."""
     labels, patients, studies, parts, _ = make_split(n_patients=25, seed=9)
-    design = stats.Design.of(labels, patients, studies, parts)
+    grouping = stats.Grouping.of(labels, patients, studies, parts)
     probs = np.stack([predictions(labels, s, j) for j, s in enumerate((0.9, 0.7, 0.8))])
     k, n_resamples = 3, 40
-    got = stats.intervals(design, probs, ["image_accuracy", "study_kappa"],
+    got = stats.intervals(grouping, probs, ["image_accuracy", "study_kappa"],
                           n_resamples=n_resamples, seed=5)
     rng = np.random.default_rng(5)
     seeds = rng.integers(0, k, size=n_resamples * k)
-    draws = rng.integers(0, design.n_patients, size=(n_resamples * k, design.n_patients))
+    draws = rng.integers(0, grouping.n_patients, size=(n_resamples * k, grouping.n_patients))
     for name in ("image_accuracy", "study_kappa"):
         values = []
         for r in range(n_resamples):
             per_seed = []
             for j in range(k):
                 row = r * k + j
-                counts = np.bincount(draws[row], minlength=design.n_patients)
+                counts = np.bincount(draws[row], minlength=grouping.n_patients)
                 table = expanded_metrics(counts, labels, patients, studies, parts, probs[seeds[row]])
                 per_seed.append(table[name])
             values.append(np.mean(per_seed))
@@ -190,16 +190,16 @@ def three_seed_case(skills_a, skills_b, n_patients=300):
     """A split and two settings' (3, N) predictions, run j of each right with probability
     skills[j]; where a seed's skills match, both settings' runs are the same run."""
     labels, patients, studies, parts, _ = make_split(n_patients=n_patients, seed=11)
-    design = stats.Design.of(labels, patients, studies, parts)
+    grouping = stats.Grouping.of(labels, patients, studies, parts)
     a = np.stack([predictions(labels, s, 20 + j) for j, s in enumerate(skills_a)])
     b = np.stack([predictions(labels, sb, 20 + j if sa == sb else 40 + j)
                   for j, (sa, sb) in enumerate(zip(skills_a, skills_b))])
-    return design, a, b
+    return grouping, a, b
 
 
 def test_a_winner_in_every_seed_is_established():
-    design, a, b = three_seed_case((0.95, 0.93, 0.96), (0.65, 0.62, 0.66))
-    got = stats.compare(design, a, b, n_resamples=400)
+    grouping, a, b = three_seed_case((0.95, 0.93, 0.96), (0.65, 0.62, 0.66))
+    got = stats.compare(grouping, a, b, n_resamples=400)
     assert got["seeds"] == 3 and len(got["per_seed"]) == 3
     assert all(s["difference"] > 0 for s in got["per_seed"]) and got["same_sign"]
     assert got["verdict"] == "a" and got["reasons"] == []
@@ -211,8 +211,8 @@ def test_a_winner_in_every_seed_is_established():
 def test_a_winner_in_one_seed_only_is_not_established():
     """Seed 0: A far better; seeds 1 and 2: the same runs on both sides. The pooled images
     may still lean A's way, but the seed pairs do not agree, so no verdict."""
-    design, a, b = three_seed_case((0.97, 0.7, 0.7), (0.6, 0.7, 0.7))
-    got = stats.compare(design, a, b, n_resamples=400)
+    grouping, a, b = three_seed_case((0.97, 0.7, 0.7), (0.6, 0.7, 0.7))
+    got = stats.compare(grouping, a, b, n_resamples=400)
     diffs = [s["difference"] for s in got["per_seed"]]
     assert diffs[0] > 0.2 and diffs[1] == 0 and diffs[2] == 0
     assert got["verdict"] is None and "sign" in got["reasons"]
@@ -220,9 +220,9 @@ def test_a_winner_in_one_seed_only_is_not_established():
 
 
 def test_a_tie_over_seeds_is_not_established_and_says_why():
-    design, a, b = three_seed_case((0.8, 0.8, 0.8), (0.8, 0.8, 0.8))
+    grouping, a, b = three_seed_case((0.8, 0.8, 0.8), (0.8, 0.8, 0.8))
     b = b[[1, 2, 0]]  # the same runs, paired with other seeds: differences of both signs
-    got = stats.compare(design, a, b, n_resamples=400)
+    got = stats.compare(grouping, a, b, n_resamples=400)
     assert got["verdict"] is None and "interval" in got["reasons"]
     assert got["low"] < 0 < got["high"]
 
@@ -230,8 +230,8 @@ def test_a_tie_over_seeds_is_not_established_and_says_why():
 def test_one_class_kappa_is_none_not_an_error():
     labels = np.ones(12, dtype=int)
     patients = np.repeat([f"p{i}" for i in range(6)], 2)
-    design = stats.Design.of(labels, patients, np.repeat(["study1"], 12))
-    got = stats.intervals(design, np.full(12, 0.9), ["study_kappa", "image_accuracy"],
+    grouping = stats.Grouping.of(labels, patients, np.repeat(["study1"], 12))
+    got = stats.intervals(grouping, np.full(12, 0.9), ["study_kappa", "image_accuracy"],
                           n_resamples=100)
     assert got["study_kappa"]["value"] is None
     assert got["image_accuracy"]["value"] == 1.0

@@ -11,9 +11,9 @@ def split_intervals(split, rows: np.ndarray, probs: np.ndarray, seed: int = 0) -
     """``stats.intervals`` of the predictions ``probs`` of the rows ``rows`` of a split: every
     metric of ``stats.METRICS`` with its 95 % bootstrap interval over patients."""
     rows = np.asarray(rows, np.int64)
-    design = stats.Design.of(np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
+    grouping = stats.Grouping.of(np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
                              np.asarray(split.study_ids)[rows], np.asarray(split.body_parts)[rows])
-    return stats.intervals(design, probs, seed=seed)
+    return stats.intervals(grouping, probs, seed=seed)
 
 
 def confident_mistakes(labels, probs, k: int) -> dict[str, np.ndarray]:
@@ -64,12 +64,12 @@ def body_part_kappas(split, rows, probs, seed: int = 0) -> list[dict]:
     rows = np.asarray(rows, np.int64)
     probs = np.asarray(probs)
     parts = np.asarray(split.body_parts)[rows]
-    design = stats.Design.of(np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
+    grouping = stats.Grouping.of(np.asarray(split.labels)[rows], np.asarray(split.patient_ids)[rows],
                              np.asarray(split.study_ids)[rows], parts)
     out = []
     for part in [*np.unique(parts).tolist(), "all"]:
         mask = np.ones(len(rows), bool) if part == "all" else parts == part
-        sub = design.subset(mask)
+        sub = grouping.subset(mask)
         if sub.n_patients > 1:
             kappa = stats.intervals(sub, probs[mask], ("study_kappa",), seed=seed)["study_kappa"]
         else:

@@ -1,6 +1,6 @@
 """Accuracy per image, per patient and per study, Cohen's kappa, confusion matrices.
 
-Every function is a plain function over 1-D arrays of one split. Conventions (MURA.md):
+Every function is a plain function over 1-D arrays of one split. Conventions (docs/mura.md):
 
 - Labels follow the project's convention: ``1`` = normal, ``0`` = abnormal.
 - Probabilities are the network's output, P(normal). An image or a study is predicted normal
@@ -25,12 +25,21 @@ import math
 
 import numpy as np
 
+from ..data.mura import ABNORMAL, NORMAL
 from ..formatting import format_metric
 
-NORMAL = 1
-ABNORMAL = 0
 CLASS_NAMES = ("abnormal", "normal")  # index = label value
 THRESHOLD = 0.5
+#: How each metric is named to people: tables, figures, the command line, the discussions.
+METRIC_NAMES = {
+    "loss": "loss (BCE)",
+    "image_accuracy": "accuracy per image",
+    "patient_accuracy": "accuracy per patient",
+    "study_accuracy": "accuracy per study",
+    "study_kappa": "Cohen's kappa per study",
+    "image_auc": "AUROC per image",
+    "study_auc": "AUROC per study",
+}
 
 
 def _as_binary(values, name: str) -> np.ndarray:
@@ -74,9 +83,6 @@ def accuracy(labels, preds) -> float:
     if y.size == 0:
         return float("nan")
     return float(np.mean(y == p))
-
-
-image_accuracy = accuracy
 
 
 def group_majority(values, groups) -> tuple[np.ndarray, np.ndarray]:
@@ -354,13 +360,10 @@ METRIC_ROWS = (
     ("images", "n_images", "int"),
     ("patients", "n_patients", "int"),
     ("studies", "n_studies", "int"),
-    ("loss (BCE)", "loss", "float"),
-    ("accuracy per image", "image_accuracy", "pct"),
-    ("accuracy per patient", "patient_accuracy", "pct"),
-    ("accuracy per study", "study_accuracy", "pct"),
-    ("Cohen's kappa per study", "study_kappa", "float"),
-    ("AUROC per image", "image_auc", "float"),
-    ("AUROC per study", "study_auc", "float"),
+    *((METRIC_NAMES[key], key, kind) for key, kind in (
+        ("loss", "float"), ("image_accuracy", "pct"), ("patient_accuracy", "pct"),
+        ("study_accuracy", "pct"), ("study_kappa", "float"), ("image_auc", "float"),
+        ("study_auc", "float"))),
     ("majority class: accuracy per image", ("baseline", "image_accuracy"), "pct"),
     ("majority class: accuracy per patient", ("baseline", "patient_accuracy"), "pct"),
     ("majority class: accuracy per study", ("baseline", "study_accuracy"), "pct"),

@@ -46,9 +46,10 @@ _BATCH = 250  # resamples evaluated at once: (250, images) weight matrices
 
 
 @dataclass(frozen=True)
-class Design:
-    """Who is who in a split: per image its label, patient and study (as indices), and the
-    study and patient labels under the metrics' rules. Build it with ``Design.of``."""
+class Grouping:
+    """How a split's images group into patients and studies: per image its label, patient
+    and study (as indices), and the study and patient labels under the metrics' rules (the
+    unit a bootstrap resamples is the patient). Build it with ``Grouping.of``."""
 
     labels: np.ndarray          # (N,) int64, 1 normal / 0 abnormal
     patient: np.ndarray         # (N,) int64 index into the P patients
@@ -58,7 +59,7 @@ class Design:
     patient_labels: np.ndarray  # (P,) int64, majority of the patient's image labels
 
     @classmethod
-    def of(cls, labels, patient_ids, study_ids, body_parts=None) -> "Design":
+    def of(cls, labels, patient_ids, study_ids, body_parts=None) -> "Grouping":
         """From per-image arrays; studies are keyed by (body part, patient, study) when body
         parts are given, as ``metrics.metric_table`` keys them."""
         y = metrics._as_binary(labels, "labels")
@@ -81,10 +82,10 @@ class Design:
     def n_patients(self) -> int:
         return len(self.patient_labels)
 
-    def subset(self, mask) -> "Design":
-        """The design of the images where ``mask`` is true (e.g. one body part)."""
+    def subset(self, mask) -> "Grouping":
+        """The grouping of the images where ``mask`` is true (e.g. one body part)."""
         mask = np.asarray(mask, dtype=bool)
-        return Design.of(self.labels[mask], self.patient[mask], self.study[mask])
+        return Grouping.of(self.labels[mask], self.patient[mask], self.study[mask])
 
 
 # --------------------------------------------------------------------------- predictions
@@ -101,19 +102,19 @@ class _Votes:
     image_prob: np.ndarray       # (k, N)
 
 
-def _votes(design: Design, probs) -> _Votes:
+def _votes(grouping: Grouping, probs) -> _Votes:
     probs = np.atleast_2d(np.asarray(probs, dtype=np.float64))
-    if probs.shape[1] != len(design.labels):
-        raise ValueError(f"{probs.shape[1]} predictions for {len(design.labels)} images")
+    if probs.shape[1] != len(grouping.labels):
+        raise ValueError(f"{probs.shape[1]} predictions for {len(grouping.labels)} images")
     if not np.all(np.isfinite(probs)) or probs.min() < 0 or probs.max() > 1:
         raise ValueError("probabilities must be finite and within [0, 1]")
     pred = (probs >= metrics.THRESHOLD).astype(np.int64)
-    image_correct = (pred == design.labels).astype(np.float64)
+    image_correct = (pred == grouping.labels).astype(np.float64)
     patient_correct = np.stack([
-        (metrics.group_majority(p, design.patient)[1] == design.patient_labels) for p in pred
+        (metrics.group_majority(p, grouping.patient)[1] == grouping.patient_labels) for p in pred
     ]).astype(np.float64)
-    counts = np.bincount(design.study, minlength=len(design.study_labels))
-    study_prob = np.stack([np.bincount(design.study, weights=p, minlength=len(counts)) / counts
+    counts = np.bincount(grouping.study, minlength=len(grouping.study_labels))
+    study_prob = np.stack([np.bincount(grouping.study, weights=p, minlength=len(counts)) / counts
                            for p in probs])
     study_pred = (study_prob >= metrics.THRESHOLD).astype(np.int64)
     return _Votes(image_correct, patient_correct, study_pred, study_prob, probs)
@@ -162,20 +163,20 @@ def _auc(w, s, labels, scores):
     return out / s.sum(axis=1)
 
 
-def _metric(name: str, design: Design, votes: _Votes, patient_w, s):
+def _metric(name: str, grouping: Grouping, votes: _Votes, patient_w, s):
     if name == "image_accuracy":
-        return _rate(patient_w[:, design.patient], s, votes.image_correct)
+        return _rate(patient_w[:, grouping.patient], s, votes.image_correct)
     if name == "patient_accuracy":
         return _rate(patient_w, s, votes.patient_correct)
-    study_w = patient_w[:, design.study_patient]
+    study_w = patient_w[:, grouping.study_patient]
     if name == "study_accuracy":
-        return _rate(study_w, s, (votes.study_pred == design.study_labels).astype(np.float64))
+        return _rate(study_w, s, (votes.study_pred == grouping.study_labels).astype(np.float64))
     if name == "study_kappa":
-        return _kappa(study_w, s, design.study_labels, votes.study_pred)
+        return _kappa(study_w, s, grouping.study_labels, votes.study_pred)
     if name == "image_auc":
-        return _auc(patient_w[:, design.patient], s, design.labels, votes.image_prob)
+        return _auc(patient_w[:, grouping.patient], s, grouping.labels, votes.image_prob)
     if name == "study_auc":
-        return _auc(study_w, s, design.study_labels, votes.study_prob)
+        return _auc(study_w, s, grouping.study_labels, votes.study_prob)
     raise ValueError(f"unknown metric {name!r}; choose one of {', '.join(METRICS)}")
 
 
@@ -187,12 +188,12 @@ def _draw_counts(index, size: int):
         .reshape(index.shape[0], size).astype(np.float64)
 
 
-def _per_seed(statistic, design: Design, k: int):
+def _per_seed(statistic, grouping: Grouping, k: int):
     """``statistic`` of every one of the k seeds on the whole split: (m, k)."""
-    return statistic(np.ones((k, design.n_patients)), np.eye(k))
+    return statistic(np.ones((k, grouping.n_patients)), np.eye(k))
 
 
-def _bootstrap(statistic, design: Design, k: int, n_resamples: int, confidence: float,
+def _bootstrap(statistic, grouping: Grouping, k: int, n_resamples: int, confidence: float,
                seed: int):
     """A two-level bootstrap of the mean over seeds of ``statistic``: each resample draws k
     of the k seeds with replacement, then, for each seed drawn, as many patients as the split
@@ -203,12 +204,12 @@ def _bootstrap(statistic, design: Design, k: int, n_resamples: int, confidence: 
     percentile interval at ``confidence``. With one seed this is the bootstrap over patients.
     """
     rng = np.random.default_rng(seed)
-    eye, n_patients = np.eye(k), design.n_patients
+    eye, n_patients = np.eye(k), grouping.n_patients
     # A statistic may be undefined (a kappa with one class): NaN, left out of the interval,
     # and None when it is undefined everywhere.
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        point = _per_seed(statistic, design, k).mean(axis=1)
+        point = _per_seed(statistic, grouping, k).mean(axis=1)
         replicates = []
         for start in range(0, n_resamples, _BATCH):
             b = min(_BATCH, n_resamples - start)
@@ -230,7 +231,7 @@ def _finite(x) -> float | None:
 # --------------------------------------------------------------------------- public API
 
 
-def intervals(design: Design, probs, names=METRICS, *, n_resamples: int = N_RESAMPLES,
+def intervals(grouping: Grouping, probs, names=METRICS, *, n_resamples: int = N_RESAMPLES,
               confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, dict]:
     """Each metric of ``names`` with its bootstrap interval: name -> {"value", "low", "high",
     "seeds" (the metric of each seed, in order)}.
@@ -239,14 +240,14 @@ def intervals(design: Design, probs, names=METRICS, *, n_resamples: int = N_RESA
     whose value is then the mean over the k of each one's metric, and whose interval comes
     from the two-level bootstrap (seeds, then patients). Undefined values (a kappa or AUROC
     with one class) are None."""
-    votes = _votes(design, probs)
+    votes = _votes(grouping, probs)
     k = votes.image_prob.shape[0]
 
     def statistic(pw, s):
-        return np.stack([_metric(name, design, votes, pw, s) for name in names])
+        return np.stack([_metric(name, grouping, votes, pw, s) for name in names])
 
-    point, low, high = _bootstrap(statistic, design, k, n_resamples, confidence, seed)
-    each = _per_seed(statistic, design, k)
+    point, low, high = _bootstrap(statistic, grouping, k, n_resamples, confidence, seed)
+    each = _per_seed(statistic, grouping, k)
     return {name: {"value": _finite(point[i]), "low": _finite(low[i]), "high": _finite(high[i]),
                    "seeds": [_finite(v) for v in each[i]]}
             for i, name in enumerate(names)}
@@ -284,7 +285,7 @@ def stratified_mcnemar(tests: list[dict]) -> dict:
     return {"a_only": a_only, "b_only": b_only, "p_value": p}
 
 
-def compare(design: Design, probs_a, probs_b, metric: str = "image_accuracy", *,
+def compare(grouping: Grouping, probs_a, probs_b, metric: str = "image_accuracy", *,
             n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
             alpha: float = ALPHA) -> dict:
     """Setting A against setting B on the same images, each trained from the same k seeds:
@@ -303,18 +304,18 @@ def compare(design: Design, probs_a, probs_b, metric: str = "image_accuracy", *,
     ``verdict`` is "a" or "b" (the better setting) only when all three agree: the interval
     excludes zero, the stratified test gives p < alpha in the same direction, and every seed
     pair has that sign; else None, and ``reasons`` says which of them failed."""
-    va, vb = _votes(design, probs_a), _votes(design, probs_b)
+    va, vb = _votes(grouping, probs_a), _votes(grouping, probs_b)
     k = va.image_prob.shape[0]
     if vb.image_prob.shape[0] != k:
         raise ValueError("compare needs the same number of seeds on both sides")
 
     def statistic(pw, s):
-        a = _metric(metric, design, va, pw, s)
-        b = _metric(metric, design, vb, pw, s)
+        a = _metric(metric, grouping, va, pw, s)
+        b = _metric(metric, grouping, vb, pw, s)
         return np.stack([a - b, a, b])
 
-    point, low, high = _bootstrap(statistic, design, k, n_resamples, confidence, seed)
-    per_seed_values = _per_seed(statistic, design, k)
+    point, low, high = _bootstrap(statistic, grouping, k, n_resamples, confidence, seed)
+    per_seed_values = _per_seed(statistic, grouping, k)
     per_seed = [{"difference": _finite(per_seed_values[0, j]), "a": _finite(per_seed_values[1, j]),
                  "b": _finite(per_seed_values[2, j]),
                  **mcnemar(va.image_correct[j], vb.image_correct[j])} for j in range(k)]

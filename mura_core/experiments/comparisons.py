@@ -121,7 +121,7 @@ def final_train_loss(history: dict, window: int = 10) -> float | None:
     return float(loss.mean())
 
 
-def variant_row(name: str, runs: list[Run], design: stats.Design, seed: int = 0) -> dict:
+def variant_row(name: str, runs: list[Run], grouping: stats.Grouping, seed: int = 0) -> dict:
     """One table row of a variant: parameters, time per step, steps, seeds, final loss and
     train accuracy (means over seeds), and every valid metric of ``COMPARED``: its mean over
     the seeds with the two-level bootstrap interval (``{metric}``, ``{metric}_low``,
@@ -143,7 +143,7 @@ def variant_row(name: str, runs: list[Run], design: stats.Design, seed: int = 0)
         "reused": all(r.reused for r in runs),
     }
     probs = None if row["diverged"] else variant_probs(runs)
-    cis = stats.intervals(design, probs, COMPARED, seed=seed) if probs is not None else {}
+    cis = stats.intervals(grouping, probs, COMPARED, seed=seed) if probs is not None else {}
     for metric in COMPARED:
         ci = cis.get(metric, {})
         row[metric], row[f"{metric}_low"], row[f"{metric}_high"] = (
@@ -152,7 +152,7 @@ def variant_row(name: str, runs: list[Run], design: stats.Design, seed: int = 0)
     return row
 
 
-def comparisons(variants: dict[str, list[Run]], reference: str, design: stats.Design,
+def comparisons(variants: dict[str, list[Run]], reference: str, grouping: stats.Grouping,
                 metric: str = "image_accuracy", seed: int = 0) -> list[dict]:
     """Each variant against ``reference`` on the same valid images and seeds
     (``stats.compare``: the interval of the difference and McNemar's p), one dict per
@@ -168,30 +168,30 @@ def comparisons(variants: dict[str, list[Run]], reference: str, design: stats.De
             out.append({"name": name, "metric": metric, "verdict": None, "diverged": True})
             continue
         out.append({"name": name, "diverged": False,
-                    **stats.compare(design, probs, ref, metric, seed=seed)})
+                    **stats.compare(grouping, probs, ref, metric, seed=seed)})
     return out
 
 
-def architecture_summary(variants: dict[str, list[Run]], design: stats.Design,
+def architecture_summary(variants: dict[str, list[Run]], grouping: stats.Grouping,
                          seed: int = 0) -> dict:
     """{"table": one ``variant_row`` per architecture, "comparisons": each against the
     baseline (``comparisons``)}."""
-    return {"table": [variant_row(name, runs, design, seed) for name, runs in variants.items()],
-            "comparisons": comparisons(variants, "baseline", design, seed=seed)}
+    return {"table": [variant_row(name, runs, grouping, seed) for name, runs in variants.items()],
+            "comparisons": comparisons(variants, "baseline", grouping, seed=seed)}
 
 
-def sweep_summary(knob: str, values, variants: dict[str, list[Run]], centre, design: stats.Design,
+def sweep_summary(knob: str, values, variants: dict[str, list[Run]], centre, grouping: stats.Grouping,
                   seed: int = 0) -> dict:
     """{"rows": per value its ``variant_row`` with ``value``, batch size, lr, momentum, steps
     and examples; "comparisons": each value against the ``centre`` value}."""
     rows = []
     for value, (name, runs) in zip(values, variants.items()):
         spec = runs[0].spec
-        rows.append({**variant_row(name, runs, design, seed), "value": value,
+        rows.append({**variant_row(name, runs, grouping, seed), "value": value,
                      "batch_size": spec.batch_size, "lr": spec.lr, "momentum": spec.momentum,
                      "examples": spec.steps * spec.batch_size})
     return {"rows": rows,
-            "comparisons": comparisons(variants, sweep_label(knob, centre), design, seed=seed)}
+            "comparisons": comparisons(variants, sweep_label(knob, centre), grouping, seed=seed)}
 
 
 def sweep_plan(base: RunSpec, **values) -> dict[str, dict[str, RunSpec]]:
@@ -201,7 +201,7 @@ def sweep_plan(base: RunSpec, **values) -> dict[str, dict[str, RunSpec]]:
 
 
 def sweep_summaries(plan: dict[str, dict[str, RunSpec]], trained: dict[str, list[Run]],
-                    base: RunSpec, design: stats.Design, seed: int = 0) -> dict[str, dict]:
+                    base: RunSpec, grouping: stats.Grouping, seed: int = 0) -> dict[str, dict]:
     """knob -> ``sweep_summary`` of its runs (``trained``: variant name -> its runs, from
     ``train_variants`` of every sweep's specs), each value against ``base``'s, with
     ``histories`` (variant name -> its runs' histories) for the figure."""
@@ -209,7 +209,7 @@ def sweep_summaries(plan: dict[str, dict[str, RunSpec]], trained: dict[str, list
     for knob, specs in plan.items():
         variants = {name: trained[name] for name in specs}
         values = [getattr(spec, knob) for spec in specs.values()]
-        out[knob] = {**sweep_summary(knob, values, variants, getattr(base, knob), design, seed),
+        out[knob] = {**sweep_summary(knob, values, variants, getattr(base, knob), grouping, seed),
                      "centre": getattr(base, knob), "histories": histories(variants)}
     return out
 

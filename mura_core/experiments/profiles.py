@@ -22,6 +22,8 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
+from ..nn.models import ARCHITECTURES
+
 NOTEBOOKS = (
     "01_model",
     "02_training",
@@ -31,7 +33,6 @@ NOTEBOOKS = (
     "06_explanations",
 )
 
-ARCHITECTURES = ("baseline", "deeper", "wider", "residual")
 
 
 @dataclass(frozen=True)

@@ -144,10 +144,6 @@ class Run:
     def seconds_per_step(self) -> float | None:
         return (self.history.get("timing") or {}).get("time_per_step_s")
 
-    @property
-    def examples_seen(self) -> int:
-        return int(self.history.get("step", 0)) * int(self.spec.batch_size)
-
 
 def _completed(folder: Path, steps: int, damaged) -> tuple[dict, np.ndarray] | None:
     """(history, valid predictions) of the completed run of ``steps`` steps stored in

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ..evaluation.metrics import METRIC_NAMES
 from ..experiments.comparisons import final_train_loss
 from ..formatting import duration, interval, p_value, percent
 
@@ -16,9 +17,6 @@ ARCHITECTURE_CHANGES = {
     "wider": "Width (twice the feature maps at every convolution)",
     "residual": "Residual connections",
 }
-METRIC_NAMES = {"image_accuracy": "valid accuracy per image",
-                "patient_accuracy": "valid accuracy per patient",
-                "study_accuracy": "valid accuracy per study", "study_kappa": "study kappa"}
 
 
 def _value(row: dict, metric: str) -> str:
@@ -74,7 +72,7 @@ def verdict_sentence(subject: str, cmp: dict, reference: str) -> str:
     difference is stated only when its verdict says it is established (interval, paired
     test and every seed pair agree); otherwise the sentence says which of them did not, and
     the smallest difference the comparison could have detected."""
-    what = METRIC_NAMES.get(cmp["metric"], cmp["metric"])
+    what = f"valid {METRIC_NAMES.get(cmp['metric'], cmp['metric'])}"
     if cmp.get("diverged"):
         return (f"{subject}: no comparison with {reference}, since a run diverged (a "
                 "non-finite loss) with these settings.")
@@ -286,8 +284,8 @@ def paper_comparison_note(synthetic: bool) -> str:
     return ("Ours are on MURA's valid split (the test split is hidden), the paper's on its test "
             "set: the same protocol (mean probability per study, threshold 0.5, Cohen's kappa) "
             "on other studies, by a far larger ImageNet-pretrained network at 320x320. The "
-            "paper's intervals come from a closed-form standard error that is much narrower "
-            "than a bootstrap (see MURA.md); ours resample whole patients.")
+            "paper's intervals come from a closed-form standard error computed without its "
+            "square root, much narrower than a bootstrap; ours resample whole patients.")
 
 
 def localization_summary(result: dict) -> str:

@@ -155,9 +155,9 @@ def table_block(rows: list[dict], columns=None, caption_markdown: str | None = N
             "text/latex": latex_table(rows, columns, formats, align, caption_markdown)}
 
 
-#: The headline and comparison tables' metric columns: key -> header.
-INTERVAL_COLUMNS = {"image_accuracy": "valid acc. per image", "patient_accuracy": "per patient",
-                    "study_accuracy": "per study", "study_kappa": "study kappa"}
+#: The headline table's metric columns (valid metrics): key -> header.
+INTERVAL_COLUMNS = {key: metrics.METRIC_NAMES[key] for key in (
+    "image_accuracy", "patient_accuracy", "study_accuracy", "study_kappa")}
 
 
 def with_intervals(row: dict, source: dict | None = None, keys=INTERVAL_COLUMNS) -> dict:
@@ -360,7 +360,7 @@ def sweep_report(knob: str, summary: dict, centre) -> dict:
 # --------------------------------------------------------------------------- explanations
 
 #: The MURA paper's study kappa per body part on its hidden test set (Rajpurkar et al.,
-#: arXiv:1712.06957, as quoted in MURA.md): the best of three radiologists, and the model (an
+#: arXiv:1712.06957, as quoted in docs/mura.md): the best of three radiologists, and the model (an
 #: ensemble of ImageNet-pretrained DenseNet-169s) with its interval as published.
 MURA_PAPER_KAPPA = {
     "elbow": {"radiologist": 0.850, "model": 0.710, "low": 0.674, "high": 0.745},
