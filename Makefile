@@ -5,7 +5,7 @@
 #                 training runs go to a Dask cluster, see README "More than one machine")
 #   make test     unit tests + the end-to-end smoke report
 #   make bench    every architecture at 96 and 227 against PyTorch CPU (installs it)
-#   make lab      JupyterLab on the notebooks, with the project's kernel
+#   make lab      JupyterLab on the notebooks, in the project's .venv
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -85,12 +85,12 @@ bench: bench-deps
 bench-step: bench-deps
 	$(PY) -m benchmarks.bench_step $(BENCH_ARGS)
 
-# JupyterLab and the project's kernel ("Python (mura-core)", the kernel the notebooks name).
+# JupyterLab from the .venv: its "python3" kernel, the one the notebooks name, is the .venv's
+# own Python (ipykernel's kernelspec inside the .venv), so nothing is registered elsewhere.
 LAB_STAMP := $(VENV)/.lab-installed
 
 $(LAB_STAMP): $(REPORT_STAMP)
 	$(PY) -m pip install --quiet -e '.[report,lab]'
-	$(PY) -m ipykernel install --user --name mura-core --display-name "Python (mura-core)"
 	touch $(LAB_STAMP)
 
 lab: $(LAB_STAMP)

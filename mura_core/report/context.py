@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..evaluation.stats import Design
+from ..evaluation.stats import Grouping
 from ..experiments import profiles as profiles_mod
 from ..experiments.executors import make_executor
 from ..experiments.profiles import Profile
@@ -30,7 +30,7 @@ class NotebookContext:
     with a numbered caption (which says "synthetic data" when it is); ``table`` displays a
     table with its caption; ``save_results`` writes ``OUT/results/NAME.json``. For training:
     ``run_spec`` (the notebook's settings as an ``experiments.RunSpec``), ``seeds``,
-    ``executor`` (who trains: this process, or a Dask cluster) and ``design`` (who is who in
+    ``executor`` (who trains: this process, or a Dask cluster) and ``grouping`` (who is who in
     a split, for the statistics).
     """
 
@@ -97,10 +97,10 @@ class NotebookContext:
                        schedule=c["schedule"], augment=bool(c.get("augment", False)))
         return spec.replace(**changes)
 
-    def design(self, split: str = "valid"):
-        """``stats.Design`` of a cached split: labels, patients, studies."""
+    def grouping(self, split: str = "valid"):
+        """``stats.Grouping`` of a cached split: labels, patients, studies."""
         part = self.cache.split(split)
-        return Design.of(part.labels, part.patient_ids, part.study_ids, part.body_parts)
+        return Grouping.of(part.labels, part.patient_ids, part.study_ids, part.body_parts)
 
     def label(self, text: str) -> str:
         """``text`` with "(synthetic data)" appended when the data is synthetic."""
