@@ -1,11 +1,12 @@
 """What ``make bench`` measures: every architecture at the quick size and at the assignment's,
 against PyTorch CPU on the same network and machine, beside the physical limit.
 
-    python -m benchmarks.bench_suite [--sizes 96,227] [--archs baseline,deeper,wider,residual]
-        [--steps 10] [--warmup 2] [--threads 2] [--eval-images 1500]
+    python -m benchmarks.bench_suite [--sizes 64,96,227] [--archs baseline,deeper,wider,residual]
+        [--steps 10] [--warmup 2] [--threads 2] [--eval-images 1500] [--eval-size 96]
         [--json benchmarks/results/suite.json]
 
-For each (architecture, size): one training step and one inference step of batch 32, float32,
+For each (architecture, size; 64 is what the quick profile trains, 227 the assignment's):
+one training step and one inference step of batch 32, float32,
 on our NumPy backend and on PyTorch CPU, each in its own process (``bench_step``'s workers),
 and the ratio ours / PyTorch from the same run. Beside them, the floating-point operations of
 the step (``bench_step.layer_flops`` over every convolution and fully connected layer,
@@ -13,7 +14,7 @@ forward and backward, as a direct convolution computes them) and the time they w
 this machine's single-GEMM throughput (the best of a few large float32 matrix products on the
 same threads, measured in this run): the step's physical limit on this machine, which a
 Winograd layer may beat since it does fewer multiplications than it is counted for. Last, the
-evaluation pass of ``--eval-images`` valid images at the quick size, as the trainer runs it
+evaluation pass of ``--eval-images`` valid images at ``--eval-size``, as the trainer runs it
 (``evaluation.predictions.predict_split``: standardization and evaluation-mode forward).
 Nothing here asserts a time.
 """
@@ -29,8 +30,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .bench_step import (INSTALL_TORCH, add_ratios, flatten_row, layer_flops, markdown_table,
-                         spawn_worker, torch_version)
+from .bench_step import (INSTALL_TORCH, flatten_row, layer_flops, markdown_table, spawn_worker,
+                         torch_version)
 from .measure import machine_info
 
 ARCHS = ("baseline", "deeper", "wider", "residual")
@@ -107,13 +108,14 @@ def evaluation_pass(size: int, images: int, threads: int, batch: int = 64) -> di
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_suite", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", default="96,227")
+    p.add_argument("--sizes", default="64,96,227")
     p.add_argument("--archs", default=",".join(ARCHS))
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--eval-images", type=int, default=1500)
+    p.add_argument("--eval-size", type=int, default=96)
     p.add_argument("--json", default="benchmarks/results/suite.json")
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
@@ -147,19 +149,17 @@ def main(argv=None) -> int:
             results = [spawn_worker(b, step) for b in (["numpy", "torch-cpu"] if has_torch
                                                         else ["numpy"])]
             results = [r for r in results if "train_ms" in r]
-            add_ratios(results)
             flat = {r["backend"]: flatten_row(r) for r in results}
             flops = step_flops(arch, size, args.batch)
-            ours = flat.get("numpy", {})
-            rows.append({"arch": arch, "size": size, "gflop": flops / 1e9,
-                         "limit_ms": 1e3 * flops / gemm,
-                         "numpy_ms": ours.get("train_ms"),
-                         "torch_ms": flat.get("torch-cpu", {}).get("train_ms"),
-                         "train_x": ours.get("train_x"),
-                         "numpy_infer_ms": ours.get("infer_ms"),
-                         "torch_infer_ms": flat.get("torch-cpu", {}).get("infer_ms"),
-                         "infer_x": ours.get("infer_x")})
-    evaluation = evaluation_pass(min(args.sizes), args.eval_images, args.threads)
+            ours, theirs = flat.get("numpy", {}), flat.get("torch-cpu", {})
+            row = {"arch": arch, "size": size, "gflop": flops / 1e9,
+                   "limit_ms": 1e3 * flops / gemm, "numpy_ms": ours.get("train_ms"),
+                   "torch_ms": theirs.get("train_ms"), "numpy_infer_ms": ours.get("infer_ms"),
+                   "torch_infer_ms": theirs.get("infer_ms")}
+            row["train_x"] = _ratio(row["numpy_ms"], row["torch_ms"])
+            row["infer_x"] = _ratio(row["numpy_infer_ms"], row["torch_infer_ms"])
+            rows.append(row)
+    evaluation = evaluation_pass(args.eval_size, args.eval_images, args.threads)
     print()
     print(suite_table(rows))
     print(f"\nevaluation pass: {evaluation['images']} images at {evaluation['size']}x"
@@ -175,6 +175,10 @@ def main(argv=None) -> int:
                                     "evaluation": evaluation}, indent=2) + "\n")
         print(f"wrote {path}")
     return 0
+
+
+def _ratio(ours, theirs) -> float | None:
+    return None if ours is None or not theirs else ours / theirs
 
 
 def _ms(value) -> str:

@@ -128,3 +128,21 @@ def test_torch_twin_initializes_at_our_scale():
             assert float(theirs.detach().std()) == pytest.approx(float(np.std(ours)), rel=0.2), name
         else:
             assert float(theirs.detach().abs().max()) == 0.0, name
+
+
+def test_the_suite_counts_the_baselines_flops_as_its_layer_table_says():
+    """Forward plus backward multiply-adds (x2) of the assignment's baseline at 227x227,
+    written out from its layer shapes (the first convolution computes no input gradient)."""
+    from benchmarks.bench_suite import step_flops
+
+    b = 32
+    convs = [  # (output channels, output side, input channels, kernel, input gradient)
+        (64, 114, 1, 7, False), (128, 29, 64, 5, True), (256, 14, 128, 3, True),
+        (384, 14, 256, 3, True), (256, 14, 384, 3, True), (256, 14, 256, 3, True)]
+    total = 0.0
+    for d, side, c, k, input_grad in convs:
+        forward = 2.0 * b * d * side * side * c * k * k
+        total += forward * (3 if input_grad else 2)
+    for d_in, d_out in ((12544, 2048), (2048, 1)):
+        total += 3 * 2.0 * b * d_in * d_out
+    assert step_flops("baseline", 227, b) == pytest.approx(total, rel=1e-12)
