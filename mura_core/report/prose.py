@@ -176,7 +176,8 @@ def training_summary(run, cache) -> str:
     timing = h.get("timing") or {}
     n_train = len(cache.split("train"))
     steps = int(h.get("step", 0))
-    epochs = steps * run.settings["batch_size"] / max(1, n_train)
+    # A step takes a whole batch; an epoch's last, partial batch is left out (drop_last).
+    epochs = h.get("epoch", steps * run.settings["batch_size"] / max(1, n_train))
     text = (f"The {h.get('model', {}).get('arch', run.name)} network "
             f"({(h.get('model') or {}).get('num_parameters', 0):,} parameters) was trained for "
             f"{steps:,} steps of {run.settings['batch_size']} images, {epochs:.1f} epochs of the "
