@@ -23,7 +23,9 @@ from pathlib import Path
 
 from ..nn.backend import BACKENDS
 from ..nn.models import ARCHITECTURES
+from ..resources import check_worker_count
 from . import EXIT_FAILED, CommandFailed, add_config_options, command, config_from_args, fail
+from .data import check_cache_size
 
 
 def _train(args) -> int:
@@ -39,10 +41,13 @@ def _train(args) -> int:
     config = config_from_args(TrainConfig, args)
     config.validate()
     find_mura_root(args.data)
+    check_cache_size(args.size)
+    check_worker_count(args.workers)
     try:
         backend = resolve_backend(args.backend)
     except RuntimeError as exc:  # cupy asked for where it cannot run
         return fail(str(exc))
+    check_memory(args, config, backend)
     model = build_model(args.arch, input_size=args.size,
                         seed=args.model_seed if args.model_seed is not None else args.seed,
                         backend=backend, width=args.width, dropout=args.dropout)
@@ -65,6 +70,31 @@ def _train(args) -> int:
         raise CommandFailed(str(exc)) from None
     _print_result(result, seconds, config)
     return 0
+
+
+def check_memory(args, config, backend: str) -> None:
+    """ValueError when even the least memory a step or an evaluation batch takes
+    (``models.memory_bytes``) is more than this machine (on CuPy: the GPU) has available;
+    before the model is built or any image decoded."""
+    from ..formatting import data_size
+    from ..nn.backend import device_memory_free
+    from ..nn.models import memory_bytes
+    from ..resources import available_memory
+
+    step = memory_bytes(args.arch, args.size, config.batch_size, args.width)
+    evaluation = memory_bytes(args.arch, args.size, config.eval_batch_size, args.width,
+                              training=False)
+    available = device_memory_free(backend) if backend == "cupy" else available_memory()
+    if available is not None and max(step, evaluation) > available:
+        where = "the GPU has" if backend == "cupy" else "this machine has"
+        what, option, batch = (("a training step", "--batch-size", config.batch_size)
+                               if step >= evaluation else
+                               ("an evaluation batch", "--eval-batch-size", config.eval_batch_size))
+        raise ValueError(
+            f"{what} of {args.arch} on {batch} images of {args.size}x{args.size} ({option} "
+            f"{batch}, --size {args.size}) needs at least {data_size(max(step, evaluation))} of "
+            f"memory, but {where} {data_size(available)} available; use a smaller {option} or "
+            "--size")
 
 
 def _train_in(out: Path, args, config, model, backend: str):

@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from ..files import check_writable_folder
+from ..resources import check_worker_count
 from .mura import BODY_PARTS, ROOT_NAME
 
 DEFAULT_TRAIN = 2000
@@ -482,9 +483,7 @@ def check_synthetic_settings(n_train, n_valid, seed=0, workers=None,
                              f"got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"{names[2]} must be a non-negative integer, got {seed!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
-                                or workers < 1):
-        raise ValueError(f"{names[3]} must be a positive integer, got {workers!r}")
+    check_worker_count(workers, names[3])
 
 
 def generate_synthetic(

@@ -60,6 +60,16 @@ def resolve_backend(name: str = "numpy", verbose: bool = True) -> str:
     return name
 
 
+def device_memory_free(backend: str) -> int | None:
+    """Bytes free on the GPU that a CuPy model would use (with what CuPy's memory pool holds
+    unused); None for NumPy, whose memory is the machine's."""
+    if backend != "cupy" or not cupy_available():
+        return None
+    cupy = _cupy_status()[0]
+    free, _ = cupy.cuda.Device().mem_info
+    return int(free) + int(cupy.get_default_memory_pool().free_bytes())
+
+
 def xp_for(name: str):
     """The array module (numpy or cupy) of a concrete backend name."""
     if resolve_backend(name, verbose=False) == "cupy":

@@ -149,7 +149,8 @@ def model_from_arrays(arrays: dict, path, backend: str = "numpy", expect_arch: s
                             dtype=spec["dtype"])
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: the model header describes no buildable network "
-                             f"({exc})") from None
+                             f"({exc}); the file is damaged or was not written by mura_core: "
+                             "use a model saved by train") from None
     load_weights(model, {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")},
                  path)
     model.metadata = dict(header.get("metadata") or {})

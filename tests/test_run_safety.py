@@ -1,0 +1,276 @@
+"""Run safety: no run grows past what the machine has, none hangs, a full disk or a dead
+worker is one line that loses nothing, a signal ends every long operation, and every bad
+value is one line naming its option or file. Real processes where signals and worker deaths
+are concerned; a full disk is faked (``os.posix_fallocate``, ``os.fsync``,
+``shutil.disk_usage``) so the tests need no file system of their own."""
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from processes import REPO, one_error_line, wait_for
+
+import mura_core as mc
+from mura_core.__main__ import main
+from mura_core.data import build_cache, generate_synthetic, load_cache
+from mura_core.files import DiskFull, NotEnoughSpace
+from mura_core.formatting import data_size
+from mura_core.nn.models import MAX_INPUT_SIZE, memory_bytes
+
+pytestmark = pytest.mark.filterwarnings("ignore::mura_core.data.SkippedImageWarning")
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """A small synthetic set (48 train, 16 valid: enough for the cache build's process pool)
+    with its cache built, and a trained model."""
+    base = tmp_path_factory.mktemp("safety")
+    root = base / "data"
+    generate_synthetic(root, n_train=48, n_valid=16, seed=1, workers=1)
+    build_cache(root, size=SIZE, cache_dir=base / "cache", progress=False, workers=1)
+    data = {"root": str(root), "cache": str(base / "cache"), "base": base}
+    assert main(train_args(data, base / "run", steps=3)) == 0
+    data["model"] = base / "run" / "last.npz"
+    data["image"] = sorted((root / "MURA-v1.1" / "valid").glob("*/*/*/image1.png"))[0]
+    return data
+
+
+def train_args(data: dict, out, *extra, steps: int = 6) -> list[str]:
+    return ["train", "--data", data["root"], "--cache-dir", data["cache"], "--size", str(SIZE),
+            "--width", "0.125", "--steps", str(steps), "--batch-size", "8", "--lr", "0.01",
+            "--out", str(out), "--backend", "numpy", "--workers", "1", "--no-progress",
+            "--train-eval-size", "0", *extra]
+
+
+def refused(capsys, args, status: int = 2) -> str:
+    """Run ``main(args)`` in this process: it returns ``status`` and prints one error line,
+    no traceback; that line."""
+    assert main([str(a) for a in args]) == status
+    err = capsys.readouterr().err
+    return one_error_line(err)
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+# --- 1. sizes and memory bounded before any work ---------------------------------------------
+
+def test_an_input_size_above_the_bound_is_refused_with_the_reason(synth, tmp_path, capsys):
+    assert MAX_INPUT_SIZE == 1024
+    with pytest.raises(ValueError, match="largest input size is 1,024 pixels, since memory grows"):
+        mc.build_model("baseline", input_size=MAX_INPUT_SIZE + 1)
+    with pytest.raises(ValueError, match="largest input size is 1,024"):
+        build_cache(synth["root"], size=50_000, cache_dir=tmp_path / "c", progress=False)
+    line = refused(capsys, ["data", "cache", synth["root"], "--size", "50000",
+                            "--cache-dir", tmp_path / "c", "--no-progress"])
+    assert line.startswith("error: --size 50,000 is too large: the largest input size is 1,024")
+    assert "use --size 1024 or less" in line
+    line = refused(capsys, train_args(dict(synth, cache=str(tmp_path / "c")), tmp_path / "run",
+                                      "--size", "100000"))
+    assert "--size 100,000 is too large" in line
+    assert not (tmp_path / "c").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_model_file_whose_header_says_a_huge_input_is_refused_in_one_line(synth, tmp_path,
+                                                                           capsys):
+    model = mc.load_model(synth["model"])
+    model.spec["input_size"] = 10**6
+    mc.save_model(model, tmp_path / "huge.npz")
+    for args in (["predict", tmp_path / "huge.npz", synth["image"]],
+                 ["evaluate", "--model", tmp_path / "huge.npz", "--data", synth["root"],
+                  "--cache-dir", synth["cache"], "--no-progress", "--backend", "numpy"],
+                 ["explain", "--model", tmp_path / "huge.npz", synth["image"],
+                  "--out", tmp_path / "maps"]):
+        line = refused(capsys, args)
+        assert f"{tmp_path / 'huge.npz'}: the model header describes no buildable network " \
+               "(input size 1,000,000 is too large: the largest input size is 1,024" in line
+    assert not (tmp_path / "maps").exists()
+
+
+def test_the_memory_estimate_counts_every_weight_and_grows_with_the_batch():
+    for arch in mc.ARCHITECTURES:
+        model = mc.build_model(arch, input_size=64, width=0.25)
+        weights = 4 * model.num_parameters()  # float32
+        assert memory_bytes(arch, 64, 0, width=0.25, training=False) == weights
+        assert memory_bytes(arch, 64, 0, width=0.25) == 3 * weights  # gradients, momentum
+        one = memory_bytes(arch, 64, 1, width=0.25) - 3 * weights
+        assert memory_bytes(arch, 64, 32, width=0.25) == 3 * weights + 32 * one
+        # every layer's output of one image (the flattening is a view), within a factor 2
+        outputs = sum(int(np.prod(r["output"])) for r in model.summary_rows()
+                      if r["name"] not in ("input", "flatten"))
+        assert 4 * outputs <= one <= 2 * 4 * outputs
+
+
+def test_a_run_whose_memory_does_not_fit_is_refused_before_any_work(synth, tmp_path, capsys,
+                                                                     monkeypatch):
+    import mura_core.resources as resources
+
+    monkeypatch.setattr(resources, "available_memory", lambda: 50_000_000)
+    data = dict(synth, cache=str(tmp_path / "c"))
+    line = refused(capsys, train_args(data, tmp_path / "run", "--size", "227",
+                                      "--width", "1", "--batch-size", "32",
+                                      "--eval-batch-size", "8"))
+    assert line.startswith("error: a training step of baseline on 32 images of 227x227 "
+                           "(--batch-size 32, --size 227) needs at least ")
+    assert "of memory, but this machine has 50.0 MB available; use a smaller --batch-size or " \
+           "--size" in line
+    line = refused(capsys, train_args(data, tmp_path / "run", "--eval-batch-size", "1000000"))
+    assert "an evaluation batch of baseline on 1000000 images" in line
+    assert "use a smaller --eval-batch-size" in line
+    assert not (tmp_path / "c").exists() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("workers, message", [
+    ("0", "--workers must be at least 1 worker process, got 0"),
+    ("-5", "--workers must be at least 1 worker process, got -5"),
+    ("100000", "--workers 100000: at most "),
+])
+def test_worker_counts_are_bounded_by_the_cores(synth, tmp_path, capsys, workers, message):
+    for command in (["data", "cache", synth["root"], "--cache-dir", tmp_path / "c",
+                     "--size", str(SIZE), "--no-progress"],
+                    ["data", "synth", tmp_path / "s", "--train", "10", "--valid", "3"],
+                    train_args(dict(synth, cache=str(tmp_path / "c")), tmp_path / "run")):
+        line = refused(capsys, [*command, "--workers", workers])
+        assert message in line
+    assert not any(tmp_path.iterdir())
+
+
+# --- 1 and 2. the cache build: disk space, a dead worker, SIGTERM ----------------------------
+
+#: ``python -c`` prelude: a cache build whose every image takes 0.2 s to decode (in the
+#: workers too: they are forked), run through the command line's own entry point.
+SLOW_BUILD = """
+import os, sys, time
+import mura_core.data.cache as cache
+real, main_pid = cache.preprocess_image, os.getpid()
+def slow(path, size, mode):
+    time.sleep(0.2)
+    if os.environ.get("KILL_WORKER") and os.getpid() != main_pid and path.endswith("image1.png"):
+        os.kill(os.getpid(), 9)  # a worker dies, as when the system runs out of memory
+    return real(path, size, mode)
+cache.preprocess_image = slow
+from mura_core.__main__ import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def start_slow_build(synth, cache_dir, *extra, env=None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", SLOW_BUILD, "data", "cache", synth["root"], "--size", str(SIZE),
+         "--cache-dir", str(cache_dir), "--rebuild", "--no-progress", *extra],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), **(env or {})),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def gone(pid: int) -> bool:
+    """True when process ``pid`` has ended (reaped, or a zombie waiting for its parent)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status or "\nState:\tX" in status
+
+
+@pytest.fixture
+def built_cache(synth, tmp_path):
+    """A cache folder holding a finished cache: (its folder, its files' bytes)."""
+    where = tmp_path / "cache"
+    build_cache(synth["root"], size=SIZE, cache_dir=where, progress=False, workers=1)
+    return where, files_in(where)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_ends_a_cache_build_at_once_and_keeps_the_previous_cache(synth, built_cache,
+                                                                         workers):
+    where, before = built_cache
+    proc = start_slow_build(synth, where, "--workers", workers)
+    try:
+        wait_for(lambda: (where / ".train_images.npy.build.tmp").exists(), proc,
+                 what="the build's temp files")
+        time.sleep(0.5)  # decoding
+        workers_seen = children(proc.pid)
+        assert len(workers_seen) == (0 if workers == "1" else 2)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert time.monotonic() - sent < 30
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143 and err.strip().splitlines()[-1] == "interrupted", err
+    assert "Traceback" not in err
+    assert files_in(where) == before, "no temp file left, the previous cache untouched"
+    assert load_cache(where).n_images == sum(len(s) for s in load_cache(where).splits.values())
+    assert all(gone(pid) for pid in workers_seen)
+
+
+def test_a_worker_that_dies_fails_the_build_in_one_line_instead_of_hanging(synth, built_cache):
+    where, before = built_cache
+    proc = start_slow_build(synth, where, "--workers", "2", env={"KILL_WORKER": "1"})
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert one_error_line(err) == (
+        f"error: a worker process of the cache build for {where} died (killed, or out of "
+        "memory); the cache folder is as it was: run the command again, with fewer --workers "
+        "if memory is short")
+    assert files_in(where) == before
+
+
+def test_a_cache_that_the_disk_cannot_hold_is_refused_before_decoding(synth, tmp_path, capsys,
+                                                                      monkeypatch):
+    import mura_core.files as files
+
+    real = files.shutil.disk_usage
+    monkeypatch.setattr(files.shutil, "disk_usage",
+                        lambda path: real(path)._replace(free=40_000))
+    where = tmp_path / "cache"
+    with pytest.raises(NotEnoughSpace) as info:
+        build_cache(synth["root"], size=SIZE, cache_dir=where, progress=False, workers=1)
+    needed = 64 * SIZE * SIZE + 48 * SIZE * SIZE + 4096  # both splits, a copy of train
+    assert str(info.value) == (
+        f"the cache folder {where} needs {data_size(needed)} of disk space, but "
+        "its file system has 40 kB free; free some space, or choose another --cache-dir (or "
+        "$MURA_CACHE_DIR) or a smaller --size")
+    line = refused(capsys, ["data", "cache", synth["root"], "--size", str(SIZE),
+                            "--cache-dir", where, "--no-progress"])
+    assert line == f"error: {info.value}"
+    assert not where.exists()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_disk_that_fills_up_during_the_build_is_one_line_and_keeps_the_previous_cache(
+        synth, built_cache, capsys, monkeypatch, workers):
+    where, before = built_cache
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(DiskFull, match=f"the disk of the cache folder {where} is full: "
+                                       r"\.train_images\.npy\.build\.tmp needs "):
+        build_cache(synth["root"], size=SIZE, cache_dir=where, progress=False, workers=workers,
+                    rebuild=True)
+    assert files_in(where) == before
+    line = refused(capsys, ["data", "cache", synth["root"], "--size", str(SIZE), "--rebuild",
+                            "--cache-dir", where, "--no-progress", "--workers", str(workers)],
+                   status=1)
+    assert line.endswith("the cache folder is as it was: free some space, or choose another "
+                         "--cache-dir")
+    assert files_in(where) == before
