@@ -274,3 +274,68 @@ def test_a_disk_that_fills_up_during_the_build_is_one_line_and_keeps_the_previou
     assert line.endswith("the cache folder is as it was: free some space, or choose another "
                          "--cache-dir")
     assert files_in(where) == before
+
+
+# --- 2. a full disk in training ---------------------------------------------------------------
+
+def no_space(*args):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_disk_that_fills_up_during_training_keeps_the_last_checkpoint(synth, tmp_path,
+                                                                        monkeypatch):
+    from mura_core.training import load_history, train
+    from mura_core.training.checkpoint import checkpoint_step
+
+    cache = load_cache(synth["cache"])
+    out = tmp_path / "run"
+    settings = dict(steps=8, batch_size=8, lr=0.01, checkpoint_every=2, train_eval_size=None,
+                    progress=False, out_dir=str(out))
+
+    def model():
+        return mc.build_model("baseline", input_size=SIZE, width=0.125, seed=0)
+
+    def fill_the_disk(step, loss):  # every write after step 3 finds the disk full
+        if step == 3:
+            monkeypatch.setattr(os, "fsync", no_space)
+
+    with pytest.raises(DiskFull) as info:
+        train(model(), cache, on_step=fill_the_disk, **settings)
+    message = str(info.value)
+    assert message.startswith(f"the disk of the run folder {out} filled up at step 4 (")
+    assert message.endswith(f"its checkpoint of step 2, {out / 'checkpoint.npz'}, is kept: free "
+                            "some space and continue with --resume")
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == [
+        "checkpoint.npz", "history.json"], "no temp file left"
+    assert checkpoint_step(out / "checkpoint.npz") == 2
+    assert all(np.isfinite(v).all() for v in mc.load_model(out / "checkpoint.npz").parameters().values())
+    resumed = train(model(), cache, resume=True, **settings)
+    straight = train(model(), cache, **{**settings, "out_dir": None, "checkpoint_every": None})
+    assert resumed.history["status"] == "completed" and load_history(out)["step"] == 8
+    assert resumed.history["loss"] == straight.history["loss"], "nothing was lost"
+
+
+def test_train_on_a_full_disk_is_one_line_naming_the_run_folder(synth, tmp_path, capsys,
+                                                               monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(os, "fsync", no_space)
+    line = refused(capsys, train_args(synth, out, "--checkpoint-every", "2"), status=1)
+    assert line.startswith(f"error: the disk of the run folder {out} filled up at step 2 (")
+    assert line.endswith("no checkpoint had been written yet: free some space and run the "
+                         "command again")
+    assert not out.exists(), "nothing was written: the folder made for the lock is gone"
+
+
+def test_a_run_folder_without_the_space_of_a_run_is_refused_before_any_work(synth, tmp_path,
+                                                                           capsys, monkeypatch):
+    import mura_core.files as files
+
+    real = files.shutil.disk_usage
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: real(path)._replace(free=10_000))
+    out = tmp_path / "run"
+    line = refused(capsys, train_args(synth, out))
+    assert line.startswith(f"error: the run folder {out} needs ")
+    assert line.endswith("of disk space, but its file system has 10 kB free; free some space "
+                         "or choose another --out")
+    assert not out.exists()

@@ -30,12 +30,13 @@ from .data import check_cache_size
 
 def _train(args) -> int:
     from ..data.mura import find_mura_root
-    from ..files import check_writable_folder
+    from ..files import check_free_space, check_writable_folder
     from ..locks import hold_folder
     from ..nn.backend import resolve_backend
     from ..nn.models import build_model
     from ..signals import exit_status
     from ..training import TrainConfig, TrainingDiverged
+    from ..training.runfolder import run_disk_bytes
 
     # Every setting and place is checked before the (slow) cache build.
     config = config_from_args(TrainConfig, args)
@@ -53,6 +54,8 @@ def _train(args) -> int:
                         backend=backend, width=args.width, dropout=args.dropout)
     out = Path(config.out_dir)
     check_writable_folder(out, "run folder")
+    check_free_space(out, run_disk_bytes(model), "run folder",
+                     "free some space or choose another --out")
     try:
         # The trainer takes this lock again for the run; holding it from here on keeps a
         # second process out during the cache build too.

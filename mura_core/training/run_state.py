@@ -4,9 +4,11 @@ earlier run), writes the history and the checkpoints, and records how the run en
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..files import remove_stale_temp_files
+from ..files import DiskFull, free_space, is_disk_full, remove_stale_temp_files
+from ..formatting import data_size
 from ..nn.serialization import save_model
 from .checkpoint import (check_same_data, check_same_model, check_same_settings, read_checkpoint,
                          restore_checkpoint, save_checkpoint)
@@ -14,7 +16,7 @@ from .divergence import TrainingDiverged, diverged
 from .evaluation_points import params_finite
 from .history import end_history, mark_history_on_disk, new_history, this_process, write_history
 from .runfolder import (CHECKPOINT_NAME, HISTORY_NAME, LAST_NAME, check_run_folder,
-                        remove_earlier_run)
+                        remove_earlier_run, run_disk_bytes)
 
 
 class RunState:
@@ -46,6 +48,29 @@ class RunState:
     def diverged(self, what: str, value, step: int) -> TrainingDiverged:
         return diverged(what, value, step, self.opt.lr, self.path(CHECKPOINT_NAME),
                         self.checkpoint_step)
+
+    @contextmanager
+    def disk_full_told(self):
+        """A full disk met in the block (a checkpoint, the history, a model file) becomes
+        DiskFull: one line naming the run folder, the checkpoint that is kept (the atomic
+        writer never replaced it) and the space to free."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc) or isinstance(exc, DiskFull) or self.out_dir is None:
+                raise
+            ckpt = self.path(CHECKPOINT_NAME)
+            if self.checkpoint_step is not None:
+                kept = (f"its checkpoint of step {self.checkpoint_step}, {ckpt}, is kept: free "
+                        "some space and continue with --resume")
+            else:
+                kept = ("no checkpoint had been written yet: free some space and run the "
+                        "command again")
+            raise DiskFull(
+                f"the disk of the run folder {self.out_dir} filled up at step {self.step} "
+                f"({data_size(free_space(self.out_dir))} free; the run needs about "
+                f"{data_size(run_disk_bytes(self.model))} for its checkpoint, best.npz and "
+                f"last.npz); {kept}") from None
 
     # --- starting ------------------------------------------------------------------------
     def start(self) -> None:

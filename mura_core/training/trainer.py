@@ -143,11 +143,12 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train, holding the run folder's lock throughout; on the way out a Ctrl+C or
         SIGTERM checkpoints, a divergence or any other error is recorded in the history, and
-        a completed run writes its last files."""
+        a completed run writes its last files. A full disk is ``files.DiskFull``, naming the
+        run folder and the checkpoint kept."""
         from tqdm.auto import tqdm  # noqa: PLC0415
 
         state = self.state
-        with hold_run_folder(state.out_dir):
+        with hold_run_folder(state.out_dir), state.disk_full_told():
             bar, stop = None, StopDeferral()  # before start: a signal during it stops after a step
             try:
                 with stop:
