@@ -339,3 +339,59 @@ def test_a_run_folder_without_the_space_of_a_run_is_refused_before_any_work(synt
     assert line.endswith("of disk space, but its file system has 10 kB free; free some space "
                          "or choose another --out")
     assert not out.exists()
+
+
+# --- 4. divergence: only good checkpoints, advice that works -----------------------------------
+
+def test_a_checkpoint_is_good_only_near_where_the_run_started():
+    from mura_core.training.divergence import GOOD_LOSS_FACTOR, is_good, suggested_rate
+
+    assert GOOD_LOSS_FACTOR == 2.0
+    assert is_good(0.69, 0.69) and is_good(1.38, 0.69) and is_good(0.0, 0.69)
+    assert not is_good(1.39, 0.69) and not is_good(2e28, 0.69)
+    assert not is_good(float("nan"), 0.69) and not is_good(float("inf"), 0.69)
+    assert is_good(None, 0.69) and is_good(5.0, None)  # nothing measured yet
+    assert suggested_rate(50) == 5 and suggested_rate(50, good_lr=0.01) == 0.01
+    assert suggested_rate(0.02, good_lr=0.05) == pytest.approx(0.002)
+
+
+def test_a_run_that_diverges_from_its_start_keeps_no_checkpoint_and_says_train_afresh(
+        synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    line = refused(capsys, train_args(synth, out, "--lr", "50", "--checkpoint-every", "1",
+                                      steps=30), status=1)
+    assert line.startswith("error: training diverged: the loss is ")
+    assert line.endswith("(learning rate 50); training stopped and no good checkpoint had been "
+                         "written. Lower the learning rate: train afresh at a lower rate "
+                         "(--overwrite --lr 5).")
+    assert not (out / "checkpoint.npz").exists()
+
+
+def test_resuming_from_the_named_checkpoint_at_the_suggested_rate_trains(synth, tmp_path,
+                                                                          capsys):
+    import re
+
+    from mura_core.training import load_history
+    from mura_core.training.checkpoint import checkpoint_step
+
+    out = tmp_path / "run"
+    assert main(train_args(synth, out, steps=4)) == 0
+    capsys.readouterr()
+    line = refused(capsys, train_args(synth, out, "--resume", "--checkpoint-every", "1",
+                                      "--lr", "50", steps=30), status=1)
+    kept = re.search(r"the last good checkpoint, (\S+) \(step (\d+)\), is kept \(finite weights, "
+                     r"loss ([0-9.e+-]+) against ([0-9.e+-]+) at the start\)", line)
+    assert kept, line
+    rate = re.search(r"resume from it at a lower rate \(--resume --lr ([0-9.e+-]+)\)", line)
+    assert rate, line
+    path, step, loss, start = Path(kept[1]), int(kept[2]), float(kept[3]), float(kept[4])
+    assert path == out / "checkpoint.npz" and checkpoint_step(path) == step == 4
+    assert loss <= 2 * start, "no diverging step replaced the good checkpoint"
+    assert all(np.isfinite(v).all() for v in mc.load_model(path).parameters().values())
+    assert float(rate[1]) == 0.01, "a tenth of 50, but no more than the good checkpoint's rate"
+
+    assert main(train_args(synth, out, "--resume", "--lr", rate[1], steps=30)) == 0
+    history = load_history(out)
+    assert history["status"] == "completed" and history["step"] == 30
+    assert np.isfinite(history["loss"]).all()
+    assert history["loss"][-1] <= 2 * history["start_loss"]
