@@ -395,3 +395,72 @@ def test_resuming_from_the_named_checkpoint_at_the_suggested_rate_trains(synth, 
     assert history["status"] == "completed" and history["step"] == 30
     assert np.isfinite(history["loss"]).all()
     assert history["loss"][-1] <= 2 * history["start_loss"]
+
+
+# --- 5. every option checked before any work ----------------------------------------------------
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--min-lr", "1", "error: min_lr (--min-lr, the schedules' lowest rate) must be a number "
+                      "from 0 to the learning rate 0.01, got 1.0"),
+    ("--min-lr", "-0.01", "must be a number from 0 to the learning rate 0.01, got -0.01"),
+    ("--min-lr", "nan", "must be a number from 0 to the learning rate 0.01, got nan"),
+    ("--weight-decay", "inf", "weight decay must be a number >= 0, got inf"),
+    ("--width", "nan", "width (the feature-map multiplier) must be a number above 0 and at most "
+                       "16 ('wider' is 2), got nan"),
+    ("--width", "1e300", "must be a number above 0 and at most 16 ('wider' is 2), got 1e+300"),
+    ("--dropout", "nan", "dropout probability must be in [0, 1), got nan"),
+    ("--momentum", "inf", "momentum must be in [0, 1), got inf"),
+    ("--lr", "nan", "learning rate must be a positive number, got nan"),
+    ("--seed", "-1", "seed must be a whole number >= 0, got -1"),
+    ("--model-seed", "-1", "--model-seed must be a whole number >= 0, got -1"),
+])
+def test_train_refuses_a_bad_number_before_any_work(synth, tmp_path, capsys, option, value,
+                                                    message):
+    data = dict(synth, cache=str(tmp_path / "c"))
+    args = train_args(data, tmp_path / "run")
+    if option in args:
+        args[args.index(option) + 1] = value
+    else:
+        args += [option, value]
+    line = refused(capsys, args)
+    assert line.startswith("error: ") and line.endswith(message)
+    assert not any(tmp_path.iterdir()), "nothing written"
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_predict_and_evaluate_refuse_a_batch_size_below_one(synth, tmp_path, capsys, value):
+    for args in (["predict", synth["model"], synth["image"]],
+                 ["evaluate", "--model", synth["model"], "--data", synth["root"],
+                  "--cache-dir", tmp_path / "c", "--no-progress", "--backend", "numpy"]):
+        line = refused(capsys, [*args, "--batch-size", value])
+        assert line == f"error: --batch-size must be at least 1 image, got {value}"
+    assert not (tmp_path / "c").exists()
+
+
+def test_every_command_refuses_cupy_where_it_cannot_run_in_one_line(synth, tmp_path, capsys,
+                                                                     monkeypatch):
+    from mura_core.nn import backend
+
+    monkeypatch.setattr(backend, "_cupy_status",
+                        lambda: (None, "CuPy is not importable (ModuleNotFoundError: cupy)"))
+    expected = ("error: backend 'cupy' was asked for, but CuPy is not importable "
+                "(ModuleNotFoundError: cupy). Install the GPU extra (pip install -e '.[gpu]') on "
+                "a machine with an NVIDIA GPU, or use backend='numpy' (--backend numpy).")
+    for args in (train_args(dict(synth, cache=str(tmp_path / "c")), tmp_path / "run"),
+                 ["predict", synth["model"], synth["image"]],
+                 ["evaluate", "--model", synth["model"], "--data", synth["root"],
+                  "--cache-dir", tmp_path / "c", "--no-progress"],
+                 ["explain", "--model", synth["model"], synth["image"], "--out", tmp_path / "x"],
+                 ["report", "--profile", "smoke", "--no-progress", "--out", tmp_path / "r",
+                  "--figures", tmp_path / "f", "--work", tmp_path / "w"]):
+        args = [a for a in args if a not in ("--backend", "numpy")]
+        assert refused(capsys, [*args, "--backend", "cupy"]) == expected
+    assert not any(tmp_path.iterdir()), "nothing written"
+
+
+def test_report_refuses_a_negative_seed_before_generating_data(tmp_path, capsys):
+    line = refused(capsys, ["report", "--profile", "smoke", "--no-progress", "--seed", "-1",
+                            "--out", tmp_path / "r", "--figures", tmp_path / "f",
+                            "--work", tmp_path / "w"])
+    assert line == "error: --seed must be a whole number >= 0, got -1"
+    assert not any(tmp_path.iterdir())

@@ -2,7 +2,8 @@
 of the command that runs). One convention for every command:
 
 - bad input (a setting, a missing or unreadable file, a folder that holds another run or
-  that another process is using, a place that cannot be written): one line ``error: ...``
+  that another process is using, a place that cannot be written or has not the space the
+  work needs, a backend that cannot run here): one line ``error: ...``
   on stderr naming the file and the fix, exit status 2, no traceback; checked before any
   work where it can be;
 - a run that failed (training diverged, a report that could not be built, files that could
@@ -35,11 +36,12 @@ def input_errors() -> tuple[type[BaseException], ...]:
     from ..data.mura import MuraFormatError  # noqa: PLC0415
     from ..files import NotEnoughSpace  # noqa: PLC0415
     from ..locks import FolderLocked  # noqa: PLC0415
+    from ..nn.backend import BackendUnavailable  # noqa: PLC0415
     from ..nn.serialization import ModelFileError  # noqa: PLC0415
 
     return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
             IsADirectoryError, PermissionError, ModelFileError, MuraFormatError, FolderLocked,
-            NotEnoughSpace)
+            NotEnoughSpace, BackendUnavailable)
 
 
 def run_errors() -> tuple[type[BaseException], ...]:

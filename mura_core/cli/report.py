@@ -38,7 +38,9 @@ def add_commands(subparsers) -> None:
 def _report(args) -> int:
     from ..experiments.cluster import ClusterError
     from ..report.pipeline import PipelineError, run_report
+    from ..training.config import check_seed
 
+    check_seed(args.seed)
     try:
         run_report(profile=args.profile, data=args.data, backend=args.backend, seed=args.seed,
                    out=args.out, figures=args.figures, work=args.work, only=args.only,

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..nn.backend import BACKENDS
 from ..nn.models import ARCHITECTURES
 from ..resources import check_worker_count
-from . import EXIT_FAILED, CommandFailed, add_config_options, command, config_from_args, fail
+from . import EXIT_FAILED, CommandFailed, add_config_options, command, config_from_args
 from .data import check_cache_size
 
 
@@ -36,18 +36,18 @@ def _train(args) -> int:
     from ..nn.models import build_model
     from ..signals import exit_status
     from ..training import TrainConfig, TrainingDiverged
+    from ..training.config import check_seed
     from ..training.runfolder import run_disk_bytes
 
     # Every setting and place is checked before the (slow) cache build.
     config = config_from_args(TrainConfig, args)
     config.validate()
+    if args.model_seed is not None:
+        check_seed(args.model_seed, "--model-seed")
     find_mura_root(args.data)
     check_cache_size(args.size)
     check_worker_count(args.workers)
-    try:
-        backend = resolve_backend(args.backend)
-    except RuntimeError as exc:  # cupy asked for where it cannot run
-        return fail(str(exc))
+    backend = resolve_backend(args.backend)  # BackendUnavailable: one line, exit 2
     check_memory(args, config, backend)
     model = build_model(args.arch, input_size=args.size,
                         seed=args.model_seed if args.model_seed is not None else args.seed,
@@ -149,7 +149,9 @@ def _evaluate(args) -> int:
     from ..files import check_writable_file, write_json
     from ..nn.serialization import load_model
 
+    check_batch_size(args.batch_size)
     find_mura_root(args.data)
+    check_worker_count(args.workers)
     if args.json:
         check_writable_file(args.json, "--json file")
     model = load_model(args.model, backend=args.backend)
@@ -179,11 +181,18 @@ def _evaluate(args) -> int:
     return 0
 
 
+def check_batch_size(batch_size: int) -> None:
+    """ValueError unless ``--batch-size`` is a whole number of images, at least 1."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1 image, got {batch_size}")
+
+
 def _predict(args) -> int:
     from ..evaluation.predictions import predict_images
     from ..evaluation.metrics import CLASS_NAMES, THRESHOLD
     from ..nn.serialization import load_model
 
+    check_batch_size(args.batch_size)
     model = load_model(args.model, backend=args.backend)
     results = predict_images(model, args.images, args.batch_size)
     failed = 0

@@ -37,11 +37,17 @@ def cupy_available() -> bool:
     return _cupy_status()[0] is not None
 
 
+class BackendUnavailable(RuntimeError):
+    """The backend asked for cannot run here (CuPy missing, or no GPU); the message says why
+    and what to do."""
+
+
 def resolve_backend(name: str = "numpy", verbose: bool = True) -> str:
     """Turn ``"numpy" | "cupy" | "auto"`` into the concrete backend name.
 
     ``auto`` picks CuPy when it imports and sees a device, else NumPy, and says which.
-    Asking for ``cupy`` where it cannot run raises a RuntimeError that says why and what to do.
+    Asking for ``cupy`` where it cannot run raises BackendUnavailable (a RuntimeError) that
+    says why and what to do.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -53,9 +59,10 @@ def resolve_backend(name: str = "numpy", verbose: bool = True) -> str:
             print(f"backend auto: using {chosen}{why}")
         return chosen
     if name == "cupy" and cupy is None:
-        raise RuntimeError(
+        raise BackendUnavailable(
             f"backend 'cupy' was asked for, but {reason}. Install the GPU extra "
-            "(pip install -e '.[gpu]') on a machine with an NVIDIA GPU, or use backend='numpy'."
+            "(pip install -e '.[gpu]') on a machine with an NVIDIA GPU, or use backend='numpy' "
+            "(--backend numpy)."
         )
     return name
 
