@@ -464,3 +464,90 @@ def test_report_refuses_a_negative_seed_before_generating_data(tmp_path, capsys)
                             "--work", tmp_path / "w"])
     assert line == "error: --seed must be a whole number >= 0, got -1"
     assert not any(tmp_path.iterdir())
+
+
+# --- 6. messages that name the file and the fix --------------------------------------------------
+
+def copy_of_the_data(synth, tmp_path) -> Path:
+    import shutil
+
+    shutil.copytree(Path(synth["root"]) / "MURA-v1.1", tmp_path / "MURA-v1.1")
+    return tmp_path / "MURA-v1.1"
+
+
+def test_a_binary_csv_names_the_file_and_the_fix(synth, tmp_path, capsys):
+    root = copy_of_the_data(synth, tmp_path)
+    (root / "train_image_paths.csv").write_bytes(b"MURA-v1.1/train/\x96\xff\x00 binary")
+    line = refused(capsys, ["data", "index", root])
+    assert line == (f"error: {root / 'train_image_paths.csv'}: not a text CSV file (byte 0x96 is "
+                    "not UTF-8 text): restore it from the MURA download, or remove it (the split "
+                    "is then read from its folders)")
+    (root / "train_image_paths.csv").unlink()  # the fix works: the folders are scanned
+    assert main(["data", "index", str(root)]) == 0
+
+
+@pytest.mark.parametrize("labels_csv", [True, False])
+def test_a_nul_byte_in_a_csv_row_names_the_file_and_its_line(synth, tmp_path, capsys,
+                                                            labels_csv):
+    root = copy_of_the_data(synth, tmp_path)
+    if not labels_csv:
+        (root / "train_labeled_studies.csv").unlink()
+    path = root / "train_image_paths.csv"
+    rows = path.read_text().splitlines(keepends=True)
+    rows[2] = rows[2][:20] + "\0" + rows[2][20:]
+    path.write_text("".join(rows))
+    line = refused(capsys, ["data", "index", root])
+    assert line == (f"error: {path}, line 3: the row holds a NUL byte, so it names no file: "
+                    "restore it from the MURA download, or remove it (the split is then read "
+                    "from its folders)")
+
+
+@pytest.mark.parametrize("labels_csv", [True, False])
+def test_a_csv_path_with_dot_dot_is_refused_like_other_malformed_rows(synth, tmp_path, capsys,
+                                                                     labels_csv):
+    root = copy_of_the_data(synth, tmp_path)
+    if not labels_csv:
+        (root / "train_labeled_studies.csv").unlink()
+    path = root / "train_image_paths.csv"
+    rows = path.read_text().splitlines(keepends=True)
+    parts = rows[1].split("/")
+    parts[2] = ".."  # train/../patient.../image.png: inside the root, body part '..'
+    rows[1] = "/".join(parts)
+    path.write_text("".join(rows))
+    line = refused(capsys, ["data", "index", root])
+    assert line.startswith(f"error: {path}, line 2: 'train/../patient")
+    assert line.endswith("holds an empty, '.' or '..' folder name; a MURA path is "
+                         "train/XR_*/patientN/studyK_positive|negative/imageM.png")
+
+
+def test_model_files_with_a_bad_header_or_a_folder_name_the_file_and_the_fix(synth, tmp_path,
+                                                                            capsys):
+    model = mc.load_model(synth["model"])
+    zero_std = mc.load_model(synth["model"])
+    zero_std.metadata["preprocessing"]["std"] = 0.0
+    mc.save_model(zero_std, tmp_path / "std0.npz")
+    text = mc.load_model(synth["model"])
+    text.metadata = "trained on MURA"
+    mc.save_model(text, tmp_path / "text.npz")
+    damaged = "the file is damaged or was not written by train: use a model saved by train"
+    cases = {
+        tmp_path / "std0.npz": f"its preprocessing std 0.0 is not a number above 0 (images are "
+                               f"divided by it); {damaged}",
+        tmp_path / "text.npz": f"its metadata is a str ('trained on MURA'), not a table of "
+                               f"settings; {damaged}",
+    }
+    for path, says in cases.items():
+        for args in (["predict", path, synth["image"]],
+                     ["explain", "--model", path, synth["image"], "--out", tmp_path / "x"],
+                     ["evaluate", "--model", path, "--data", synth["root"], "--cache-dir",
+                      synth["cache"], "--no-progress", "--backend", "numpy"]):
+            assert refused(capsys, args) == f"error: {path}: {says}"
+    run = synth["model"].parent
+    assert refused(capsys, ["predict", run, synth["image"]]) == (
+        f"error: {run} is a folder, not a model file: give a model file in it, e.g. "
+        f"{run / 'best.npz'}")
+    assert refused(capsys, ["predict", tmp_path, synth["image"]]) == (
+        f"error: {tmp_path} is a folder, not a model file: give a model file saved by train, "
+        f"e.g. {tmp_path / 'best.npz'}")
+    assert model.metadata["preprocessing"]["std"] > 0  # the original loads
+    assert not (tmp_path / "x").exists()
