@@ -54,9 +54,9 @@ from .schedule import LearningRateSchedule
 
 #: Batches read ahead of the step that uses them (one waits in the queue, one is being read).
 PREFETCH_DEPTH = 1
-#: Train images (half normal, half abnormal) whose loss tells whether a checkpoint is good
-#: (``divergence.is_good``): a fixed set, not the batch just trained on, which a much too
-#: large step fits perfectly (loss 0) with weights that give 1e11 on the next batch.
+#: Train images (a fixed sample drawn from the run's seed) whose loss tells whether a
+#: checkpoint is good (``divergence.is_good``); not the batch just trained on, which a much
+#: too large step fits perfectly (loss 0) with weights that give 1e11 on the next batch.
 PROBE_IMAGES = 32
 
 
@@ -228,16 +228,14 @@ class Trainer:
 
     def _loss_now(self) -> float:
         """The BCE the weights give now on the probe images (``PROBE_IMAGES`` of train, drawn
-        from the run's seed; evaluation mode): whether a checkpoint is good
+        from the run's seed; evaluation mode, no class weights): whether a checkpoint is good
         (``divergence.is_good``), against its value at the run's start. One forward pass of
         a batch, per checkpoint."""
         if self._probe is None:
             labels = np.asarray(self.train_split.labels)
             rng = np.random.default_rng([self.config.seed, 11])
-            rows = np.sort(np.concatenate([
-                rng.choice(np.flatnonzero(labels == value),
-                           min(PROBE_IMAGES // 2, int((labels == value).sum())), replace=False)
-                for value in (1, 0)]))
+            rows = np.sort(rng.choice(len(labels), min(PROBE_IMAGES, len(labels)),
+                                      replace=False))
             self._probe = (split_inputs(self.train_split, rows, self.mean, self.std),
                            labels[rows].astype(np.float32))
         x, t = self._probe
