@@ -105,16 +105,24 @@ def _train_in(out: Path, args, config, model, backend: str):
     training took in this process)."""
     from ..data.cache import build_cache
     from ..training import Trainer, check_run_folder
+    from ..training.checkpoint import check_steps_left, checkpoint_step
+    from ..training.runfolder import CHECKPOINT_NAME
 
     found = check_run_folder(out, config.resume, config.overwrite)
+    done = checkpoint_step(out / CHECKPOINT_NAME) if config.resume and found else 0
+    if config.steps is not None:  # known before the cache is built
+        check_steps_left(out / CHECKPOINT_NAME, done, config.steps)
     cache = build_cache(args.data, size=args.size, mode=args.mode, cache_dir=args.cache_dir,
                         workers=args.workers, progress=config.progress)
     trainer = Trainer(model, cache, config)
+    check_steps_left(out / CHECKPOINT_NAME, done, trainer.total_steps)
     if config.resume and not found:
         print(f"no checkpoint in {out}: starting from step 0")
+    length = f"for {trainer.total_steps} steps" if not done else \
+        f"from step {done} to step {trainer.total_steps}"
     print(f"training {args.arch} ({model.num_parameters():,} parameters, {backend}) on "
           f"{len(cache.split('train'))} train / {len(cache.split('valid'))} valid images "
-          f"({cache.size}x{cache.size} {cache.mode}) for {trainer.total_steps} steps "
+          f"({cache.size}x{cache.size} {cache.mode}) {length} "
           f"({trainer.steps_per_epoch} per epoch), batch {config.batch_size}, lr {config.lr:g}, "
           f"momentum {config.momentum:g}; output in {out}")
     start = time.perf_counter()

@@ -10,8 +10,8 @@ from pathlib import Path
 from ..files import DiskFull, free_space, is_disk_full, remove_stale_temp_files
 from ..formatting import data_size
 from ..nn.serialization import save_model
-from .checkpoint import (check_same_data, check_same_model, check_same_settings, read_checkpoint,
-                         restore_checkpoint, save_checkpoint)
+from .checkpoint import (check_same_data, check_same_model, check_same_settings,
+                         check_steps_left, read_checkpoint, restore_checkpoint, save_checkpoint)
 from .divergence import TrainingDiverged, diverged, is_good
 from .evaluation_points import params_finite
 from .history import end_history, mark_history_on_disk, new_history, this_process, write_history
@@ -115,6 +115,7 @@ class RunState:
         """Continue from the checkpoint ``path``: same settings (but the resumable ones), same
         model, same data; ValueError naming the difference otherwise, before any state moves."""
         checkpoint = read_checkpoint(path)
+        check_steps_left(path, int(checkpoint.state["step"]), self.total_steps)
         check_same_settings(checkpoint, self.config)
         check_same_model(checkpoint, self.model)
         check_same_data(checkpoint, self.identity())
