@@ -551,3 +551,76 @@ def test_model_files_with_a_bad_header_or_a_folder_name_the_file_and_the_fix(syn
         f"e.g. {tmp_path / 'best.npz'}")
     assert model.metadata["preprocessing"]["std"] > 0  # the original loads
     assert not (tmp_path / "x").exists()
+
+
+# --- 7. the smaller cases --------------------------------------------------------------------------
+
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell script starts a job with &
+
+
+@pytest.mark.parametrize("signum, started_ignoring_sigint", [(signal.SIGINT, True),
+                                                              (signal.SIGTERM, False)])
+def test_a_stopped_report_says_interrupted_and_nothing_else(tmp_path, signum,
+                                                            started_ignoring_sigint):
+    out = tmp_path / "stdout.txt"
+    with open(out, "w") as stdout:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mura_core", "report", "--profile", "smoke", "--no-progress",
+             "--no-pdf", "--out", str(tmp_path / "report"), "--figures", str(tmp_path / "fig"),
+             "--work", str(tmp_path / "work"), "--only", "01_model", "02_training"],
+            cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), MPLBACKEND="agg"),
+            stdout=stdout, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_ignore_sigint if started_ignoring_sigint else None)
+        try:
+            wait_for(lambda: "01_model ..." in out.read_text(), proc, timeout=300,
+                     what="the first notebook")
+            time.sleep(3)  # its kernel runs a cell
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 128 + signum
+    assert err.strip().splitlines() == ["interrupted"], err[-3000:]
+    assert not (tmp_path / "report" / "report.html").exists()
+
+
+def test_resume_with_fewer_steps_than_done_is_refused_before_any_work(synth, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(synth, out, steps=8)) == 0
+    before = files_in(out)
+    capsys.readouterr()
+    line = refused(capsys, train_args(synth, out, "--resume", steps=4))
+    assert line == (f"error: cannot resume {out / 'checkpoint.npz'} for 4 steps in all: the run "
+                    "has done 8 already; give --steps above 8 to train on (or start afresh "
+                    "with --overwrite)")
+    assert files_in(out) == before
+    assert main(train_args(synth, out, "--resume", steps=10)) == 0
+    assert "from step 8 to step 10 (5 per epoch)" in capsys.readouterr().out
+
+
+def test_report_refuses_a_missing_data_folder_and_an_unknown_notebook_with_status_2(tmp_path,
+                                                                                    capsys):
+    places = ["--out", tmp_path / "r", "--figures", tmp_path / "f", "--work", tmp_path / "w"]
+    line = refused(capsys, ["report", "--profile", "smoke", "--data", "/nope", *places])
+    assert line == ("error: --data /nope: no such folder; pass the folder that holds MURA-v1.1 "
+                    "(or MURA-v1.1 itself), or leave --data out to use synthetic data")
+    line = refused(capsys, ["report", "--profile", "smoke", "--only", "99_nope", *places])
+    assert line.startswith("error: --only: notebook(s) not found: ")
+    assert line.endswith("99_nope.ipynb; choose from 01_model, 02_training, 03_evaluation, "
+                         "04_architectures, 05_hyperparameters, 06_explanations")
+    assert not any(tmp_path.iterdir())
+
+
+def test_explain_leaves_no_empty_out_folder_when_no_image_can_be_read(synth, tmp_path, capsys):
+    (tmp_path / "text.png").write_text("not an image")
+    assert main(["explain", "--model", str(synth["model"]), str(tmp_path / "nope.png"),
+                 str(tmp_path / "text.png"), "--out", str(tmp_path / "maps")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == f"error: {tmp_path / 'nope.png'}: no such file"
+    assert err[-1] == "2 of 2 files could not be explained"
+    assert not (tmp_path / "maps").exists()
+    assert main(["explain", "--model", str(synth["model"]), str(synth["image"]),
+                 str(tmp_path / "text.png"), "--out", str(tmp_path / "maps")]) == 1
+    assert [p.name for p in (tmp_path / "maps").iterdir()] == ["image1_gradcam.png"]
