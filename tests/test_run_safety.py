@@ -309,7 +309,8 @@ def test_a_disk_that_fills_up_during_training_keeps_the_last_checkpoint(synth, t
     assert sorted(p.name for p in out.iterdir() if p.name != ".lock") == [
         "checkpoint.npz", "history.json"], "no temp file left"
     assert checkpoint_step(out / "checkpoint.npz") == 2
-    assert all(np.isfinite(v).all() for v in mc.load_model(out / "checkpoint.npz").parameters().values())
+    kept = mc.load_model(out / "checkpoint.npz")
+    assert all(np.isfinite(v).all() for v in kept.parameters().values())
     resumed = train(model(), cache, resume=True, **settings)
     straight = train(model(), cache, **{**settings, "out_dir": None, "checkpoint_every": None})
     assert resumed.history["status"] == "completed" and load_history(out)["step"] == 8
@@ -553,7 +554,7 @@ def test_model_files_with_a_bad_header_or_a_folder_name_the_file_and_the_fix(syn
     assert not (tmp_path / "x").exists()
 
 
-# --- 7. the smaller cases --------------------------------------------------------------------------
+# --- 7. the smaller cases ---------------------------------------------------------------
 
 def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell script starts a job with &

@@ -361,10 +361,11 @@ def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
     """Build a named architecture ("baseline", "deeper", "wider", "residual").
 
     input_size: side of the square one-channel input (227 in the assignment; any size up to
-    ``MAX_INPUT_SIZE`` at which every layer keeps a non-empty output works). width: multiplier of the feature maps of every
-    convolution (None: the architecture's default, 2.0 for "wider", 1.0 otherwise; "wider" at
-    1.0 is the baseline). Weights: He normal before ReLUs, N(0, 0.01^2) before the logistic,
-    biases zero, drawn on the CPU from ``seed`` so every backend starts from the same numbers.
+    ``MAX_INPUT_SIZE`` at which every layer keeps a non-empty output works). width: multiplier
+    of the feature maps of every convolution (None: the architecture's default, 2.0 for
+    "wider", 1.0 otherwise; "wider" at 1.0 is the baseline). Weights: He normal before
+    ReLUs, N(0, 0.01^2) before the logistic, biases zero, drawn on the CPU from ``seed`` so
+    every backend starts from the same numbers.
     backend: "numpy", "cupy" or "auto". dtype: "float32" (default) or "float64" (gradient checks).
     """
     layers, width = architecture_layers(name, width)
