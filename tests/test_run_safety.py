@@ -625,3 +625,34 @@ def test_explain_leaves_no_empty_out_folder_when_no_image_can_be_read(synth, tmp
     assert main(["explain", "--model", str(synth["model"]), str(synth["image"]),
                  str(tmp_path / "text.png"), "--out", str(tmp_path / "maps")]) == 1
     assert [p.name for p in (tmp_path / "maps").iterdir()] == ["image1_gradcam.png"]
+
+
+def test_a_synthetic_set_the_disk_cannot_hold_leaves_nothing_and_one_line(tmp_path, capsys,
+                                                                         monkeypatch):
+    import mura_core.data.synthetic as synthetic
+
+    real, written = synthetic._write_image, []
+
+    def fills_up(task):
+        if len(written) == 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(real(task))
+
+    monkeypatch.setattr(synthetic, "_write_image", fills_up)
+    out = tmp_path / "synth"
+    line = refused(capsys, ["data", "synth", out, "--train", "40", "--valid", "8",
+                            "--workers", "1", "--no-progress"], status=1)
+    assert line == (f"error: the disk of the output folder {out} filled up while the synthetic "
+                    "set was written, and nothing of it is kept: free some space, write fewer "
+                    "images (--train, --valid) or choose another folder")
+    assert len(written) == 20 and list(out.iterdir()) == []
+
+
+def test_any_other_full_disk_is_one_line_with_status_1(synth, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(os, "fsync", no_space)
+    line = refused(capsys, ["evaluate", "--model", synth["model"], "--data", synth["root"],
+                            "--cache-dir", synth["cache"], "--no-progress", "--backend", "numpy",
+                            "--json", tmp_path / "tables.json"], status=1)
+    assert line == ("error: the disk filled up (No space left on device): free some space, or "
+                    "choose another output folder")
+    assert list(tmp_path.iterdir()) == []

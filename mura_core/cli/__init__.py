@@ -74,6 +74,14 @@ def command(func):
         except MemoryError as exc:
             return fail(f"out of memory ({exc or 'MemoryError'}): use a smaller --batch-size or "
                         "--size, or a machine with more memory", EXIT_FAILED)
+        except OSError as exc:
+            from ..files import is_disk_full  # noqa: PLC0415
+
+            if not is_disk_full(exc):
+                raise
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            return fail(f"the disk filled up{where} ({exc.strerror}): free some space, or "
+                        "choose another output folder", EXIT_FAILED)
         except KeyboardInterrupt as exc:
             print("interrupted", file=sys.stderr)
             return exit_status(exc)
