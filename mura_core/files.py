@@ -1,14 +1,77 @@
 """Writing results so that nothing is ever half-written: text and JSON through the one
 atomic writer (``nn.serialization.atomic_write``: temp file beside the target, then
-``os.replace``); checking that an output place can be written before any work starts; and
-removing the temp files a killed writer left behind."""
+``os.replace``); checking that an output place can be written, and has the space the work
+will write, before any work starts; a full disk met during the work told in one line
+(``DiskFull``); and removing the temp files a killed writer left behind."""
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 import tempfile
 from pathlib import Path
 
+from .formatting import data_size
 from .nn.serialization import TEMP_PREFIX, TEMP_SUFFIX, atomic_write
+
+
+class NotEnoughSpace(OSError):
+    """An output place whose file system has less free space than the work will write,
+    found before the work starts (bad input); the message names the folder, the space
+    needed and the fix."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+
+class DiskFull(OSError):
+    """The disk filled up during the work (the run failed); the message names the folder,
+    what was kept and the fix."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.errno = errno.ENOSPC
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for an OSError that says the file system (or the user's quota) is full."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def free_space(folder) -> int:
+    """Bytes free for this user on the file system that holds (or will hold) ``folder``."""
+    return shutil.disk_usage(_deepest_existing(Path(folder))).free
+
+
+def check_free_space(folder, needed: int, what: str, fix: str) -> None:
+    """NotEnoughSpace unless the file system of ``folder`` (the ``what``, e.g. "cache folder")
+    has ``needed`` bytes free; ``fix`` ends the message (what the user can do)."""
+    free = free_space(folder)
+    if needed > free:
+        raise NotEnoughSpace(f"the {what} {folder} needs {data_size(needed)} of disk space, but "
+                             f"its file system has {data_size(free)} free; {fix}")
+
+
+def reserve_space(path, what: str, folder, fix: str) -> None:
+    """Allocate every block of the file ``path`` (created at its full size, e.g. by a memory
+    map) on disk now. A write through a memory map into a block the full disk cannot give
+    kills the process (SIGBUS); reserved, the full disk is found here, as DiskFull naming
+    the ``what`` ``folder`` and ending with ``fix``."""
+    fd, size = os.open(path, os.O_RDWR), 0
+    try:
+        size = os.fstat(fd).st_size
+        if size:
+            os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFull(f"the disk of the {what} {folder} is full: {Path(path).name} needs "
+                       f"{data_size(size)} and the file system has {data_size(free_space(folder))} "
+                       f"free; {fix}") from None
+    finally:
+        os.close(fd)
 
 
 def atomic_write_bytes(path, data: bytes) -> Path:

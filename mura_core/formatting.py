@@ -76,3 +76,12 @@ def p_value(p) -> str:
     if _missing(p):
         return MISSING
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def data_size(nbytes) -> str:
+    """Bytes as people read them: '812 kB', '42.0 GB' (powers of 1,000, as df -H shows)."""
+    value = float(nbytes)
+    for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
+        if abs(value) < 1000 or unit == "PB":
+            return f"{value:.0f} {unit}" if unit in ("B", "kB") else f"{value:.1f} {unit}"
+        value /= 1000

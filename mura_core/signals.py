@@ -8,9 +8,14 @@ never cut in half; the loop checkpoints and raises between steps. A second signa
 once (``forced``), wherever the loop is.
 
 ``sigterm_raises`` (a whole command): SIGTERM raises Stopped where the program is, as Ctrl+C
-raises KeyboardInterrupt; locks are released and temp files removed on the way out.
+raises KeyboardInterrupt; locks are released and temp files removed on the way out. A process
+started with SIGINT ignored (what a shell script does to the jobs it starts in the
+background) gets a handler for it too, so ``kill -INT`` stops every command alike.
 
-Both only act in the main thread of the process that installed them: a worker forked from it
+``before_stopping(callback)``: a SIGINT or SIGTERM calls ``callback()`` first, at once, then
+does what it did before (the report quiets its kernel that way before the stop unwinds).
+
+All three only act in the main thread of the process that installed them: a worker forked from it
 (the cache build's process pool) gets the default action back, so the pool's own SIGTERM on
 shutdown still ends a worker quietly.
 """
@@ -89,7 +94,8 @@ class StopDeferral:
 
 @contextmanager
 def sigterm_raises():
-    """SIGTERM raises Stopped(SIGTERM) in this process for the ``with`` block (main thread)."""
+    """SIGTERM raises Stopped(SIGTERM) in this process for the ``with`` block (main thread),
+    and SIGINT raises Stopped(SIGINT) where it was ignored when the process started."""
     if not _main_thread():
         yield
         return
@@ -99,8 +105,39 @@ def sigterm_raises():
         if not _in_worker(owner, signum):
             raise Stopped(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, handler)}
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, handler)
     try:
         yield
     finally:
-        _restore(signal.SIGTERM, previous)
+        for signum, handler_before in previous.items():
+            _restore(signum, handler_before)
+
+
+@contextmanager
+def before_stopping(callback):
+    """For the ``with`` block (main thread): a SIGINT or SIGTERM first calls ``callback()``,
+    then does what it did before: the handler installed before, or raise Stopped where that
+    was the default action; an ignored signal stays ignored (and calls nothing)."""
+    if not _main_thread():
+        yield
+        return
+    previous: dict[int, object] = {}
+
+    def handler(signum, frame):
+        before = previous[signum]
+        if before is signal.SIG_IGN:
+            return
+        callback()
+        if callable(before):
+            return before(signum, frame)
+        raise Stopped(signum)
+
+    for signum in STOP_SIGNALS:
+        previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            _restore(signum, before)

@@ -334,3 +334,105 @@ def test_the_smoke_report_on_two_local_workers_has_the_local_reports_numbers(
     assert (executor["executor"], executor["scheduler"], executor["workers"]) == (
         "dask", "local:2", 2)
     assert "Dask, 2 worker(s)" in (tmp_path / "report" / "report.html").read_text()
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+class _NotDask:
+    """A TCP server on 127.0.0.1 that is no Dask scheduler: an HTTP server (it waits for a
+    request line, then answers HTTP), one that says nothing, or one that sends ``reply``
+    (bytes Dask reads as frame lengths). ``address``; a context manager."""
+
+    def __init__(self, kind: str, reply: bytes = b""):
+        import http.server
+        import socketserver
+
+        class Talks(socketserver.BaseRequestHandler):
+            def handle(self):
+                if reply:
+                    self.request.sendall(reply)
+                time.sleep(40)
+
+        handler = http.server.SimpleHTTPRequestHandler if kind == "http" else Talks
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.address = f"tcp://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("kind, reply, says", [
+    ("http", b"", "no Dask scheduler answers at {address} (waited 10 s: "),
+    ("silent", b"", "no Dask scheduler answers at {address} (waited 10 s: "),
+    ("bytes", b"\xff" * 64, "what answers at {address} is not a Dask scheduler (ValueError)"),
+    # eight bytes that Dask reads as 3 EiB of frames to come
+    ("huge", (3 << 60).to_bytes(8, "little") + b"\x00" * 64,
+     "what answers at {address} is not a Dask scheduler ("),
+])
+def test_an_address_where_no_dask_scheduler_answers_fails_within_the_connect_timeout(
+        kind, reply, says):
+    with _NotDask(kind, reply) as server:
+        start = time.monotonic()
+        with pytest.raises(cluster.ClusterError) as info:
+            cluster.connect(server.address, log=quiet)
+        assert time.monotonic() - start < cluster.CONNECT_TIMEOUT_S + 20
+    assert str(info.value).startswith(says.format(address=server.address))
+
+
+def test_report_on_a_web_server_is_one_line_within_the_timeout_and_exits_quietly(tmp_path):
+    with _NotDask("http") as server:
+        cmd = [sys.executable, "-m", "mura_core", "report", "--profile", "smoke", "--no-progress",
+               "--out", str(tmp_path / "report"), "--figures", str(tmp_path / "figures"),
+               "--work", str(tmp_path / "work"), "--scheduler", server.address]
+        start = time.monotonic()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - start
+    assert proc.returncode == 2 and took < cluster.CONNECT_TIMEOUT_S + 30
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: no Dask scheduler answers at {server.address} (waited 10 s: ")
+    assert line.endswith(f"check the address, start a scheduler there (dask scheduler) with "
+                         f"workers (dask worker {server.address}), or use --scheduler local:N")
+    assert list(tmp_path.iterdir()) == [], "nothing written"
+
+
+@pytest.mark.parametrize("setting", ["foo bar", "tcp://", "tcp://host", "host:99999",
+                                     "http//x:1"])
+def test_a_setting_that_is_no_address_is_refused_before_dask_is_asked(setting, tmp_path):
+    with pytest.raises(ValueError, match=r"is not a scheduler address: write tcp://HOST:PORT"):
+        parse_scheduler(setting)
+    code = ("import sys\nsys.modules['distributed'] = None\n"
+            "from mura_core.__main__ import main\nsys.exit(main(sys.argv[1:]))\n")
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code, "report", "--profile", "smoke",
+                           "--out", str(tmp_path / "r"), "--figures", str(tmp_path / "f"),
+                           "--work", str(tmp_path / "w"), "--scheduler", setting],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and time.monotonic() - start < 60
+    assert proc.stderr.strip().splitlines() == [
+        f"error: scheduler {setting!r} is not a scheduler address: write tcp://HOST:PORT (e.g. "
+        "tcp://10.0.0.5:8786), local:N to start N workers here, or processes:N"]
+
+
+def test_a_local_cluster_is_bounded_by_the_cores_and_the_open_file_limit(monkeypatch):
+    from mura_core import resources
+
+    cores = resources.usable_cores()
+    assert parse_scheduler(f"local:{4 * cores}") == f"local:{4 * cores}"
+    with pytest.raises(ValueError) as info:
+        parse_scheduler("local:10000")
+    assert str(info.value) == (
+        f"scheduler 'local:10000': at most {4 * cores} local worker processes on this machine "
+        f"(4 per core on its {cores} core(s); more only slow each other down); use "
+        f"local:{cores}, one per core")
+    monkeypatch.setattr(cluster, "open_file_limit", lambda: 64)
+    with pytest.raises(ValueError, match=r"at most 3 local worker processes on this machine "
+                                         r"\(the open-file limit is 64 \(ulimit -n\)"):
+        parse_scheduler("local:4")

@@ -77,7 +77,7 @@ def test_cache_size_below_the_networks_smallest_input_is_refused_before_decoding
     ("--train", "1", "--train must be a whole number of images from 8 to 200,000, got 1"),
     ("--valid", "1000000000", "--valid must be a whole number of images from 2 to 200,000, got 1000000000"),
     ("--seed", "-1", "--seed must be a non-negative integer, got -1"),
-    ("--workers", "0", "--workers must be a positive integer, got 0"),
+    ("--workers", "0", "--workers must be at least 1 worker process, got 0"),
 ])
 def test_synth_options_outside_the_generators_limits_are_refused_before_writing(
         tmp_path: Path, capsys, option, value, message) -> None:

@@ -137,7 +137,8 @@ def test_a_diverged_run_resumes_from_its_kept_checkpoint_at_a_lower_rate(synth, 
     too_high[too_high.index("--lr") + 1] = "1e9"
     assert main(too_high) == 1
     err = capsys.readouterr().err
-    assert "(step 5), is kept" in err and "--resume --lr 1e+08" in err
+    # a tenth of 1e9, but no more than the rate the kept checkpoint was trained at
+    assert "(step 5), is kept" in err and "--resume --lr 0.01)" in err
     assert load_history(out)["status"] == "diverged"
     assert main(train_args(synth["a"], out, "--resume", "--lr", "0.001", steps=10)) == 0
     history = load_history(out)

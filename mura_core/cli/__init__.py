@@ -2,11 +2,13 @@
 of the command that runs). One convention for every command:
 
 - bad input (a setting, a missing or unreadable file, a folder that holds another run or
-  that another process is using, a place that cannot be written): one line ``error: ...``
+  that another process is using, a place that cannot be written or has not the space the
+  work needs, a backend that cannot run here): one line ``error: ...``
   on stderr naming the file and the fix, exit status 2, no traceback; checked before any
   work where it can be;
 - a run that failed (training diverged, a report that could not be built, files that could
-  not be predicted): one line on stderr, exit status 1;
+  not be predicted, a disk that filled up or a worker process that died during the work, the
+  memory running out): one line on stderr, exit status 1;
 - stopped by Ctrl+C or SIGTERM: exit status 130 or 143 (128 + the signal, as the shell
   reports it), after the checkpoint is written; both run the same clean-up.
 """
@@ -32,11 +34,23 @@ class CommandFailed(Exception):
 def input_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input (exit status 2)."""
     from ..data.mura import MuraFormatError  # noqa: PLC0415
+    from ..files import NotEnoughSpace  # noqa: PLC0415
     from ..locks import FolderLocked  # noqa: PLC0415
+    from ..nn.backend import BackendUnavailable  # noqa: PLC0415
     from ..nn.serialization import ModelFileError  # noqa: PLC0415
 
     return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-            IsADirectoryError, PermissionError, ModelFileError, MuraFormatError, FolderLocked)
+            IsADirectoryError, PermissionError, ModelFileError, MuraFormatError, FolderLocked,
+            NotEnoughSpace, BackendUnavailable)
+
+
+def run_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a run that failed during its work (exit status 1), each with a
+    message that names the place and the fix."""
+    from ..data.cache import CacheBuildError  # noqa: PLC0415
+    from ..files import DiskFull  # noqa: PLC0415
+
+    return (CommandFailed, DiskFull, CacheBuildError)
 
 
 def fail(message: str, status: int = EXIT_BAD_INPUT) -> int:
@@ -53,10 +67,21 @@ def command(func):
         try:
             with sigterm_raises():
                 return int(func(args) or 0)
-        except CommandFailed as exc:
+        except run_errors() as exc:
             return fail(str(exc), EXIT_FAILED)
         except input_errors() as exc:
             return fail(str(exc), EXIT_BAD_INPUT)
+        except MemoryError as exc:
+            return fail(f"out of memory ({exc or 'MemoryError'}): use a smaller --batch-size or "
+                        "--size, or a machine with more memory", EXIT_FAILED)
+        except OSError as exc:
+            from ..files import is_disk_full  # noqa: PLC0415
+
+            if not is_disk_full(exc):
+                raise
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            return fail(f"the disk filled up{where} ({exc.strerror}): free some space, or "
+                        "choose another output folder", EXIT_FAILED)
         except KeyboardInterrupt as exc:
             print("interrupted", file=sys.stderr)
             return exit_status(exc)

@@ -10,6 +10,7 @@ import time
 
 from ..data.mura import (BODY_PARTS, NORMAL, SPLITS, ImageRecord, body_part_name, find_mura_root,
                          index_source, read_split)
+from ..resources import check_worker_count
 from . import command
 
 
@@ -80,9 +81,12 @@ def _index(args: argparse.Namespace) -> int:
 
 def check_cache_size(size: int) -> None:
     """ValueError unless ``size`` is an input side some network can take: a cache of smaller
-    images could never be trained on."""
-    from ..nn.models import smallest_input_size
+    images could never be trained on, and one of larger ones would not fit (``MAX_INPUT_SIZE``)."""
+    from ..nn.models import INPUT_SIZE_REASON, MAX_INPUT_SIZE, smallest_input_size
 
+    if size > MAX_INPUT_SIZE:
+        raise ValueError(f"--size {size:,} is too large: {INPUT_SIZE_REASON}; use --size "
+                         f"{MAX_INPUT_SIZE} or less (227 in the assignment)")
     smallest = smallest_input_size()
     if size < smallest:
         raise ValueError(f"--size {size} is too small: the networks take images of at least "
@@ -95,6 +99,7 @@ def _cache(args: argparse.Namespace) -> int:
     from ..data.cache import build_cache
 
     check_cache_size(args.size)
+    check_worker_count(args.workers)
     if args.time_epoch < 0:
         raise ValueError(f"--time-epoch must be a positive batch size (or 0: no timing), got {args.time_epoch}")
     cache = build_cache(args.root, size=args.size, mode=args.mode, cache_dir=args.cache_dir,

@@ -5,8 +5,8 @@ training), its Grad-CAM map over it (``saliency.grad_cam``) and P(normal) in the
 tab-separated line per image on stdout: path, P(normal), label, the PNG written.
 
 Exit status (``cli``'s convention): 0 every image explained; 1 some files could not be read
-(each named on stderr in one line; the others are still explained); 2 bad input (the model
-file, an output folder that cannot be written).
+(each named on stderr in one line; the others are still explained; DIR is made only when one
+could); 2 bad input (the model file, an output folder that cannot be written).
 """
 from __future__ import annotations
 
@@ -60,10 +60,13 @@ def _explain(args) -> int:
     model = load_model(args.model, backend=args.backend)
     layer = args.layer or last_conv_layer(model)
     results, images, x = load_images(model, args.images)
-    maps = grad_cam(model, x, layer=layer, target=args.target)
-    probs = model.predict_proba(x)
-    out.mkdir(parents=True, exist_ok=True)
     good = [path for path, error in results if error is None]
+    if good:  # no empty --out folder when no image could be read
+        maps = grad_cam(model, x, layer=layer, target=args.target)
+        probs = model.predict_proba(x)
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        maps = probs = []
     failed = 0
     written = iter(zip(output_names(good), images, maps, probs))
     for path, error in results:

@@ -1,6 +1,8 @@
 """``python -m mura_core report``: what ``make report`` runs (see ``report.pipeline``)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..experiments import profiles as profiles_mod
 from ..nn.backend import BACKENDS
 from . import CommandFailed, command, fail
@@ -35,10 +37,33 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=command(_report))
 
 
+def check_report_inputs(args) -> None:
+    """The report's inputs, checked before anything starts (exit 2): the seed, the data folder
+    when one is given, and the notebooks ``--only`` names."""
+    from ..data.mura import find_mura_root
+    from ..report.pipeline import PipelineError, notebook_paths
+    from ..training.config import check_seed
+
+    check_seed(args.seed)
+    if args.data is not None:
+        if not Path(args.data).expanduser().exists():
+            raise FileNotFoundError(f"--data {args.data}: no such folder; pass the folder that "
+                                    "holds MURA-v1.1 (or MURA-v1.1 itself), or leave --data out "
+                                    "to use synthetic data")
+        find_mura_root(args.data)
+    if args.only:
+        try:
+            notebook_paths(None, args.only)
+        except PipelineError as exc:
+            raise FileNotFoundError(f"--only: {exc}; choose from "
+                                    f"{', '.join(profiles_mod.NOTEBOOKS)}") from None
+
+
 def _report(args) -> int:
     from ..experiments.cluster import ClusterError
     from ..report.pipeline import PipelineError, run_report
 
+    check_report_inputs(args)
     try:
         run_report(profile=args.profile, data=args.data, backend=args.backend, seed=args.seed,
                    out=args.out, figures=args.figures, work=args.work, only=args.only,

@@ -23,31 +23,39 @@ from pathlib import Path
 
 from ..nn.backend import BACKENDS
 from ..nn.models import ARCHITECTURES
-from . import EXIT_FAILED, CommandFailed, add_config_options, command, config_from_args, fail
+from ..resources import check_worker_count
+from . import EXIT_FAILED, CommandFailed, add_config_options, command, config_from_args
+from .data import check_cache_size
 
 
 def _train(args) -> int:
     from ..data.mura import find_mura_root
-    from ..files import check_writable_folder
+    from ..files import check_free_space, check_writable_folder
     from ..locks import hold_folder
     from ..nn.backend import resolve_backend
     from ..nn.models import build_model
     from ..signals import exit_status
     from ..training import TrainConfig, TrainingDiverged
+    from ..training.config import check_seed
+    from ..training.runfolder import run_disk_bytes
 
     # Every setting and place is checked before the (slow) cache build.
     config = config_from_args(TrainConfig, args)
     config.validate()
+    if args.model_seed is not None:
+        check_seed(args.model_seed, "--model-seed")
     find_mura_root(args.data)
-    try:
-        backend = resolve_backend(args.backend)
-    except RuntimeError as exc:  # cupy asked for where it cannot run
-        return fail(str(exc))
+    check_cache_size(args.size)
+    check_worker_count(args.workers)
+    backend = resolve_backend(args.backend)  # BackendUnavailable: one line, exit 2
+    check_memory(args, config, backend)
     model = build_model(args.arch, input_size=args.size,
                         seed=args.model_seed if args.model_seed is not None else args.seed,
                         backend=backend, width=args.width, dropout=args.dropout)
     out = Path(config.out_dir)
     check_writable_folder(out, "run folder")
+    check_free_space(out, run_disk_bytes(model), "run folder",
+                     "free some space or choose another --out")
     try:
         # The trainer takes this lock again for the run; holding it from here on keeps a
         # second process out during the cache build too.
@@ -67,21 +75,54 @@ def _train(args) -> int:
     return 0
 
 
+def check_memory(args, config, backend: str) -> None:
+    """ValueError when even the least memory a step or an evaluation batch takes
+    (``models.memory_bytes``) is more than this machine (on CuPy: the GPU) has available;
+    before the model is built or any image decoded."""
+    from ..formatting import data_size
+    from ..nn.backend import device_memory_free
+    from ..nn.models import memory_bytes
+    from ..resources import available_memory
+
+    step = memory_bytes(args.arch, args.size, config.batch_size, args.width)
+    evaluation = memory_bytes(args.arch, args.size, config.eval_batch_size, args.width,
+                              training=False)
+    available = device_memory_free(backend) if backend == "cupy" else available_memory()
+    if available is not None and max(step, evaluation) > available:
+        where = "the GPU has" if backend == "cupy" else "this machine has"
+        what, option, batch = (("a training step", "--batch-size", config.batch_size)
+                               if step >= evaluation else
+                               ("an evaluation batch", "--eval-batch-size", config.eval_batch_size))
+        raise ValueError(
+            f"{what} of {args.arch} on {batch} images of {args.size}x{args.size} ({option} "
+            f"{batch}, --size {args.size}) needs at least {data_size(max(step, evaluation))} of "
+            f"memory, but {where} {data_size(available)} available; use a smaller {option} or "
+            "--size")
+
+
 def _train_in(out: Path, args, config, model, backend: str):
     """The part of ``train`` that runs with the run folder locked: (TrainResult, seconds the
     training took in this process)."""
     from ..data.cache import build_cache
     from ..training import Trainer, check_run_folder
+    from ..training.checkpoint import check_steps_left, checkpoint_step
+    from ..training.runfolder import CHECKPOINT_NAME
 
     found = check_run_folder(out, config.resume, config.overwrite)
+    done = checkpoint_step(out / CHECKPOINT_NAME) if config.resume and found else 0
+    if config.steps is not None:  # known before the cache is built
+        check_steps_left(out / CHECKPOINT_NAME, done, config.steps)
     cache = build_cache(args.data, size=args.size, mode=args.mode, cache_dir=args.cache_dir,
                         workers=args.workers, progress=config.progress)
     trainer = Trainer(model, cache, config)
+    check_steps_left(out / CHECKPOINT_NAME, done, trainer.total_steps)
     if config.resume and not found:
         print(f"no checkpoint in {out}: starting from step 0")
+    length = f"for {trainer.total_steps} steps" if not done else \
+        f"from step {done} to step {trainer.total_steps}"
     print(f"training {args.arch} ({model.num_parameters():,} parameters, {backend}) on "
           f"{len(cache.split('train'))} train / {len(cache.split('valid'))} valid images "
-          f"({cache.size}x{cache.size} {cache.mode}) for {trainer.total_steps} steps "
+          f"({cache.size}x{cache.size} {cache.mode}) {length} "
           f"({trainer.steps_per_epoch} per epoch), batch {config.batch_size}, lr {config.lr:g}, "
           f"momentum {config.momentum:g}; output in {out}")
     start = time.perf_counter()
@@ -116,7 +157,9 @@ def _evaluate(args) -> int:
     from ..files import check_writable_file, write_json
     from ..nn.serialization import load_model
 
+    check_batch_size(args.batch_size)
     find_mura_root(args.data)
+    check_worker_count(args.workers)
     if args.json:
         check_writable_file(args.json, "--json file")
     model = load_model(args.model, backend=args.backend)
@@ -146,11 +189,18 @@ def _evaluate(args) -> int:
     return 0
 
 
+def check_batch_size(batch_size: int) -> None:
+    """ValueError unless ``--batch-size`` is a whole number of images, at least 1."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1 image, got {batch_size}")
+
+
 def _predict(args) -> int:
     from ..evaluation.predictions import predict_images
     from ..evaluation.metrics import CLASS_NAMES, THRESHOLD
     from ..nn.serialization import load_model
 
+    check_batch_size(args.batch_size)
     model = load_model(args.model, backend=args.backend)
     results = predict_images(model, args.images, args.batch_size)
     failed = 0

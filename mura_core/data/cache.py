@@ -12,12 +12,22 @@ path>-<size>-<mode>``. The source folder is only read, so a read-only MURA copy 
 
 The key is a SHA-256 over the cache format version, the absolute source folder, the size and
 mode, and every record (path, label, body part, patient, study) with its file size and mtime.
-An existing cache is used only when its key matches; otherwise it is rebuilt in place. The
-index is written last (atomically), and removed before a rebuild starts, so an interrupted
-build is never mistaken for a finished one. A build holds the folder's lock (``locks``): a
-second process that needs the same cache waits for it, then reuses it. Its folder is checked
-for writability before any image is decoded; an up-to-date cache is read without writing, so
-a read-only shared cache works.
+An existing cache is used only when its key matches; otherwise it is rebuilt in place. A
+build decodes into temp files (``.NAME.build.tmp``) and leaves the previous cache untouched
+until every image is in; then it removes the old index, moves the new arrays into place and
+writes the new index last (atomically), so an interrupted build is never mistaken for a
+finished one, and a build stopped by a signal, a full disk or a dead worker leaves the
+previous cache as it was. A build holds the folder's lock (``locks``): a second process that
+needs the same cache waits for it, then reuses it. Its folder is checked for writability and
+for the disk space the build writes (every array plus a copy of the largest, for dropping
+skipped rows) before any image is decoded, and the temp files' space is reserved on disk
+before any is written (a write through a memory map onto a full disk would kill the process
+with SIGBUS). An up-to-date cache is read without writing, so a read-only shared cache works.
+
+Workers (``workers`` > 1): a process pool (fork) whose workers write their rows straight into
+the memory-mapped temp files. A worker that dies (killed, out of memory) fails the build with
+``CacheBuildError`` instead of leaving the pool waiting; on SIGTERM or Ctrl+C the workers are
+killed at once and the temp files removed.
 
 A file that cannot be decoded (truncated, not an image, missing) is skipped with a warning,
 counted, and listed in ``index.json``; it never stops the build, unless no image of a split
@@ -26,19 +36,27 @@ nothing behind.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import time
 import warnings
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_text, check_writable_folder, remove_stale_temp_files
+from ..files import (DiskFull, atomic_write_text, check_free_space, check_writable_folder,
+                     free_space, is_disk_full, remove_stale_temp_files, reserve_space)
+from ..formatting import data_size
 from ..locks import hold_folder
+from ..nn.models import INPUT_SIZE_REASON, MAX_INPUT_SIZE
+from ..nn.serialization import TEMP_PREFIX, TEMP_SUFFIX
+from ..resources import check_worker_count, usable_cores
 from .mura import SPLITS, ImageRecord, find_mura_root, read_split
 from .preprocess import MODES, preprocess_image
 
@@ -50,6 +68,11 @@ _MAX_WARNINGS = 20
 
 class SkippedImageWarning(UserWarning):
     """An image was left out of the cache because it could not be decoded."""
+
+
+class CacheBuildError(RuntimeError):
+    """A cache build that could not finish (a worker process died); the cache folder is left
+    as it was. The message says what to do."""
 
 
 @dataclass
@@ -151,6 +174,15 @@ _worker_out: dict[str, np.ndarray] = {}
 _worker_settings: tuple[int, str] = (0, "pad")
 
 
+def _init_pool_worker(paths: dict[str, str], size: int, mode: str) -> None:
+    # SIGTERM's default action ends a worker at once, even inside a decoder's C code (a
+    # Python handler would wait for it to return); Ctrl+C, which the terminal sends to the
+    # whole process group, is the main process's to act on: it kills the workers.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(paths, size, mode)
+
+
 def _init_worker(paths: dict[str, str], size: int, mode: str) -> None:
     global _worker_settings
     _worker_out.clear()
@@ -175,12 +207,7 @@ def _process_one(task: tuple[str, int, str]) -> tuple[str, int, str | None, np.n
 
 
 def _worker_count(workers: int | None) -> int:
-    if workers is not None:
-        return max(1, int(workers))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    return usable_cores() if workers is None else int(workers)
 
 
 def _mp_context():
@@ -205,31 +232,66 @@ def _run_tasks(tasks, tmp_paths, size, mode, workers, progress, desc):
             finally:
                 _worker_out.clear()
             return
-        chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
-        with _mp_context().Pool(n_workers, initializer=_init_worker, initargs=(tmp_paths, size, mode)) as pool:
-            for result in pool.imap_unordered(_process_one, tasks, chunksize=chunk):
-                yield result
-                bar.update(1)
+        yield from _pooled(tasks, tmp_paths, size, mode, n_workers, bar)
     finally:
         bar.close()
 
 
-def _finalize_images(tmp: Path, final: Path, keep: np.ndarray) -> None:
-    """Move the built array into place, dropping the rows of skipped files."""
+def _pooled(tasks, tmp_paths, size, mode, n_workers, bar):
+    """``_process_one`` of every task in ``n_workers`` processes, in task order. A worker that
+    dies breaks the pool (BrokenProcessPool) rather than leaving it waiting for the rows it
+    held; when the build stops for any reason before the end (a signal, an error), the
+    workers are killed at once, not waited for."""
+    chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
+    pool = concurrent.futures.ProcessPoolExecutor(
+        n_workers, mp_context=_mp_context(), initializer=_init_pool_worker,
+        initargs=(tmp_paths, size, mode))
+    finished = False
+    try:
+        for result in pool.map(_process_one, tasks, chunksize=chunk):
+            yield result
+            bar.update(1)
+        finished = True
+    finally:
+        if not finished:
+            # Python 3.11's pool has no public way to stop its workers.
+            for process in list((getattr(pool, "_processes", None) or {}).values()):
+                process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _new_image_file(path, shape: tuple[int, ...]):
+    """A uint8 .npy of ``shape`` at ``path``, its blocks reserved on disk
+    (``files.reserve_space``); the array, memory-mapped for writing."""
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    reserve_space(path, "cache folder", Path(path).parent, "the cache folder is as it was: "
+                  "free some space, or choose another --cache-dir")
+    return array
+
+
+def _compact(tmp: Path, keep: np.ndarray) -> Path:
+    """The built array ``tmp`` without the rows of skipped files: ``tmp`` itself when every
+    row is kept, else a copy beside it (``tmp`` is removed)."""
     if keep.all():
-        os.replace(tmp, final)
-        return
+        return tmp
     src = np.load(tmp, mmap_mode="r")
     kept_rows = np.flatnonzero(keep)
-    part = final.with_name(final.name + ".part")
-    dst = np.lib.format.open_memmap(part, mode="w+", dtype=np.uint8, shape=(len(kept_rows),) + src.shape[1:])
+    part = tmp.with_name(tmp.name.removesuffix(".build" + TEMP_SUFFIX) + ".part" + TEMP_SUFFIX)
+    dst = _new_image_file(part, (len(kept_rows),) + src.shape[1:])
     for start in range(0, len(kept_rows), 1024):
         rows = kept_rows[start:start + 1024]
         dst[start:start + len(rows)] = src[rows]
     dst.flush()
     del dst, src
-    os.replace(part, final)
     os.remove(tmp)
+    return part
+
+
+def space_needed(records: dict[str, list[ImageRecord]], size: int) -> int:
+    """Bytes of disk a build of ``records`` at ``size`` writes at its peak: every split's
+    array, and a copy of the largest (dropping the rows of skipped files)."""
+    arrays = [len(records[split]) * size * size for split in SPLITS]
+    return sum(arrays) + max(arrays) + 4096
 
 
 def _decode_all(mura_root: Path, size: int, mode: str, records: dict[str, list[ImageRecord]],
@@ -238,8 +300,7 @@ def _decode_all(mura_root: Path, size: int, mode: str, records: dict[str, list[I
     bool, reasons: split -> {row: why it was skipped}, histogram of the train pixels).
     ValueError when no image of a split can be decoded."""
     for split in SPLITS:
-        np.lib.format.open_memmap(tmp_paths[split], mode="w+", dtype=np.uint8,
-                                  shape=(len(records[split]), size, size)).flush()
+        _new_image_file(tmp_paths[split], (len(records[split]), size, size)).flush()
     tasks = [(split, row, r.path) for split in SPLITS for row, r in enumerate(records[split])]
     keep = {split: np.ones(len(records[split]), dtype=bool) for split in SPLITS}
     reasons: dict[str, dict[int, str]] = {split: {} for split in SPLITS}
@@ -326,6 +387,9 @@ def build_cache(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"the image size must be a positive whole number of pixels, got {size!r}")
+    if size > MAX_INPUT_SIZE:
+        raise ValueError(f"image size {size:,} is too large: {INPUT_SIZE_REASON}")
+    check_worker_count(workers)
     size = int(size)
     mura_root = find_mura_root(root)
     records = {split: read_split(mura_root, split) for split in SPLITS}
@@ -336,6 +400,9 @@ def build_cache(
         if cached is not None:
             return cached
     check_writable_folder(cache_dir, "cache folder")
+    check_free_space(cache_dir, space_needed(records, size), "cache folder",
+                     "free some space, or choose another --cache-dir (or $MURA_CACHE_DIR) or a "
+                     "smaller --size")
     with hold_folder(cache_dir, "cache folder", wait=True):
         # Whoever held the lock before may just have built this very cache.
         cached = None if rebuild else _reusable(cache_dir, key)
@@ -349,21 +416,32 @@ def _build(cache_dir: Path, mura_root: Path, size: int, mode: str, key: str,
            records: dict[str, list[ImageRecord]], workers, progress) -> MuraCache:
     """Decode every record into ``cache_dir`` (locked by the caller); the cache."""
     start = time.perf_counter()
-    (cache_dir / INDEX_NAME).unlink(missing_ok=True)
-    tmp_paths = {split: str(cache_dir / f"{split}_images.npy.tmp") for split in SPLITS}
+    tmp_paths = {split: str(cache_dir / f"{TEMP_PREFIX}{split}_images.npy.build{TEMP_SUFFIX}")
+                 for split in SPLITS}
     try:
         keep, reasons, histogram = _decode_all(mura_root, size, mode, records, tmp_paths,
                                                workers, progress)
-    except BaseException:
-        # Nothing half-built stays behind (the index was removed above, so no reader would
-        # take these for a cache, but they may be large).
-        for tmp in tmp_paths.values():
-            Path(tmp).unlink(missing_ok=True)
+        built = {split: _compact(Path(tmp_paths[split]), keep[split]) for split in SPLITS}
+    except BaseException as exc:
+        # Nothing half-built stays behind, and the previous cache, untouched, stays usable.
+        remove_stale_temp_files(cache_dir)
+        if isinstance(exc, BrokenProcessPool):
+            raise CacheBuildError(
+                f"a worker process of the cache build for {cache_dir} died (killed, or out of "
+                "memory); the cache folder is as it was: run the command again, with fewer "
+                "--workers if memory is short") from None
+        if is_disk_full(exc) and not isinstance(exc, DiskFull):
+            raise DiskFull(f"the disk of the cache folder {cache_dir} filled up during the "
+                           f"build ({data_size(free_space(cache_dir))} free); the cache folder is "
+                           "as it was: free some space, or choose another --cache-dir") from None
         raise
 
+    # From here on the old cache goes: its index first, so that no reader takes the old
+    # index for the new arrays.
+    (cache_dir / INDEX_NAME).unlink(missing_ok=True)
     skipped_all = []
     for split in SPLITS:
-        _finalize_images(Path(tmp_paths[split]), cache_dir / f"{split}_images.npy", keep[split])
+        os.replace(built[split], cache_dir / f"{split}_images.npy")
         skipped_all += [(records[split][row].path, reasons[split][row]) for row in sorted(reasons[split])]
     for path, reason in skipped_all[:_MAX_WARNINGS]:
         warnings.warn(f"skipped {path}: {reason}", SkippedImageWarning, stacklevel=3)
@@ -402,5 +480,12 @@ def _build(cache_dir: Path, mura_root: Path, size: int, mode: str, key: str,
                 "study": [r.study for r in kept],
             },
         }
-    atomic_write_text(cache_dir / INDEX_NAME, json.dumps(index))
+    try:
+        atomic_write_text(cache_dir / INDEX_NAME, json.dumps(index))
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFull(f"the disk of the cache folder {cache_dir} filled up as the build wrote "
+                       f"its {INDEX_NAME}, so the cache there will be built again next time: "
+                       "free some space, or choose another --cache-dir") from None
     return _load(cache_dir, index, built=True)

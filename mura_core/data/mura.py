@@ -96,7 +96,11 @@ def find_mura_root(path: str | os.PathLike) -> Path:
 def _parse_image_path(rel: str, split: str, where: str) -> tuple[str, str, str, str, int]:
     """``train/XR_X/patientN/studyK_positive/imageM.png`` -> (body_part, patient, study, suffix_label)."""
     parts = rel.strip("/").split("/")
-    if len(parts) != 5 or parts[0] != split or not _PATIENT_DIR.match(parts[2]):
+    if any(part in ("", ".", "..") for part in parts):
+        raise MuraFormatError(f"{where}: {rel!r} holds an empty, '.' or '..' folder name; a MURA "
+                              f"path is {split}/XR_*/patientN/studyK_positive|negative/imageM.png")
+    if len(parts) != 5 or parts[0] != split or not parts[1].startswith("XR_") \
+            or not _PATIENT_DIR.match(parts[2]):
         raise MuraFormatError(
             f"{where}: {rel!r} is not a {split}/XR_*/patientN/studyK_positive|negative/imageM.png path"
         )
@@ -113,47 +117,69 @@ def _strip_root_prefix(csv_path: str) -> str:
     return rest if head and rest and head not in SPLITS else csv_path.strip()
 
 
+def _csv_rows(path: Path, fix: str):
+    """(line number, row) of every row of the CSV file ``path``; MuraFormatError naming it,
+    ending with ``fix``, for a file that is not UTF-8 text, holds a NUL byte or is no CSV."""
+    reader = None
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh)
+            for row in reader:
+                if any("\0" in cell for cell in row):
+                    raise MuraFormatError(f"{path}, line {reader.line_num}: the row holds a NUL "
+                                          f"byte, so it names no file: {fix}")
+                yield reader.line_num, row
+    except UnicodeDecodeError as exc:
+        raise MuraFormatError(f"{path}: not a text CSV file (byte 0x{exc.object[exc.start]:02x} "
+                              f"is not UTF-8 text): {fix}") from None
+    except csv.Error as exc:
+        line = f", line {reader.line_num}" if reader is not None else ""
+        raise MuraFormatError(f"{path}{line}: not a readable CSV file ({exc}): {fix}") from None
+
+
 def _read_study_labels(path: Path, split: str) -> dict[str, int]:
     """``{"train/XR_X/patientN/studyK_positive": t}`` with t = 1 normal, 0 abnormal."""
     labels: dict[str, int] = {}
-    with open(path, newline="") as fh:
-        for line_no, row in enumerate(csv.reader(fh), start=1):
-            if not row or not "".join(row).strip():
-                continue
-            if len(row) != 2 or row[1].strip() not in ("0", "1"):
-                raise MuraFormatError(
-                    f"{path}, line {line_no}: expected 'MURA-v1.1/{split}/XR_*/patientN/studyK_.../,0|1' "
-                    f"(MURA's label: 1 = abnormal), got {','.join(row)!r}"
-                )
-            study = _strip_root_prefix(row[0]).strip("/")
-            labels[study] = 1 - int(row[1].strip())
+    fix = ("restore it from the MURA download, or remove it (the labels are then read from "
+           "the study folders' names)")
+    for line_no, row in _csv_rows(path, fix):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2 or row[1].strip() not in ("0", "1"):
+            raise MuraFormatError(
+                f"{path}, line {line_no}: expected 'MURA-v1.1/{split}/XR_*/patientN/studyK_.../,0|1' "
+                f"(MURA's label: 1 = abnormal), got {','.join(row)!r}"
+            )
+        study = _strip_root_prefix(row[0]).strip("/")
+        labels[study] = 1 - int(row[1].strip())
     return labels
 
 
 def _records_from_csv(root: Path, split: str, image_csv: Path, study_csv: Path | None) -> list[ImageRecord]:
     study_labels = _read_study_labels(study_csv, split) if study_csv is not None else None
     records = []
-    with open(image_csv, newline="") as fh:
-        for line_no, row in enumerate(csv.reader(fh), start=1):
-            if not row or not row[0].strip():
-                continue
-            rel = _strip_root_prefix(row[0])
-            where = f"{image_csv}, line {line_no}"
-            body_part, patient, study, _, suffix_label = _parse_image_path(rel, split, where)
-            study_dir = rel.rsplit("/", 1)[0]
-            label = suffix_label
-            if study_labels is not None:
-                if study_dir not in study_labels:
-                    raise MuraFormatError(f"{where}: study {study_dir!r} is not listed in {study_csv}")
-                label = study_labels[study_dir]
-                if label != suffix_label:
-                    raise MuraFormatError(
-                        f"study {study_dir!r}: {study_csv} says "
-                        f"{'normal' if label == NORMAL else 'abnormal'} (MURA label {1 - label}) but the "
-                        f"folder suffix says {'normal' if suffix_label == NORMAL else 'abnormal'}; fix the CSV "
-                        f"or the folder name"
-                    )
-            records.append(ImageRecord(os.path.join(str(root), *rel.split("/")), label, body_part, patient, study, split))
+    fix = ("restore it from the MURA download, or remove it (the split is then read from its "
+           "folders)")
+    for line_no, row in _csv_rows(image_csv, fix):
+        if not row or not row[0].strip():
+            continue
+        rel = _strip_root_prefix(row[0])
+        where = f"{image_csv}, line {line_no}"
+        body_part, patient, study, _, suffix_label = _parse_image_path(rel, split, where)
+        study_dir = rel.rsplit("/", 1)[0]
+        label = suffix_label
+        if study_labels is not None:
+            if study_dir not in study_labels:
+                raise MuraFormatError(f"{where}: study {study_dir!r} is not listed in {study_csv}")
+            label = study_labels[study_dir]
+            if label != suffix_label:
+                raise MuraFormatError(
+                    f"study {study_dir!r}: {study_csv} says "
+                    f"{'normal' if label == NORMAL else 'abnormal'} (MURA label {1 - label}) but the "
+                    f"folder suffix says {'normal' if suffix_label == NORMAL else 'abnormal'}; fix the CSV "
+                    f"or the folder name"
+                )
+        records.append(ImageRecord(os.path.join(str(root), *rel.split("/")), label, body_part, patient, study, split))
     return records
 
 

@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..files import check_writable_folder
+from ..files import DiskFull, check_writable_folder, is_disk_full
+from ..resources import check_worker_count
 from .mura import BODY_PARTS, ROOT_NAME
 
 DEFAULT_TRAIN = 2000
@@ -482,9 +483,7 @@ def check_synthetic_settings(n_train, n_valid, seed=0, workers=None,
                              f"got {n!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"{names[2]} must be a non-negative integer, got {seed!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
-                                or workers < 1):
-        raise ValueError(f"{names[3]} must be a positive integer, got {workers!r}")
+    check_worker_count(workers, names[3])
 
 
 def generate_synthetic(
@@ -520,7 +519,25 @@ def generate_synthetic(
                                   f"(no {out / MARKER_NAME}); refusing to delete it")
         shutil.rmtree(mura_root)
     train, valid = _plan(seed, n_train, n_valid)
+    try:
+        return _write_set(out, mura_root, train, valid, seed, workers, progress, start)
+    except BaseException as exc:
+        # Stopped, or the disk filled up: no half-written set (nor a marker describing a set
+        # that is gone) is left to be taken for one; nothing else was in it, since a folder of
+        # other files was refused above.
+        shutil.rmtree(mura_root, ignore_errors=True)
+        (out / MARKER_NAME).unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise DiskFull(f"the disk of the output folder {out} filled up while the synthetic "
+                           "set was written, and nothing of it is kept: free some space, write "
+                           "fewer images (--train, --valid) or choose another folder") from None
+        raise
 
+
+def _write_set(out: Path, mura_root: Path, train, valid, seed: int, workers, progress: bool,
+               start: float) -> dict:
+    """Write the planned ``train`` and ``valid`` studies under ``mura_root``, the quirks and
+    the marker; the summary ``generate_synthetic`` returns."""
     for split, studies in (("train", train), ("valid", valid)):
         for study_dir, _, _ in studies:
             (mura_root / study_dir).mkdir(parents=True, exist_ok=True)

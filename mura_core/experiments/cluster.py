@@ -1,8 +1,12 @@
 """Training runs on a Dask cluster: ``--scheduler ADDRESS`` or ``--scheduler local:N``.
 
 ``connect(scheduler)`` opens a ``distributed.Client`` on the scheduler at ADDRESS
-(``tcp://host:8786``; it has ``CONNECT_TIMEOUT_S`` to answer), or starts a ``LocalCluster`` of
-N worker processes with one thread each on this machine. With CuPy, each local worker sees
+(``tcp://host:8786``), or starts a ``LocalCluster`` of N worker processes with one thread each
+on this machine. An address is first asked who it is (``probe_scheduler``, in a thread of its
+own): whatever answers there must say it is a Dask scheduler within ``CONNECT_TIMEOUT_S``, so
+a port where nothing, or something else (a web server), listens is one line within that
+time, and no half-made client is left to complain at exit. ``local:N`` is bounded by the
+cores and by the open-file limit (``local_worker_limit``). With CuPy, each local worker sees
 one GPU (``CUDA_VISIBLE_DEVICES``; more workers than GPUs share them round robin). It prints
 the scheduler's and the dashboard's addresses.
 
@@ -27,17 +31,20 @@ scheduler is given.
 """
 from __future__ import annotations
 
+import asyncio
 import copy
 import importlib.util
 import json
 import logging
 import os
 import re
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.cache import INDEX_NAME
+from ..resources import WORKERS_PER_CORE, open_file_limit, usable_cores
 from .store import run_folder, stored_run, train_in_worker
 
 EXTRA = "pip install -e '.[cluster]'"
@@ -51,6 +58,12 @@ RETRIES = 2
 PROGRESS_TOPIC = "mura_core.runs"
 #: ``local:N``: a LocalCluster of N worker processes on this machine.
 LOCAL_CLUSTER = re.compile(r"local:(\d+)")
+#: A scheduler's address: ``[PROTOCOL://]HOST:PORT`` (an IPv6 host in brackets).
+ADDRESS = re.compile(r"(?:(?:tcp|tls|ws|wss|ucx)://)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):"
+                     r"(\d{1,5})/?")
+#: Files (sockets, pipes) this process holds open for each worker of a LocalCluster it runs:
+#: about 12 measured with distributed 2026.8, and a margin.
+FILES_PER_LOCAL_WORKER = 16
 SHARED_FIX = ("put WORK (its cache/ and runs/ folders) on a file system that every worker "
               "mounts at the same path (e.g. --work /shared/mura), or use --scheduler local:N")
 
@@ -73,15 +86,44 @@ def _distributed():
 
 
 def local_workers(scheduler: str) -> int | None:
-    """N for a ``local:N`` setting (N >= 1), None for anything else (an address);
-    ValueError for ``local:`` followed by anything but a positive count."""
+    """N for a ``local:N`` setting (1 <= N <= ``local_worker_limit``), None for anything else
+    (an address); ValueError for ``local:`` followed by anything but such a count."""
     if not scheduler.startswith("local:"):
         return None
     match = LOCAL_CLUSTER.fullmatch(scheduler)
     if match is None or int(match.group(1)) < 1:
         raise ValueError(f"scheduler {scheduler!r}: write local:N with N >= 1 worker "
                          "processes (e.g. local:2), or an address such as tcp://host:8786")
-    return int(match.group(1))
+    n_workers = int(match.group(1))
+    limit, why = local_worker_limit()
+    if n_workers > limit:
+        raise ValueError(f"scheduler {scheduler!r}: at most {limit} local worker processes on "
+                         f"this machine ({why}); use local:{min(limit, usable_cores())}, one "
+                         "per core")
+    return n_workers
+
+
+def local_worker_limit() -> tuple[int, str]:
+    """(the most workers ``local:N`` may start here, why): ``WORKERS_PER_CORE`` per usable
+    core (each trains on its own core at best), and no more than the open-file limit lets
+    this process, which runs their scheduler, talk to."""
+    cores, files = usable_cores(), open_file_limit()
+    by_cores, by_files = WORKERS_PER_CORE * cores, max(1, files // FILES_PER_LOCAL_WORKER - 1)
+    if by_files < by_cores:
+        return by_files, (f"the open-file limit is {files:,} (ulimit -n) and each worker holds "
+                          f"about {FILES_PER_LOCAL_WORKER} files open in this process")
+    return by_cores, (f"{WORKERS_PER_CORE} per core on its {cores} core(s); more only slow "
+                      "each other down")
+
+
+def check_address(scheduler: str) -> None:
+    """ValueError unless ``scheduler`` is written as a scheduler's address
+    (``[tcp://]HOST:PORT``), before Dask is asked anything."""
+    match = ADDRESS.fullmatch(scheduler)
+    if match is None or not 1 <= int(match.group(1)) <= 65535:
+        raise ValueError(f"scheduler {scheduler!r} is not a scheduler address: write "
+                         "tcp://HOST:PORT (e.g. tcp://10.0.0.5:8786), local:N to start N "
+                         "workers here, or processes:N")
 
 
 @dataclass
@@ -127,14 +169,12 @@ def connect(scheduler: str, *, backend: str = "numpy", timeout: float = CONNECT_
     if n_workers is not None:
         devices = _gpu_devices() if backend == "cupy" else None
         return start_local_cluster(n_workers, devices=devices, log=log)
+    check_address(scheduler)
+    probe_scheduler(scheduler, timeout)
     try:
         client = distributed.Client(scheduler, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
-        raise ClusterError(
-            f"no Dask scheduler answers at {scheduler} (waited {timeout:g} s: "
-            f"{exc.__class__.__name__}): check the address, start a scheduler there "
-            f"(dask scheduler) with workers (dask worker {scheduler}), or use --scheduler "
-            "local:N") from None
+        raise _no_scheduler(scheduler, timeout, exc) from None
     cluster = Cluster(client, scheduler)
     try:
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
@@ -144,6 +184,57 @@ def connect(scheduler: str, *, backend: str = "numpy", timeout: float = CONNECT_
                            f"{WORKER_WAIT_S} s): start some with dask worker {scheduler}") from None
     log(f"dask: {cluster.workers} worker(s) at {cluster.address}; dashboard {cluster.dashboard}")
     return cluster
+
+
+def _no_scheduler(scheduler: str, timeout: float, exc: BaseException) -> ClusterError:
+    return ClusterError(
+        f"no Dask scheduler answers at {scheduler} (waited {timeout:g} s: "
+        f"{exc.__class__.__name__}): check the address, start a scheduler there "
+        f"(dask scheduler) with workers (dask worker {scheduler}), or use --scheduler "
+        "local:N")
+
+
+async def _identity(address: str, timeout: float):
+    from distributed.comm import connect as open_comm  # noqa: PLC0415
+
+    comm = await open_comm(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def probe_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> dict:
+    """The identity of the Dask scheduler at ``scheduler`` (its "identity" answer), asked
+    over one connection that is closed again; ClusterError within about ``timeout`` seconds
+    when nothing answers, or when what answers is no Dask scheduler (a web server: no
+    answer or a reply Dask cannot read, an absurd frame length: a MemoryError). Runs in a
+    thread with its own event loop, so it works from a notebook's kernel too, and the wait
+    is bounded even if a read never returns."""
+    outcome: dict = {}
+
+    def ask():
+        try:
+            # Dask's own connect gives up after ``timeout``; the second more bounds the rest.
+            outcome["reply"] = asyncio.run(asyncio.wait_for(_identity(scheduler, timeout),
+                                                            timeout + 1))
+        except BaseException as exc:  # noqa: BLE001  (reported in the caller's thread)
+            outcome["error"] = exc
+
+    asker = threading.Thread(target=ask, name="mura-scheduler-probe", daemon=True)
+    asker.start()
+    asker.join(timeout + 5)
+    error, reply = outcome.get("error"), outcome.get("reply")
+    if asker.is_alive() or isinstance(error, (OSError, TimeoutError, asyncio.TimeoutError)):
+        raise _no_scheduler(scheduler, timeout, error or TimeoutError())
+    if error is not None or not (isinstance(reply, dict) and reply.get("type") == "Scheduler"):
+        what = "an answer that is not a scheduler's" if error is None else type(error).__name__
+        raise ClusterError(
+            f"what answers at {scheduler} is not a Dask scheduler ({what}): check the address "
+            "and port (a Dask scheduler listens on 8786 by default; 8787 is its dashboard), "
+            "or use --scheduler local:N")
+    return reply
 
 
 def _gpu_devices() -> list[str]:

@@ -25,7 +25,7 @@ import signal
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from .cluster import DaskExecutor, connect, local_workers
+from .cluster import DaskExecutor, check_address, connect, local_workers
 from .store import RUN_THREADS, Run, run_threads, stored_run, train_in_worker, train_or_load
 
 #: ``processes:N``: N worker processes on this machine, without Dask.
@@ -156,13 +156,15 @@ def parse_scheduler(scheduler: str | None) -> str | None:
     processes) name no Dask scheduler; ``local:N`` (N >= 1) starts a LocalCluster of N
     workers; anything else is the address of a running scheduler (``tcp://host:8786``, or
     ``host:8786``). ValueError for ``local:`` or ``processes:`` followed by anything but a
-    positive count."""
+    positive count (for ``local:``, within ``cluster.local_worker_limit``), and for anything
+    else not written as an address."""
     if scheduler is None or scheduler.strip() in ("", "local"):
         return None
     scheduler = scheduler.strip()
     if process_workers(scheduler) is not None:
         return None
-    local_workers(scheduler)  # ValueError for a bad local:N
+    if local_workers(scheduler) is None:  # ValueError for a bad local:N
+        check_address(scheduler)
     return scheduler
 
 

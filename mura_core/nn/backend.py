@@ -37,11 +37,17 @@ def cupy_available() -> bool:
     return _cupy_status()[0] is not None
 
 
+class BackendUnavailable(RuntimeError):
+    """The backend asked for cannot run here (CuPy missing, or no GPU); the message says why
+    and what to do."""
+
+
 def resolve_backend(name: str = "numpy", verbose: bool = True) -> str:
     """Turn ``"numpy" | "cupy" | "auto"`` into the concrete backend name.
 
     ``auto`` picks CuPy when it imports and sees a device, else NumPy, and says which.
-    Asking for ``cupy`` where it cannot run raises a RuntimeError that says why and what to do.
+    Asking for ``cupy`` where it cannot run raises BackendUnavailable (a RuntimeError) that
+    says why and what to do.
     """
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
@@ -53,11 +59,22 @@ def resolve_backend(name: str = "numpy", verbose: bool = True) -> str:
             print(f"backend auto: using {chosen}{why}")
         return chosen
     if name == "cupy" and cupy is None:
-        raise RuntimeError(
+        raise BackendUnavailable(
             f"backend 'cupy' was asked for, but {reason}. Install the GPU extra "
-            "(pip install -e '.[gpu]') on a machine with an NVIDIA GPU, or use backend='numpy'."
+            "(pip install -e '.[gpu]') on a machine with an NVIDIA GPU, or use backend='numpy' "
+            "(--backend numpy)."
         )
     return name
+
+
+def device_memory_free(backend: str) -> int | None:
+    """Bytes free on the GPU that a CuPy model would use (with what CuPy's memory pool holds
+    unused); None for NumPy, whose memory is the machine's."""
+    if backend != "cupy" or not cupy_available():
+        return None
+    cupy = _cupy_status()[0]
+    free, _ = cupy.cuda.Device().mem_info
+    return int(free) + int(cupy.get_default_memory_pool().free_bytes())
 
 
 def xp_for(name: str):

@@ -16,6 +16,7 @@ a glance and a saved model can record exactly what it is:
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
@@ -69,6 +70,18 @@ ARCHITECTURES = {
     "wider": {"layers": BASELINE, "width": 2.0},
     "residual": {"layers": RESIDUAL, "width": 1.0},
 }
+
+#: The largest input side (pixels) a network is built for, and so the largest image a cache
+#: holds. Memory grows with the square of the side: at 1,024 pixels a cache of MURA's 40,005
+#: images takes 42 GB and the baseline's weights alone 2.1 GB (the networks are designed for
+#: 227). Why it is refused above: ``INPUT_SIZE_REASON``.
+MAX_INPUT_SIZE = 1024
+INPUT_SIZE_REASON = (f"the largest input size is {MAX_INPUT_SIZE:,} pixels, since memory grows "
+                     "with the square of the side (at 1,024 a cache of MURA's 40,005 images "
+                     "takes 42 GB; the networks are designed for 227)")
+#: The largest feature-map multiplier (``wider`` is 2): at 16 the baseline at 227 already holds
+#: 400 million weights.
+MAX_WIDTH = 16.0
 
 
 class Model:
@@ -203,8 +216,9 @@ def architecture_layers(name: str, width: float | None = None) -> tuple[list[dic
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     arch = ARCHITECTURES[name]
     width = float(arch["width"] if width is None else width)
-    if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
+    if not (math.isfinite(width) and 0 < width <= MAX_WIDTH):
+        raise ValueError(f"width (the feature-map multiplier) must be a number above 0 and at "
+                         f"most {MAX_WIDTH:g} ('wider' is 2), got {width}")
     layers = copy.deepcopy(arch["layers"])
     for spec in layers:
         if spec["type"] == "conv":
@@ -288,24 +302,74 @@ def _smallest_input_size(layers: list[dict]) -> int:
     return max(1, need)
 
 
+def check_input_size(name: str, input_size, layers: list[dict] | None = None) -> int:
+    """``input_size`` as an int when the architecture ``name`` (or its ``layers``) can take
+    it: a whole number from the smallest size that keeps every layer non-empty up to
+    ``MAX_INPUT_SIZE``; ValueError saying why otherwise."""
+    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)):
+        raise ValueError(f"input size must be a whole number of pixels, got {input_size!r}")
+    input_size = int(input_size)
+    if input_size > MAX_INPUT_SIZE:
+        raise ValueError(f"input size {input_size:,} is too large: {INPUT_SIZE_REASON}")
+    layers = architecture_layers(name)[0] if layers is None else layers
+    smallest = _smallest_input_size(layers)
+    if input_size < smallest:
+        raise ValueError(f"input size {input_size} is too small for the '{name}' network: "
+                         f"the smallest valid input size is {smallest}")
+    return input_size
+
+
+def memory_bytes(name: str, input_size: int, batch_size: int, width: float | None = None,
+                 dtype: str = "float32", training: bool = True) -> int:
+    """The least memory (bytes) one SGD step (``training``) or one evaluation batch of the
+    architecture ``name`` takes, computed from its layer specs alone (nothing is allocated):
+    the weights (with their gradients and momentum in training) and every layer's output for
+    a batch of ``batch_size``. A step takes more (convolution buffers, temporaries): refuse a
+    run when even this does not fit."""
+    layers, _ = architecture_layers(name, width)
+    check_input_size(name, input_size, layers)
+    channels, side, flat = 1, int(input_size), None
+    weights = outputs = 0
+    for spec in layers:
+        kind = spec["type"]
+        if kind == "conv":
+            k, out = spec["k"], spec["out"]
+            side = (side + 2 * (k // 2) - k) // spec["stride"] + 1
+            weights += out * channels * k * k + out
+            outputs += 2 * out * side * side  # the convolution's and its ReLU's
+            if spec.get("residual") and (out != channels or spec["stride"] != 1):
+                weights += out * channels + out
+                outputs += out * side * side
+            channels = out
+        elif kind == "pool":
+            side = (side - 2) // 2 + 1
+            outputs += channels * side * side
+        elif kind == "dropout":
+            outputs += channels * side * side if flat is None else flat
+        elif kind == "fc":
+            flat = channels * side * side if flat is None else flat
+            weights += flat * spec["out"] + spec["out"]
+            outputs += 2 * spec["out"]
+            flat = spec["out"]
+    copies = 3 if training else 1
+    return np.dtype(dtype).itemsize * (copies * weights + int(batch_size) * outputs)
+
+
 def build_model(name: str = "baseline", input_size: int = 227, seed: int = 0,
                 backend: str = "numpy", width: float | None = None, dropout: float = 0.5,
                 dtype: str = "float32") -> Model:
     """Build a named architecture ("baseline", "deeper", "wider", "residual").
 
-    input_size: side of the square one-channel input (227 in the assignment; any size at which
-    every layer keeps a non-empty output works). width: multiplier of the feature maps of every
-    convolution (None: the architecture's default, 2.0 for "wider", 1.0 otherwise; "wider" at
-    1.0 is the baseline). Weights: He normal before ReLUs, N(0, 0.01^2) before the logistic,
-    biases zero, drawn on the CPU from ``seed`` so every backend starts from the same numbers.
+    input_size: side of the square one-channel input (227 in the assignment; any size up to
+    ``MAX_INPUT_SIZE`` at which every layer keeps a non-empty output works). width: multiplier
+    of the feature maps of every convolution (None: the architecture's default, 2.0 for
+    "wider", 1.0 otherwise; "wider" at 1.0 is the baseline). Weights: He normal before
+    ReLUs, N(0, 0.01^2) before the logistic, biases zero, drawn on the CPU from ``seed`` so
+    every backend starts from the same numbers.
     backend: "numpy", "cupy" or "auto". dtype: "float32" (default) or "float64" (gradient checks).
     """
     layers, width = architecture_layers(name, width)
-    input_size = int(input_size)
-    smallest = _smallest_input_size(layers)
-    if input_size < smallest:
-        raise ValueError(f"input size {input_size} is too small for the '{name}' network: "
-                         f"the smallest valid input size is {smallest}")
+    input_size = check_input_size(name, input_size, layers)
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     if not 0.0 <= dropout < 1.0:

@@ -8,6 +8,7 @@ or weights of another architecture give a ``ModelFileError`` that names the file
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import zipfile
@@ -89,6 +90,8 @@ def save_model(model: Model, path) -> None:
 
 #: The first bytes of every .npz file (a zip archive).
 ZIP_MAGIC = b"PK\x03\x04"
+#: The model files a run folder holds, the one to use first.
+MODEL_NAMES = ("best.npz", "last.npz", "checkpoint.npz")
 #: The keys of a model header's spec that ``build_model`` needs.
 SPEC_KEYS = ("arch", "input_size", "seed", "width", "dropout", "dtype")
 
@@ -99,8 +102,14 @@ def read_npz(path) -> dict:
     A file that does not start like a zip archive is said to be no model file at all: np.load
     would otherwise try it as a pickle and talk about "pickled (object) data"."""
     path = Path(path)
+    if path.is_dir():
+        inside = [path / name for name in MODEL_NAMES if (path / name).is_file()]
+        example = inside[0] if inside else path / MODEL_NAMES[0]
+        raise ModelFileError(f"{path} is a folder, not a model file: give a model file "
+                             f"{'in it' if inside else 'saved by train'}, e.g. {example}")
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
+        raise ModelFileError(f"{path}: no such file; give a model file saved by train, e.g. "
+                             "runs/NAME/best.npz")
     with open(path, "rb") as f:
         start = f.read(len(ZIP_MAGIC))
     if start != ZIP_MAGIC:
@@ -149,11 +158,44 @@ def model_from_arrays(arrays: dict, path, backend: str = "numpy", expect_arch: s
                             dtype=spec["dtype"])
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"{path}: the model header describes no buildable network "
-                             f"({exc})") from None
+                             f"({exc}); the file is damaged or was not written by mura_core: "
+                             "use a model saved by train") from None
+    metadata = header.get("metadata") or {}
+    check_metadata(metadata, spec, path)
     load_weights(model, {k[len("param/"):]: v for k, v in arrays.items() if k.startswith("param/")},
                  path)
-    model.metadata = dict(header.get("metadata") or {})
+    model.metadata = dict(metadata)
     return model
+
+
+def check_metadata(metadata, spec: dict, path) -> None:
+    """ModelFileError naming ``path`` unless ``metadata`` is a JSON object whose
+    "preprocessing" (when there) says how training prepared its images: a size equal to the
+    network's input, a finite mean and a finite std above 0 (the images are divided by it)."""
+    damaged = "the file is damaged or was not written by train: use a model saved by train"
+    if not isinstance(metadata, dict):
+        raise ModelFileError(f"{path}: its metadata is a {type(metadata).__name__} "
+                             f"({str(metadata)[:40]!r}), not a table of settings; {damaged}")
+    pre = metadata.get("preprocessing")
+    if pre is None:
+        return
+    if not isinstance(pre, dict) or not all(k in pre for k in ("size", "mode", "mean", "std")):
+        raise ModelFileError(f"{path}: its preprocessing entry lacks the size, mode, mean and "
+                             f"std of training; {damaged}")
+
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value)
+
+    if pre["size"] != spec["input_size"]:
+        problem = f"size {pre['size']!r} is not the network's input size {spec['input_size']}"
+    elif not number(pre["mean"]):
+        problem = f"mean {pre['mean']!r} is not a finite number"
+    elif not (number(pre["std"]) and pre["std"] > 0):
+        problem = f"std {pre['std']!r} is not a number above 0 (images are divided by it)"
+    else:
+        return
+    raise ModelFileError(f"{path}: its preprocessing {problem}; {damaged}")
 
 
 def load_weights(model: Model, weights: dict, path="weights") -> None:

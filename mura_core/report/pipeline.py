@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import os
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,7 @@ from ..experiments.executors import make_executor, parse_scheduler
 from ..experiments.profiles import Profile
 from ..files import check_writable_folder, write_json
 from ..locks import hold_folder
+from ..signals import before_stopping
 from .provenance import provenance
 from .workspace import (NOTEBOOKS_DIR, DataSource, Paths, PipelineError, build_cache, prepare_data,
                         publish, stage)
@@ -73,8 +77,9 @@ def notebook_parameters(name: str, profile: Profile, source: DataSource | None, 
     return params
 
 
-def _local_kernel_manager(folder: str):
-    """A kernel manager class whose kernels talk over Unix sockets in ``folder``.
+def _local_kernel_manager(folder: str, stderr: int | None = None):
+    """A kernel manager class whose kernels talk over Unix sockets in ``folder`` and write
+    their stderr to the file descriptor ``stderr`` (None: this process's).
 
     Kernel and pipeline always run on one machine, so IPC is the natural transport; over TCP
     (jupyter_client's default) ipykernel warns on every start that the traffic is not
@@ -91,7 +96,43 @@ def _local_kernel_manager(folder: str):
         def _default_ip(self):
             return str(Path(folder) / "kernel")
 
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            if stderr is not None:
+                kw.setdefault("stderr", stderr)
+            return await super()._async_launch_kernel(kernel_cmd, **kw)
+
     return LocalKernelManager
+
+
+class KernelStderr:
+    """A pipe for a kernel's stderr, whose lines a thread passes on to this process's stderr
+    until ``quiet()``. A kernel shut down in the middle of a cell (the report stopped by
+    Ctrl+C or SIGTERM) logs its closing sockets' errors (ZMQError) there, and the cell's task,
+    cut short, is logged as "never retrieved" when collected: neither says anything to
+    whoever stopped the report, who is told "interrupted"."""
+
+    def __init__(self):
+        read_fd, self.fd = os.pipe()
+        self.quieted = False
+        self._thread = threading.Thread(target=self._pass_on, args=(read_fd,), daemon=True,
+                                        name="mura-kernel-stderr")
+        self._thread.start()
+
+    def _pass_on(self, read_fd: int) -> None:
+        with os.fdopen(read_fd, "rb") as pipe:
+            for line in pipe:
+                if not self.quieted:
+                    sys.stderr.write(line.decode(errors="replace"))
+                    sys.stderr.flush()
+
+    def quiet(self) -> None:
+        self.quieted = True
+        logging.getLogger("asyncio").disabled = True
+
+    def close(self) -> None:
+        """Close this end of the pipe; the thread ends when the kernel's end is closed too."""
+        os.close(self.fd)
+        self._thread.join(timeout=2)
 
 
 def execute_notebook(source: Path, executed: Path, parameters: dict,
@@ -107,12 +148,14 @@ def execute_notebook(source: Path, executed: Path, parameters: dict,
 
     executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    kernel_stderr = KernelStderr()
     try:
-        with tempfile.TemporaryDirectory(prefix="mura-kernel-") as sockets:
+        with tempfile.TemporaryDirectory(prefix="mura-kernel-") as sockets, \
+                before_stopping(kernel_stderr.quiet):
             papermill.execute_notebook(
                 str(source), str(executed), parameters=parameters, kernel_name="python3",
                 progress_bar=progress, cwd=str(source.parent), log_output=False,
-                kernel_manager_class=_local_kernel_manager(sockets),
+                kernel_manager_class=_local_kernel_manager(sockets, kernel_stderr.fd),
             )
     except PapermillExecutionError as exc:
         first_line = next((ln for ln in exc.source.splitlines() if ln.strip()), "").strip()
@@ -121,6 +164,8 @@ def execute_notebook(source: Path, executed: Path, parameters: dict,
             f"(In [{exc.exec_count}]: {first_line!r}): {exc.ename}: {exc.evalue}\n"
             f"The executed copy with the full traceback is {executed}"
         ) from None
+    finally:
+        kernel_stderr.close()
     return time.perf_counter() - t0
 
 

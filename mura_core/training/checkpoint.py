@@ -91,6 +91,15 @@ def checkpoint_step(path) -> int:
     return step
 
 
+def check_steps_left(path, step: int, total_steps: int) -> None:
+    """ValueError unless a run whose checkpoint ``path`` is at ``step`` may go on to
+    ``total_steps``: a run never ends before the steps it has already taken."""
+    if total_steps < step:
+        raise ValueError(f"cannot resume {path} for {total_steps} steps in all: the run has "
+                         f"done {step} already; give --steps above {step} to train on (or "
+                         "start afresh with --overwrite)")
+
+
 def check_same_model(checkpoint: Checkpoint, model) -> None:
     """ValueError unless ``model`` has the checkpoint's architecture (its own seed only chose
     the initial weights, which the checkpoint replaces)."""

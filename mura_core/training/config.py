@@ -16,6 +16,13 @@ RESUMABLE_CHANGES = ("epochs", "steps", "progress", "checkpoint_every", "out_dir
                      "lr")
 
 
+def check_seed(seed, option: str = "--seed") -> None:
+    """ValueError naming ``option`` unless ``seed`` is a whole number >= 0 (what NumPy's
+    generators take)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{option} must be a whole number >= 0, got {seed!r}")
+
+
 def _option(default, help: str, **extra):
     """A config field with the help text its command-line option shows."""
     return field(default=default, metadata={"help": help, **extra})
@@ -93,12 +100,17 @@ class TrainConfig:
         positive_int("train_eval_size", self.train_eval_size, allow_none=True)
         positive_int("eval_batch_size", self.eval_batch_size)
         positive_int("lr_step_size", self.lr_step_size, allow_none=True)
+        check_seed(self.seed, "seed")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"learning rate must be a positive number, got {self.lr!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if not self.weight_decay >= 0.0:
-            raise ValueError(f"weight decay must be >= 0, got {self.weight_decay!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0.0):
+            raise ValueError(f"weight decay must be a number >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.min_lr, (int, float)) and math.isfinite(self.min_lr)
+                and 0.0 <= self.min_lr <= self.lr):
+            raise ValueError(f"min_lr (--min-lr, the schedules' lowest rate) must be a number from "
+                             f"0 to the learning rate {self.lr:g}, got {self.min_lr!r}")
         if self.class_weights not in CLASS_WEIGHTS:
             raise ValueError(f"class_weights must be one of {', '.join(CLASS_WEIGHTS)}, "
                              f"got {self.class_weights!r}")

@@ -13,6 +13,8 @@ History layout (``evals[i]["train"|"valid"]`` are ``metrics.metric_table`` dicts
                                                    "n_normal"}}},
      "steps_per_epoch": int, "total_steps": int, "step": int (steps done), "epoch": float,
      "loss": [float per step], "lr": [float per step],
+     "start_loss": float | null (the loss of fixed train images before the first step: the
+                   level a good checkpoint's loss stays near, ``divergence.is_good``),
      "lr_changes": [{"step", "lr_from", "lr_to"}, ...] (learning rates changed on resume),
      "evals": [{"step", "epoch" (float, step / steps_per_epoch), "epoch_end": bool, "lr",
                 "train": table, "valid": table}, ...],

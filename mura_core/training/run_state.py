@@ -4,17 +4,19 @@ earlier run), writes the history and the checkpoints, and records how the run en
 from __future__ import annotations
 
 import dataclasses
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..files import remove_stale_temp_files
+from ..files import DiskFull, free_space, is_disk_full, remove_stale_temp_files
+from ..formatting import data_size
 from ..nn.serialization import save_model
-from .checkpoint import (check_same_data, check_same_model, check_same_settings, read_checkpoint,
-                         restore_checkpoint, save_checkpoint)
-from .divergence import TrainingDiverged, diverged
+from .checkpoint import (check_same_data, check_same_model, check_same_settings,
+                         check_steps_left, read_checkpoint, restore_checkpoint, save_checkpoint)
+from .divergence import TrainingDiverged, diverged, is_good
 from .evaluation_points import params_finite
 from .history import end_history, mark_history_on_disk, new_history, this_process, write_history
 from .runfolder import (CHECKPOINT_NAME, HISTORY_NAME, LAST_NAME, check_run_folder,
-                        remove_earlier_run)
+                        remove_earlier_run, run_disk_bytes)
 
 
 class RunState:
@@ -22,16 +24,21 @@ class RunState:
 
     ``data``: the history's "data" entry; its "root", "cache_key", "mean" and "std" are what
     a resumed run's data must match. ``schedule``, ``points`` (evaluation points) and
-    ``clock`` are the parts whose state a checkpoint keeps beside the step and history."""
+    ``clock`` are the parts whose state a checkpoint keeps beside the step and history.
+    ``loss_now()``: the loss the weights give now on a fixed set of train images (None: not
+    measured), against its value at the run's start (``history["start_loss"]``), decides
+    whether a checkpoint is good (``divergence.is_good``): only good ones are written."""
 
     def __init__(self, model, opt, config, *, data: dict, steps_per_epoch: int,
-                 total_steps: int, schedule, points, clock):
+                 total_steps: int, schedule, points, clock, loss_now=lambda: None):
         self.model, self.opt, self.config, self.data = model, opt, config, data
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
         self.schedule, self.points, self.clock = schedule, points, clock
+        self.loss_now = loss_now
         self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
         self.step, self.history = 0, {}
-        self.checkpoint_step: int | None = None  # of the last checkpoint written or read
+        self.checkpoint_step: int | None = None  # of the last (good) checkpoint written or read
+        self.checkpoint_loss: float | None = None  # what its weights gave, when measured
 
     def path(self, name: str) -> Path | None:
         return None if self.out_dir is None else self.out_dir / name
@@ -43,9 +50,48 @@ class RunState:
     def identity(self) -> dict:
         return {k: self.data[k] for k in ("root", "cache_key", "mean", "std")}
 
+    @property
+    def start_loss(self) -> float | None:
+        """What ``loss_now`` gave for the network as initialised (a run checkpointed before
+        it was recorded: the loss of its first step)."""
+        if not self.history:
+            return None
+        if self.history.get("start_loss") is not None:
+            return float(self.history["start_loss"])
+        losses = self.history.get("loss")
+        return float(losses[0]) if losses else None
+
     def diverged(self, what: str, value, step: int) -> TrainingDiverged:
-        return diverged(what, value, step, self.opt.lr, self.path(CHECKPOINT_NAME),
-                        self.checkpoint_step)
+        k = self.checkpoint_step
+        rates = self.history.get("lr") if self.history else None
+        good_lr = float(rates[k - 1]) if k and rates and len(rates) >= k else None
+        return diverged(what, value, step, self.opt.lr,
+                        self.path(CHECKPOINT_NAME) if self.out_dir is not None else None, k,
+                        checkpoint_loss=self.checkpoint_loss, start_loss=self.start_loss,
+                        good_lr=good_lr)
+
+    @contextmanager
+    def disk_full_told(self):
+        """A full disk met in the block (a checkpoint, the history, a model file) becomes
+        DiskFull: one line naming the run folder, the checkpoint that is kept (the atomic
+        writer never replaced it) and the space to free."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_disk_full(exc) or isinstance(exc, DiskFull) or self.out_dir is None:
+                raise
+            ckpt = self.path(CHECKPOINT_NAME)
+            if self.checkpoint_step is not None:
+                kept = (f"its checkpoint of step {self.checkpoint_step}, {ckpt}, is kept: free "
+                        "some space and continue with --resume")
+            else:
+                kept = ("no checkpoint had been written yet: free some space and run the "
+                        "command again")
+            raise DiskFull(
+                f"the disk of the run folder {self.out_dir} filled up at step {self.step} "
+                f"({data_size(free_space(self.out_dir))} free; the run needs about "
+                f"{data_size(run_disk_bytes(self.model))} for its checkpoint, best.npz and "
+                f"last.npz); {kept}") from None
 
     # --- starting ------------------------------------------------------------------------
     def start(self) -> None:
@@ -62,18 +108,21 @@ class RunState:
         if not self.history:
             self.history = new_history(c, self.model, self.data, self.steps_per_epoch,
                                        self.total_steps)
+            self.history["start_loss"] = self.loss_now()
         self.history["process"] = this_process()
 
     def _restore(self, path: Path) -> None:
         """Continue from the checkpoint ``path``: same settings (but the resumable ones), same
         model, same data; ValueError naming the difference otherwise, before any state moves."""
         checkpoint = read_checkpoint(path)
+        check_steps_left(path, int(checkpoint.state["step"]), self.total_steps)
         check_same_settings(checkpoint, self.config)
         check_same_model(checkpoint, self.model)
         check_same_data(checkpoint, self.identity())
         restore_checkpoint(checkpoint, self.model, self.opt)
         state, h = checkpoint.state, checkpoint.state["history"]
         self.step = self.checkpoint_step = int(state["step"])
+        self.checkpoint_loss = state.get("loss_now")
         self.schedule.load_state(state)
         self.points.best_score = tuple(state["best_score"])
         h["config"], h["total_steps"] = dataclasses.asdict(self.config), self.total_steps
@@ -104,18 +153,26 @@ class RunState:
         meta["trained"] = {"step": self.step, "epoch": self.epoch, "seed": self.config.seed,
                            "data_root": self.data["root"]}
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self) -> bool:
+        """Write the checkpoint of this step when it is good (``divergence.is_good``); a
+        diverging state never replaces the last good checkpoint, which stays the one to
+        resume from. The history is written either way; True when the checkpoint was."""
         if self.out_dir is None:
-            return
+            return False
         if not params_finite(self.model):
             raise self.diverged("a weight", "non-finite", self.step)
+        loss = self.loss_now()
         self.stamp_metadata()
         self.history["step"], self.history["epoch"] = self.step, self.epoch
         self.write_history()
+        if not is_good(loss, self.start_loss):
+            return False
         save_checkpoint(self.path(CHECKPOINT_NAME), self.model, self.opt, {
             "step": self.step, **self.schedule.state(), "best_score": list(self.points.best_score),
-            "config": dataclasses.asdict(self.config), "history": self.history})
-        self.checkpoint_step = self.step
+            "config": dataclasses.asdict(self.config), "history": self.history,
+            "loss_now": loss})
+        self.checkpoint_step, self.checkpoint_loss = self.step, loss
+        return True
 
     # --- ending --------------------------------------------------------------------------
     def interrupted(self, forced: bool) -> None:
@@ -137,7 +194,8 @@ class RunState:
         else:
             self.write_history()
         ckpt = self.path(CHECKPOINT_NAME)
-        where = f"; resume from {ckpt}" if ckpt is not None and self.checkpoint_step is not None else ""
+        where = f"; resume from {ckpt} (step {self.checkpoint_step})" \
+            if ckpt is not None and self.checkpoint_step is not None else ""
         print(f"interrupted at step {self.step} of {self.total_steps}{where}")
 
     def failed(self, status: str, error: str, quiet: bool = False) -> None:

@@ -24,6 +24,14 @@ DIVERGED_NAME = "diverged.json"
 RUN_FILES = (HISTORY_NAME, CHECKPOINT_NAME, BEST_NAME, LAST_NAME, PREDICTIONS_NAME, DIVERGED_NAME)
 
 
+def run_disk_bytes(model) -> int:
+    """Bytes a run of ``model`` writes into its folder at its peak: checkpoint.npz (weights
+    and momentum) with the temp copy that replaces it, best.npz and last.npz (weights), and
+    1 MB for the history and predictions."""
+    weights = sum(int(p.nbytes) for p in model.parameters().values())
+    return 6 * weights + 1_000_000
+
+
 def earlier_run_files(out_dir) -> list[str]:
     """The RUN_FILES present in ``out_dir`` (none when it does not exist)."""
     folder = Path(out_dir)

@@ -36,8 +36,9 @@ import numpy as np
 
 from ..data.prefetch import Prefetcher
 from ..evaluation import metrics
-from ..evaluation.predictions import patient_subset
+from ..evaluation.predictions import patient_subset, split_inputs
 from ..nn.backend import shared_buffer, to_numpy
+from ..nn.losses import bce_with_logits_on_device
 from ..nn.models import loss_and_grads_on_device
 from ..nn.optim import SGD
 from ..signals import StopDeferral, Stopped
@@ -53,6 +54,10 @@ from .schedule import LearningRateSchedule
 
 #: Batches read ahead of the step that uses them (one waits in the queue, one is being read).
 PREFETCH_DEPTH = 1
+#: Train images (a fixed sample drawn from the run's seed) whose loss tells whether a
+#: checkpoint is good (``divergence.is_good``); not the batch just trained on, which a much
+#: too large step fits perfectly (loss 0) with weights that give 1e11 on the next batch.
+PROBE_IMAGES = 32
 
 
 @dataclass
@@ -137,17 +142,19 @@ class Trainer:
         self.state = RunState(model, self.opt, config, data=data,
                               steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
                               schedule=self.schedule, points=self.points,
-                              clock=StepClock(config.batch_size))
+                              clock=StepClock(config.batch_size), loss_now=self._loss_now)
         self._smooth_loss = None
+        self._probe = None
 
     def run(self) -> TrainResult:
         """Train, holding the run folder's lock throughout; on the way out a Ctrl+C or
         SIGTERM checkpoints, a divergence or any other error is recorded in the history, and
-        a completed run writes its last files."""
+        a completed run writes its last files. A full disk is ``files.DiskFull``, naming the
+        run folder and the checkpoint kept."""
         from tqdm.auto import tqdm  # noqa: PLC0415
 
         state = self.state
-        with hold_run_folder(state.out_dir):
+        with hold_run_folder(state.out_dir), state.disk_full_told():
             bar, stop = None, StopDeferral()  # before start: a signal during it stops after a step
             try:
                 with stop:
@@ -218,6 +225,23 @@ class Trainer:
         state.history["loss"].append(loss)
         state.history["lr"].append(self.opt.lr)
         return loss
+
+    def _loss_now(self) -> float:
+        """The BCE the weights give now on the probe images (``PROBE_IMAGES`` of train, drawn
+        from the run's seed; evaluation mode, no class weights): whether a checkpoint is good
+        (``divergence.is_good``), against its value at the run's start. One forward pass of
+        a batch, per checkpoint."""
+        if self._probe is None:
+            labels = np.asarray(self.train_split.labels)
+            rng = np.random.default_rng([self.config.seed, 11])
+            rows = np.sort(rng.choice(len(labels), min(PROBE_IMAGES, len(labels)),
+                                      replace=False))
+            self._probe = (split_inputs(self.train_split, rows, self.mean, self.std),
+                           labels[rows].astype(np.float32))
+        x, t = self._probe
+        with np.errstate(over="ignore", invalid="ignore"):
+            loss, _ = bce_with_logits_on_device(self.model.logits(x, training=False), t)
+        return float(loss)
 
     def _after_step(self, loss: float, seconds: float, bar) -> None:
         self.state.clock.step(seconds)
