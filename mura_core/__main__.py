@@ -14,8 +14,8 @@ import sys
 COMMANDS = {
     "data": ("mura_core.cli.data", "generate, index and cache MURA-layout data"),
     "train": ("mura_core.cli.train", "train a network on a MURA folder (real or synthetic)"),
-    "evaluate": ("mura_core.cli.train", "print the metric table of a saved model on train and valid"),
-    "predict": ("mura_core.cli.train", "P(normal) for image files with a saved model"),
+    "evaluate": ("mura_core.cli.evaluate", "print the metric table of a saved model on train and valid"),
+    "predict": ("mura_core.cli.evaluate", "P(normal) for image files with a saved model"),
     "explain": ("mura_core.cli.explain", "Grad-CAM maps of image files with a saved model"),
     "report": ("mura_core.cli.report", "run the notebooks and build report/report.pdf and report.html"),
 }

@@ -25,7 +25,7 @@ ORDER = {
            "nn.losses", "nn.models", "nn.optim", "nn.serialization", "nn.gradcheck", "nn", ""],
     "support": ["formatting", "locks", "signals", "resources", "files"],
     "data": ["data.mura", "data.preprocess", "data.batches", "data.prefetch", "data.samples",
-             "data.synthetic", "data.cache", "data"],
+             "data.processes", "data.synthetic", "data.cache", "data"],
     "evaluation": ["evaluation.metrics", "evaluation.stats", "evaluation.predictions",
                    "evaluation.analysis", "evaluation.saliency", "evaluation"],
     "training": ["training.config", "training.class_weights", "training.schedule",
@@ -37,7 +37,7 @@ ORDER = {
     "plots": ["plots"],
     "report": ["report.prose", "report.tables", "report.workspace", "report.document",
                "report.provenance", "report.context", "report", "report.pipeline"],
-    "cli": ["cli", "cli.data", "cli.train", "cli.explain", "cli.report", "__main__"],
+    "cli": ["cli", "cli.data", "cli.train", "cli.evaluate", "cli.explain", "cli.report", "__main__"],
 }
 
 

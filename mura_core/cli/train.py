@@ -1,15 +1,10 @@
-"""``python -m mura_core train | evaluate | predict``.
+"""``python -m mura_core train --data ROOT --out runs/NAME [--arch baseline] [--steps S] ...``
+(every option of TrainConfig, with its default and help; see ``train --help``).
 
-    train     --data ROOT --out runs/NAME [--arch baseline] [--steps S] [--lr L] ...
-              (every option of TrainConfig, with its default and help; see ``train --help``)
-    evaluate  --model runs/NAME/best.npz --data ROOT      metric table for train and valid
-    predict   MODEL IMAGE...                            one line per image: path, P(normal), label
-
-Exit status (``cli``'s convention): 0 success; 1 a failed run (training diverged, some images
-could not be predicted); 2 bad input (settings, files, a run folder in use or holding another
-run, a place that cannot be written, a model file whose weights are not finite); 130 / 143
-stopped by Ctrl+C / SIGTERM (a checkpoint was written when a step had run; ``--resume``
-continues).
+Exit status (``cli``'s convention): 0 success; 1 a failed run (training diverged); 2 bad input
+(settings, files, a run folder in use or holding another run, a place that cannot be written, a
+model file whose weights are not finite); 130 / 143 stopped by Ctrl+C / SIGTERM (a checkpoint
+was written when a step had run; ``--resume`` continues).
 
 ``train`` checks, before the cache build: every setting, the data folder, that ``--out`` can
 be written, takes its lock (a second ``train`` on it is refused naming the first), and that
@@ -24,7 +19,7 @@ from pathlib import Path
 from ..nn.backend import BACKENDS
 from ..nn.models import ARCHITECTURES
 from ..resources import check_worker_count
-from . import EXIT_FAILED, CommandFailed, add_config_options, command, config_from_args
+from . import CommandFailed, add_config_options, command, config_from_args
 from .data import check_cache_size
 
 
@@ -37,7 +32,7 @@ def _train(args) -> int:
     from ..signals import exit_status
     from ..training import TrainConfig, TrainingDiverged
     from ..training.config import check_seed
-    from ..training.runfolder import run_disk_bytes
+    from ..training.runfolder import CHECKPOINT_NAME, run_disk_bytes
 
     # Every setting and place is checked before the (slow) cache build.
     config = config_from_args(TrainConfig, args)
@@ -62,9 +57,9 @@ def _train(args) -> int:
         with hold_folder(out, "run folder"):
             result, seconds = _train_in(out, args, config, model, backend)
     except KeyboardInterrupt as exc:
-        if (out / "checkpoint.npz").exists():
+        if (out / CHECKPOINT_NAME).exists():
             print(f"interrupted; continue with the same command and --resume (checkpoint: "
-                  f"{out / 'checkpoint.npz'})", file=sys.stderr)
+                  f"{out / CHECKPOINT_NAME})", file=sys.stderr)
         else:
             print("interrupted before the first checkpoint; nothing to resume: run the same "
                   "command again to start", file=sys.stderr)
@@ -131,6 +126,7 @@ def _train_in(out: Path, args, config, model, backend: str):
 
 def _print_result(result, seconds: float, config) -> None:
     from ..evaluation import metrics
+    from ..training.runfolder import HISTORY_NAME
 
     h = result.history
     last = h["evals"][-1]
@@ -146,116 +142,28 @@ def _print_result(result, seconds: float, config) -> None:
         print(f"best valid study kappa {'n/a' if kappa is None else f'{kappa:.3f}'} (accuracy "
               f"per image {100 * best['valid_image_accuracy']:.1f} %) at step {best['step']}: "
               f"{result.best_path}")
-    print(f"last model: {result.last_path}; history: {Path(config.out_dir) / 'history.json'}")
-
-
-def _evaluate(args) -> int:
-    from ..evaluation import metrics
-    from ..data.cache import build_cache
-    from ..data.mura import find_mura_root
-    from ..evaluation.predictions import evaluate
-    from ..files import check_writable_file, write_json
-    from ..nn.serialization import load_model
-
-    check_batch_size(args.batch_size)
-    find_mura_root(args.data)
-    check_worker_count(args.workers)
-    if args.json:
-        check_writable_file(args.json, "--json file")
-    model = load_model(args.model, backend=args.backend)
-    pre = model.metadata.get("preprocessing")
-    size = model.spec["input_size"]
-    mode = pre["mode"] if pre else args.mode
-    cache = build_cache(args.data, size=size, mode=mode, cache_dir=args.cache_dir,
-                        workers=args.workers, progress=not args.no_progress)
-    if pre:
-        mean, std = float(pre["mean"]), float(pre["std"])
-    else:
-        mean, std = cache.mean, cache.std
-        print(f"note: {args.model} stores no preprocessing; using this data's train mean/std")
-    majority = metrics.majority_class(cache.split("train").labels)
-    tables = {}
-    for name in args.splits:
-        split = cache.split(name)
-        start = time.perf_counter()
-        _, tables[name] = evaluate(model, split, mean, std, args.batch_size, majority=majority)
-        print(f"{name}: {len(split)} images scored in {time.perf_counter() - start:.1f} s")
-    print(f"model {args.model} ({model.spec['arch']}, {size}x{size} {mode}) on {cache.root}")
-    print(metrics.format_metric_table(tables, per_body_part=args.per_body_part))
-    if args.json:
-        write_json(args.json, {"model": str(args.model), "data": cache.root, **tables},
-                   indent=1, allow_nan=False)
-        print(f"tables written to {args.json}")
-    return 0
-
-
-def check_batch_size(batch_size: int) -> None:
-    """ValueError unless ``--batch-size`` is a whole number of images, at least 1."""
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1 image, got {batch_size}")
-
-
-def _predict(args) -> int:
-    from ..evaluation.predictions import predict_images
-    from ..evaluation.metrics import CLASS_NAMES, THRESHOLD
-    from ..nn.serialization import load_model
-
-    check_batch_size(args.batch_size)
-    model = load_model(args.model, backend=args.backend)
-    results = predict_images(model, args.images, args.batch_size)
-    failed = 0
-    for path, prob, error in results:
-        if error is not None:
-            failed += 1
-            print(f"error: {error}", file=sys.stderr)
-            continue
-        print(f"{path}\t{prob:.4f}\t{CLASS_NAMES[int(prob >= THRESHOLD)]}")
-    if failed:
-        print(f"{failed} of {len(results)} files could not be predicted", file=sys.stderr)
-    return EXIT_FAILED if failed else 0
+    print(f"last model: {result.last_path}; history: {Path(config.out_dir) / HISTORY_NAME}")
 
 
 def add_commands(subparsers) -> None:
-    """Register ``train``, ``evaluate`` and ``predict``."""
+    """Register ``train``."""
     from ..training import TrainConfig
 
     tr = subparsers.add_parser("train", help="train a network on a MURA folder (real or synthetic)",
-                               description="Train with BCE and SGD; checkpoints, history.json, best.npz and "
-                                           "last.npz go to --out. Ctrl+C writes a checkpoint; --resume continues.")
+                               description="Train with BCE and SGD; checkpoints, history.json, best.npz "
+                                           "and last.npz go to --out. Ctrl+C writes a checkpoint; "
+                                           "--resume continues.")
     tr.add_argument("--data", required=True, help="the MURA-v1.1 folder or its parent")
     tr.add_argument("--arch", choices=sorted(ARCHITECTURES), default="baseline")
     add_config_options(tr, TrainConfig, names={"out_dir": "out"}, required=("out_dir",))
     tr.add_argument("--backend", choices=BACKENDS, default="auto")
     tr.add_argument("--size", type=int, default=227, help="input side in pixels (default 227)")
     tr.add_argument("--mode", choices=("pad", "crop"), default="pad", help="preprocessing (default pad)")
-    tr.add_argument("--width", type=float, default=None, help="feature-map multiplier (default: the architecture's)")
+    tr.add_argument("--width", type=float, default=None,
+                    help="feature-map multiplier (default: the architecture's)")
     tr.add_argument("--dropout", type=float, default=0.5)
     tr.add_argument("--model-seed", type=int, default=None, help="initial weights (default: --seed)")
-    tr.add_argument("--cache-dir", default=None, help="preprocessed-image cache folder (default: see data cache)")
+    tr.add_argument("--cache-dir", default=None,
+                    help="preprocessed-image cache folder (default: see data cache)")
     tr.add_argument("--workers", type=int, default=None, help="processes for the cache build")
     tr.set_defaults(func=command(_train))
-
-    ev = subparsers.add_parser("evaluate", help="print the metric table of a saved model on train and valid")
-    ev.add_argument("--model", required=True, help="a model file, e.g. runs/NAME/best.npz")
-    ev.add_argument("--data", required=True, help="the MURA-v1.1 folder or its parent")
-    ev.add_argument("--splits", nargs="+", choices=("train", "valid"), default=["train", "valid"])
-    ev.add_argument("--batch-size", type=int, default=64)
-    ev.add_argument("--backend", choices=BACKENDS, default="auto")
-    ev.add_argument("--mode", choices=("pad", "crop"), default="pad",
-                    help="preprocessing when the model file stores none")
-    ev.add_argument("--per-body-part", action="store_true", help="also print the metrics per body part")
-    ev.add_argument("--json", default=None, help="also write the tables to this JSON file")
-    ev.add_argument("--cache-dir", default=None)
-    ev.add_argument("--workers", type=int, default=None)
-    ev.add_argument("--no-progress", action="store_true")
-    ev.set_defaults(func=command(_evaluate))
-
-    pr = subparsers.add_parser("predict", help="P(normal) for image files with a saved model",
-                               description="Prints one tab-separated line per image: path, P(normal), "
-                                           "normal|abnormal. Files that cannot be read get an error line on "
-                                           "stderr; the others are still predicted; exit status 1 if any failed.")
-    pr.add_argument("model", help="a model file saved by train (best.npz, last.npz)")
-    pr.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files, any size and mode")
-    pr.add_argument("--backend", choices=BACKENDS, default="numpy")
-    pr.add_argument("--batch-size", type=int, default=32)
-    pr.set_defaults(func=command(_predict))
