@@ -24,10 +24,10 @@ skipped rows) before any image is decoded, and the temp files' space is reserved
 before any is written (a write through a memory map onto a full disk would kill the process
 with SIGBUS). An up-to-date cache is read without writing, so a read-only shared cache works.
 
-Workers (``workers`` > 1): a process pool (fork) whose workers write their rows straight into
-the memory-mapped temp files. A worker that dies (killed, out of memory) fails the build with
-``CacheBuildError`` instead of leaving the pool waiting; on SIGTERM or Ctrl+C the workers are
-killed at once and the temp files removed.
+Workers (``workers`` > 1, ``data.processes``): forked processes that write their rows straight
+into the memory-mapped temp files. A worker that dies (killed, out of memory) fails the build
+with ``CacheBuildError`` instead of leaving the pool waiting; on SIGTERM or Ctrl+C the workers
+are killed at once and the temp files removed.
 
 A file that cannot be decoded (truncated, not an image, missing) is skipped with a warning,
 counted, and listed in ``index.json``; it never stops the build, unless no image of a split
@@ -36,12 +36,9 @@ nothing behind.
 """
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
-import multiprocessing
 import os
-import signal
 import time
 import warnings
 from concurrent.futures.process import BrokenProcessPool
@@ -50,19 +47,27 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import (DiskFull, atomic_write_text, check_free_space, check_writable_folder,
-                     free_space, is_disk_full, remove_stale_temp_files, reserve_space)
+from ..files import (
+    DiskFull,
+    atomic_write_text,
+    check_free_space,
+    check_writable_folder,
+    free_space,
+    is_disk_full,
+    remove_stale_temp_files,
+    reserve_space,
+)
 from ..formatting import data_size
 from ..locks import hold_folder
 from ..nn.models import INPUT_SIZE_REASON, MAX_INPUT_SIZE
 from ..nn.serialization import TEMP_PREFIX, TEMP_SUFFIX
-from ..resources import check_worker_count, usable_cores
+from ..resources import check_worker_count
 from .mura import SPLITS, ImageRecord, find_mura_root, read_split
 from .preprocess import MODES, preprocess_image
+from .processes import map_in_processes
 
 CACHE_VERSION = 1
 INDEX_NAME = "index.json"
-_INLINE_BELOW = 48  # images: below this, a process pool costs more than it saves
 _MAX_WARNINGS = 20
 
 
@@ -145,7 +150,8 @@ def default_cache_dir(root: str | os.PathLike, size: int, mode: str) -> Path:
     mura_root = find_mura_root(root)
     base = Path(os.environ.get("MURA_CACHE_DIR") or "cache")
     tag = hashlib.sha256(str(mura_root).encode()).hexdigest()[:8]
-    name = mura_root.parent.name if mura_root.name == "MURA-v1.1" and mura_root.parent.name else mura_root.name
+    inside = mura_root.name == "MURA-v1.1" and mura_root.parent.name
+    name = mura_root.parent.name if inside else mura_root.name
     return Path(os.path.abspath(base / f"{name}-{tag}-{size}-{mode}"))
 
 
@@ -174,15 +180,6 @@ _worker_out: dict[str, np.ndarray] = {}
 _worker_settings: tuple[int, str] = (0, "pad")
 
 
-def _init_pool_worker(paths: dict[str, str], size: int, mode: str) -> None:
-    # SIGTERM's default action ends a worker at once, even inside a decoder's C code (a
-    # Python handler would wait for it to return); Ctrl+C, which the terminal sends to the
-    # whole process group, is the main process's to act on: it kills the workers.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init_worker(paths, size, mode)
-
-
 def _init_worker(paths: dict[str, str], size: int, mode: str) -> None:
     global _worker_settings
     _worker_out.clear()
@@ -206,58 +203,14 @@ def _process_one(task: tuple[str, int, str]) -> tuple[str, int, str | None, np.n
     return split, row, None, np.bincount(arr.ravel(), minlength=256)
 
 
-def _worker_count(workers: int | None) -> int:
-    return usable_cores() if workers is None else int(workers)
-
-
-def _mp_context():
-    # fork starts workers in milliseconds and needs no __main__ guard in user scripts/notebooks.
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else None)
-
-
 def _run_tasks(tasks, tmp_paths, size, mode, workers, progress, desc):
     """Yield (split, row, reason, histogram) for every task, with a progress bar."""
-    from tqdm.auto import tqdm
-
-    n_workers = _worker_count(workers)
-    bar = tqdm(total=len(tasks), desc=desc, unit="img", disable=not progress, smoothing=0.1)
     try:
-        if n_workers == 1 or len(tasks) < _INLINE_BELOW:
-            _init_worker(tmp_paths, size, mode)
-            try:
-                for task in tasks:
-                    yield _process_one(task)
-                    bar.update(1)
-            finally:
-                _worker_out.clear()
-            return
-        yield from _pooled(tasks, tmp_paths, size, mode, n_workers, bar)
+        yield from map_in_processes(_process_one, tasks, workers, initializer=_init_worker,
+                                    initargs=(tmp_paths, size, mode), progress=progress,
+                                    desc=desc)
     finally:
-        bar.close()
-
-
-def _pooled(tasks, tmp_paths, size, mode, n_workers, bar):
-    """``_process_one`` of every task in ``n_workers`` processes, in task order. A worker that
-    dies breaks the pool (BrokenProcessPool) rather than leaving it waiting for the rows it
-    held; when the build stops for any reason before the end (a signal, an error), the
-    workers are killed at once, not waited for."""
-    chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
-    pool = concurrent.futures.ProcessPoolExecutor(
-        n_workers, mp_context=_mp_context(), initializer=_init_pool_worker,
-        initargs=(tmp_paths, size, mode))
-    finished = False
-    try:
-        for result in pool.map(_process_one, tasks, chunksize=chunk):
-            yield result
-            bar.update(1)
-        finished = True
-    finally:
-        if not finished:
-            # Python 3.11's pool has no public way to stop its workers.
-            for process in list((getattr(pool, "_processes", None) or {}).values()):
-                process.kill()
-        pool.shutdown(wait=True, cancel_futures=True)
+        _worker_out.clear()  # the memory maps of an inline build
 
 
 def _new_image_file(path, shape: tuple[int, ...]):
@@ -329,11 +282,13 @@ def _load(cache_dir: Path, index: dict, built: bool) -> MuraCache:
         cols = info["records"]
         records = [
             ImageRecord(p, int(lab), bp, pat, st, name)
-            for p, lab, bp, pat, st in zip(cols["path"], cols["label"], cols["body_part"], cols["patient"], cols["study"])
+            for p, lab, bp, pat, st in zip(cols["path"], cols["label"], cols["body_part"],
+                                           cols["patient"], cols["study"])
         ]
         images = np.load(cache_dir / f"{name}_images.npy", mmap_mode="r")
         if images.shape != (len(records), size, size) or images.dtype != np.uint8:
-            raise ValueError(f"{cache_dir / f'{name}_images.npy'}: shape {images.shape} does not match its index")
+            raise ValueError(f"{cache_dir / f'{name}_images.npy'}: shape {images.shape} "
+                             "does not match its index")
         labels = np.array([r.label for r in records], dtype=np.float32)
         skipped = [(p, reason) for p, reason in info["skipped"]]
         splits[name] = CachedSplit(name, images, labels, records, skipped, size, mode)
@@ -347,7 +302,8 @@ def load_cache(cache_dir: str | os.PathLike) -> MuraCache:
     cache_dir = Path(cache_dir)
     index_path = cache_dir / INDEX_NAME
     if not index_path.is_file():
-        raise FileNotFoundError(f"{index_path} not found: build the cache with python -m mura_core data cache ROOT")
+        raise FileNotFoundError(f"{index_path} not found: build the cache with "
+                                "python -m mura_core data cache ROOT")
     with open(index_path) as fh:
         return _load(cache_dir, json.load(fh), built=False)
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import time
@@ -40,6 +39,7 @@ from PIL import Image
 from ..files import DiskFull, check_writable_folder, is_disk_full
 from ..resources import check_worker_count
 from .mura import BODY_PARTS, ROOT_NAME
+from .processes import map_in_processes
 
 DEFAULT_TRAIN = 2000
 DEFAULT_VALID = 500
@@ -198,7 +198,8 @@ def _bones(part: str, rng) -> tuple[list, list]:
         for k in range(5):
             fan = (k - 2) * 0.11 + u(-0.02, 0.02)
             lengths = (0.30, 0.17, 0.11, 0.08) if k else (0.22, 0.14, 0.10)
-            chain(0.28, fan * 0.35, math.pi - fan, lengths, [0.016 - 0.002 * j for j in range(4)], 0.012, n_long=2)
+            chain(0.28, fan * 0.35, math.pi - fan, lengths, [0.016 - 0.002 * j for j in range(4)],
+                  0.012, n_long=2)
         for _ in range(int(rng.integers(5, 8))):
             a, b = u(0.31, 0.40), u(-0.12, 0.12)
             add(a, b, a, b + u(-0.01, 0.01), u(0.016, 0.024))
@@ -239,7 +240,8 @@ def _render(spec: ImageSpec, sign_only: bool = False) -> np.ndarray:
     long_side = max(h, w)
     scale = long_side * rng.uniform(0.8, 1.05)
     portrait = h >= w
-    angle = (math.pi / 2 if portrait else 0.0) + rng.normal(0, 0.18) + (math.pi if rng.random() < 0.5 else 0.0)
+    angle = ((math.pi / 2 if portrait else 0.0) + rng.normal(0, 0.18)
+             + (math.pi if rng.random() < 0.5 else 0.0))
     ca, sa = math.cos(angle), math.sin(angle)
     cx, cy = w / 2 + rng.normal(0, 0.04) * w, h / 2 + rng.normal(0, 0.04) * h
 
@@ -273,7 +275,8 @@ def _render(spec: ImageSpec, sign_only: bool = False) -> np.ndarray:
                          -axis[0] * math.cos(tilt) + axis[1] * math.sin(tilt))
             width = long_side * rng.uniform(0.022, 0.035)
             bone = bone_layer.copy() if sign_only else None
-            drawn = _dark_line(bone_layer, center, direction, radius * 1.4, width, rng.uniform(0.85, 1.0), rng)
+            drawn = _dark_line(bone_layer, center, direction, radius * 1.4, width,
+                               rng.uniform(0.85, 1.0), rng)
             if sign_only and drawn is not None:
                 sl, line = drawn
                 mask[sl] = (line >= 0.5) & (bone[sl] >= np.float32(0.5 * bone_value))
@@ -284,15 +287,16 @@ def _render(spec: ImageSpec, sign_only: bool = False) -> np.ndarray:
             t1 = min(0.95, t0 + rng.uniform(0.35, 0.6))
             q0, q1 = p0 + t0 * (p1 - p0), p0 + t1 * (p1 - p0)
             if rng.random() < 0.6:  # plate with screws
-                _capsule(metal_layer, tuple(q0), tuple(q1), max(long_side * rng.uniform(0.03, 0.045), radius * 0.9), level, cortex=False)
+                _capsule(metal_layer, tuple(q0), tuple(q1),
+                         max(long_side * rng.uniform(0.03, 0.045), radius * 0.9), level, cortex=False)
                 normal = np.array([-axis[1], axis[0]])
                 for t in np.linspace(0.1, 0.9, int(rng.integers(2, 5))):
                     c = q0 + t * (q1 - q0)
                     _capsule(metal_layer, tuple(c - normal * radius * 1.1), tuple(c + normal * radius * 1.1),
                              max(1.5, radius * 0.12), level, cortex=False)
             else:  # a wire
-                _capsule(metal_layer, tuple(q0), tuple(q1), max(2.0, long_side * rng.uniform(0.01, 0.015)), level,
-                         cortex=False)
+                _capsule(metal_layer, tuple(q0), tuple(q1),
+                         max(2.0, long_side * rng.uniform(0.01, 0.015)), level, cortex=False)
             mask = metal_layer >= 0.5
     if sign_only:
         return mask
@@ -306,8 +310,10 @@ def _render(spec: ImageSpec, sign_only: bool = False) -> np.ndarray:
     image += np.float32(background) + gy
     if rng.random() < 0.25:  # side marker: bright, in a corner, in either class
         mh, mw = int(long_side * rng.uniform(0.04, 0.07)), int(long_side * rng.uniform(0.03, 0.05))
-        y = int(rng.uniform(0.03, 0.1) * h) if rng.random() < 0.5 else h - mh - int(rng.uniform(0.03, 0.1) * h)
-        x = int(rng.uniform(0.03, 0.1) * w) if rng.random() < 0.5 else w - mw - int(rng.uniform(0.03, 0.1) * w)
+        y = (int(rng.uniform(0.03, 0.1) * h) if rng.random() < 0.5
+             else h - mh - int(rng.uniform(0.03, 0.1) * h))
+        x = (int(rng.uniform(0.03, 0.1) * w) if rng.random() < 0.5
+             else w - mw - int(rng.uniform(0.03, 0.1) * w))
         image[max(0, y):y + mh, max(0, x):x + mw] = np.float32(rng.uniform(0.55, 0.85))
         image[max(0, y) + mh // 4:y + mh, max(0, x) + mw // 3:x + mw] *= np.float32(0.3)  # an "L" shape
     np.clip(image, 0.0, 1.0, out=image)
@@ -338,7 +344,8 @@ def _plan_split(rng, split: str, n_images: int, first_patient: int):
         patient += 1
         parts = [BODY_PARTS[rng.choice(len(BODY_PARTS), p=_PART_WEIGHTS / _PART_WEIGHTS.sum())]]
         if rng.random() < _SECOND_PART_P:
-            parts.append(BODY_PARTS[(BODY_PARTS.index(parts[0]) + int(rng.integers(1, len(BODY_PARTS)))) % len(BODY_PARTS)])
+            other = BODY_PARTS.index(parts[0]) + int(rng.integers(1, len(BODY_PARTS)))
+            parts.append(BODY_PARTS[other % len(BODY_PARTS)])
         for part in parts:
             for study_no in range(1, int(rng.choice(_STUDIES_PER_PATIENT[0], p=_STUDIES_PER_PATIENT[1])) + 1):
                 if made >= n_images:
@@ -349,8 +356,10 @@ def _plan_split(rng, split: str, n_images: int, first_patient: int):
                 if abnormal:
                     shown = rng.random(n) < _SIGN_P
                     shown[int(rng.integers(n))] = True
-                    signs = [("fracture" if rng.random() < _FRACTURE_P else "implant") if s else "" for s in shown]
-                study_dir = f"{split}/{part}/patient{patient:05d}/study{study_no}_{'positive' if abnormal else 'negative'}"
+                    signs = [("fracture" if rng.random() < _FRACTURE_P else "implant") if s else ""
+                             for s in shown]
+                kind = "positive" if abnormal else "negative"
+                study_dir = f"{split}/{part}/patient{patient:05d}/study{study_no}_{kind}"
                 specs = []
                 for k in range(n):
                     long_side = 512 if rng.random() < 0.7 else int(rng.integers(300, 512))
@@ -439,9 +448,9 @@ def sign_masks(root: str | os.PathLike, paths, size: int, mode: str = "pad"):
     the image (``preprocess_image``: resize to ``size``, pad or crop) and is kept where it
     covers at least half a pixel. Returns (masks (N, size, size) bool, signs: N strings,
     "" for an image without a sign, "fracture" or "implant")."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
-    from .preprocess import preprocess_image  # noqa: PLC0415
+    from .preprocess import preprocess_image
 
     specs = image_specs(root)
     masks = np.zeros((len(paths), size, size), dtype=bool)
@@ -513,7 +522,8 @@ def generate_synthetic(
     mura_root = out / ROOT_NAME
     if mura_root.exists() and any(mura_root.iterdir()):
         if not overwrite:
-            raise FileExistsError(f"{mura_root} already exists; pass overwrite=True (CLI: --force) to replace it")
+            raise FileExistsError(f"{mura_root} already exists; pass overwrite=True (CLI: --force) "
+                                  "to replace it")
         if not (out / MARKER_NAME).is_file():
             raise FileExistsError(f"{mura_root} exists and was not written by the synthetic generator "
                                   f"(no {out / MARKER_NAME}); refusing to delete it")
@@ -548,20 +558,9 @@ def _write_set(out: Path, mura_root: Path, train, valid, seed: int, workers, pro
 
     specs = [s for studies in (train, valid) for _, _, ss in studies for s in ss]
     tasks = [(s, str(mura_root)) for s in specs]
-    n_workers = workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    from tqdm.auto import tqdm
-
-    with tqdm(total=len(tasks), desc="synthetic MURA", unit="img", disable=not progress) as bar:
-        if n_workers <= 1 or len(tasks) < 64:
-            for task in tasks:
-                _write_image(task)
-                bar.update(1)
-        else:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
-            with ctx.Pool(n_workers) as pool:
-                for _ in pool.imap_unordered(_write_image, tasks, chunksize=16):
-                    bar.update(1)
+    for _ in map_in_processes(_write_image, tasks, workers, progress=progress,
+                              desc="synthetic MURA"):
+        pass
 
     # Quirks of the real archive: macOS AppleDouble files and one truncated PNG.
     junk_rng = np.random.default_rng([seed, 7])
