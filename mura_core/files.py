@@ -42,7 +42,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def free_space(folder) -> int:
     """Bytes free for this user on the file system that holds (or will hold) ``folder``."""
-    return shutil.disk_usage(_deepest_existing(Path(folder))).free
+    return shutil.disk_usage(_deepest_existing(Path(folder), "folder")).free
 
 
 def check_free_space(folder, needed: int, what: str, fix: str) -> None:
@@ -93,7 +93,7 @@ def write_json(path, obj, indent: int | None = 2, allow_nan: bool = True) -> Pat
 
 
 def _json_default(obj):
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     if isinstance(obj, np.generic):
         return obj.item()
@@ -112,7 +112,7 @@ def check_writable_folder(folder, what: str) -> None:
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"the {what} {folder} is a file, not a folder; choose a folder")
-    _probe(_deepest_existing(folder), folder, what)
+    _probe(_deepest_existing(folder, what), folder, what)
 
 
 def check_writable_file(path, what: str) -> None:
@@ -121,15 +121,16 @@ def check_writable_file(path, what: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"the {what} {path} is a folder; give a file name")
-    _probe(_deepest_existing(path.parent), path, what)
+    _probe(_deepest_existing(path.parent, what), path, what)
 
 
-def _deepest_existing(path: Path) -> Path:
-    path = path.absolute()
+def _deepest_existing(target: Path, what: str) -> Path:
+    path = target.absolute()
     while not path.exists() and path != path.parent:
         path = path.parent
     if not path.is_dir():
-        raise NotADirectoryError(f"{path} is a file, so no folder can be made below it")
+        raise NotADirectoryError(f"{path} is a file, so no folder can be made below it for the "
+                                 f"{what} {target}; choose another place")
     return path
 
 

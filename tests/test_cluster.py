@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_smoke_report
-from mura_core.experiments import comparisons, store
+
 from mura_core.data import build_cache, generate_synthetic
-from mura_core.experiments.executors import (Executor, LocalExecutor, make_executor,
-                                              parse_scheduler)
+from mura_core.experiments import comparisons, store
+from mura_core.experiments.executors import Executor, LocalExecutor, make_executor, parse_scheduler
 
 distributed = pytest.importorskip("distributed", reason="the cluster extra is not installed")
 from mura_core.experiments import cluster  # noqa: E402
@@ -163,7 +162,7 @@ def test_a_local_cluster_with_more_workers_than_cores_says_so(monkeypatch):
     warned about, with the count that fits; a fitting cluster is not."""
     monkeypatch.setenv("PYTHONPATH", WORKER_ENV["PYTHONPATH"])
     for cores, warned in ((1, True), (2, False)):
-        monkeypatch.setattr(cluster.os, "cpu_count", lambda cores=cores: cores)
+        monkeypatch.setattr(cluster, "usable_cores", lambda cores=cores: cores)
         said = []
         started = cluster.start_local_cluster(2, log=said.append)
         started.close()

@@ -8,8 +8,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from ..data.mura import (BODY_PARTS, NORMAL, SPLITS, ImageRecord, body_part_name, find_mura_root,
-                         index_source, read_split)
+from ..data.mura import (
+    BODY_PARTS,
+    NORMAL,
+    SPLITS,
+    ImageRecord,
+    body_part_name,
+    find_mura_root,
+    index_source,
+    read_split,
+)
 from ..resources import check_worker_count
 from . import command
 
@@ -33,7 +41,7 @@ def split_counts(records: list[ImageRecord]) -> dict:
 
 
 def format_index(root) -> str:
-    """MURA.md-shaped Markdown tables of a MURA folder's counts."""
+    """Markdown tables of a MURA folder's counts, shaped like those of docs/mura.md."""
     mura_root = find_mura_root(root)
     stats = {split: split_counts(read_split(mura_root, split)) for split in SPLITS}
     sources = ", ".join(f"{split}: {index_source(mura_root, split)}" for split in SPLITS)
@@ -64,13 +72,16 @@ def _synth(args: argparse.Namespace) -> int:
                              names=("--train", "--valid", "--seed", "--workers"))
     summary = generate_synthetic(args.out, n_train=args.train, n_valid=args.valid, seed=args.seed,
                                  workers=args.workers, overwrite=args.force, progress=not args.no_progress)
-    print(f"synthetic MURA written to {summary['root']} in {summary['seconds']:.1f} s (seed {summary['seed']})")
+    print(f"synthetic MURA written to {summary['root']} in {summary['seconds']:.1f} s "
+          f"(seed {summary['seed']})")
     for split in SPLITS:
         c = summary[split]
-        print(f"  {split}: {c['images']} images ({c['normal_images']} normal / {c['abnormal_images']} abnormal), "
+        print(f"  {split}: {c['images']} images ({c['normal_images']} normal / "
+              f"{c['abnormal_images']} abnormal), "
               f"{c['studies']} studies, {c['patients']} patients, {c['rgb_images']} RGB files, "
               f"{c['abnormal_images_without_sign']} abnormal images without a visible sign")
-    print(f"  quirks: {len(summary['junk_files'])} '._*' junk files; truncated on purpose: {summary['truncated'][0]}")
+    print(f"  quirks: {len(summary['junk_files'])} '._*' junk files; truncated on purpose: "
+          f"{summary['truncated'][0]}")
     return 0
 
 
@@ -101,13 +112,15 @@ def _cache(args: argparse.Namespace) -> int:
     check_cache_size(args.size)
     check_worker_count(args.workers)
     if args.time_epoch < 0:
-        raise ValueError(f"--time-epoch must be a positive batch size (or 0: no timing), got {args.time_epoch}")
+        raise ValueError("--time-epoch must be a positive batch size (or 0: no timing), "
+                         f"got {args.time_epoch}")
     cache = build_cache(args.root, size=args.size, mode=args.mode, cache_dir=args.cache_dir,
                         workers=args.workers, progress=not args.no_progress, rebuild=args.rebuild)
     verb = f"built in {cache.build_seconds:.1f} s ({cache.n_images / cache.build_seconds:.0f} images/s)" \
         if cache.built else "up to date, reused"
     print(f"cache {cache.cache_dir}: {verb}")
-    print(f"  {cache.size}x{cache.size} {cache.mode}; train mean {cache.mean:.2f}, std {cache.std:.2f} (pixel units)")
+    print(f"  {cache.size}x{cache.size} {cache.mode}; train mean {cache.mean:.2f}, "
+          f"std {cache.std:.2f} (pixel units)")
     for split in SPLITS:
         s = cache.split(split)
         print(f"  {split}: {len(s)} images, {len(s.skipped)} skipped")
@@ -135,7 +148,8 @@ def add_commands(subparsers) -> None:
                                  description="Generate, index and cache MURA-layout data.")
     sub = data.add_subparsers(dest="data_command", required=True, metavar="{synth,index,cache}")
 
-    synth = sub.add_parser("synth", help="write a synthetic data set with MURA v1.1's layout to OUT/MURA-v1.1")
+    synth = sub.add_parser("synth",
+                           help="write a synthetic data set with MURA v1.1's layout to OUT/MURA-v1.1")
     synth.add_argument("out", help="output folder (MURA-v1.1/ and SYNTHETIC.json are written in it)")
     synth.add_argument("--train", type=int, default=2000, help="train images (default 2000)")
     synth.add_argument("--valid", type=int, default=500, help="valid images (default 500)")
@@ -154,7 +168,8 @@ def add_commands(subparsers) -> None:
     cache.add_argument("--size", type=int, default=227, help="square side in pixels (default 227)")
     cache.add_argument("--mode", choices=("pad", "crop"), default="pad")
     cache.add_argument("--cache-dir", default=None,
-                       help="cache folder (default: $MURA_CACHE_DIR or ./cache, then <name>-<hash>-<size>-<mode>)")
+                       help="cache folder (default: $MURA_CACHE_DIR or ./cache, "
+                            "then <name>-<hash>-<size>-<mode>)")
     cache.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     cache.add_argument("--rebuild", action="store_true", help="rebuild even when the cache is up to date")
     cache.add_argument("--no-progress", action="store_true")

@@ -10,10 +10,10 @@ could); 2 bad input (the model file, an output folder that cannot be written).
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
+from ..files import check_writable_folder
 from ..nn.backend import BACKENDS
 from . import EXIT_FAILED, command
 
@@ -36,27 +36,15 @@ def output_names(paths) -> list[str]:
     return names
 
 
-def _check_writable(folder: Path) -> None:
-    """Raise when ``folder`` cannot be created or written, before any work is done."""
-    existing = folder
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NotADirectoryError(f"{existing} is a file, so {folder} cannot be a folder; "
-                                 "choose another --out")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PermissionError(f"{existing} is not writable; choose another --out")
-
-
 def _explain(args) -> int:
     from ..evaluation import metrics
     from ..evaluation.predictions import load_images
+    from ..evaluation.saliency import grad_cam, last_conv_layer
     from ..nn.serialization import load_model
     from ..plots import plot_explanation, save_figure
-    from ..evaluation.saliency import grad_cam, last_conv_layer
 
     out = Path(args.out)
-    _check_writable(out)
+    check_writable_folder(out, "--out folder")
     model = load_model(args.model, backend=args.backend)
     layer = args.layer or last_conv_layer(model)
     results, images, x = load_images(model, args.images)

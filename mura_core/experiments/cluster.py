@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.cache import INDEX_NAME
+from ..files import check_writable_folder
 from ..resources import WORKERS_PER_CORE, open_file_limit, usable_cores
 from .store import run_folder, stored_run, train_in_worker
 
@@ -75,7 +76,7 @@ class ClusterError(RuntimeError):
 
 def _distributed():
     try:
-        import distributed  # noqa: PLC0415
+        import distributed
     except ImportError:
         raise ClusterError("--scheduler needs Dask's distributed scheduler, which is not "
                            f"installed: {EXTRA}") from None
@@ -195,7 +196,7 @@ def _no_scheduler(scheduler: str, timeout: float, exc: BaseException) -> Cluster
 
 
 async def _identity(address: str, timeout: float):
-    from distributed.comm import connect as open_comm  # noqa: PLC0415
+    from distributed.comm import connect as open_comm
 
     comm = await open_comm(address, timeout=timeout)
     try:
@@ -219,7 +220,7 @@ def probe_scheduler(scheduler: str, timeout: float = CONNECT_TIMEOUT_S) -> dict:
             # Dask's own connect gives up after ``timeout``; the second more bounds the rest.
             outcome["reply"] = asyncio.run(asyncio.wait_for(_identity(scheduler, timeout),
                                                             timeout + 1))
-        except BaseException as exc:  # noqa: BLE001  (reported in the caller's thread)
+        except BaseException as exc:  # reported in the caller's thread
             outcome["error"] = exc
 
     asker = threading.Thread(target=ask, name="mura-scheduler-probe", daemon=True)
@@ -244,7 +245,7 @@ def _gpu_devices() -> list[str]:
     if visible is not None:
         devices = [d.strip() for d in visible.split(",") if d.strip()]
     else:
-        import cupy  # noqa: PLC0415
+        import cupy
 
         devices = [str(i) for i in range(cupy.cuda.runtime.getDeviceCount())]
     if not devices:
@@ -283,7 +284,7 @@ def start_local_cluster(n_workers: int, *, devices: list[str] | None = None,
         dashboard += " (its plots need bokeh: pip install bokeh)"
     log(f"dask: started a LocalCluster of {n_workers} worker process(es), 1 thread each"
         f"{pinned}, at {cluster.address}; dashboard {dashboard}")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     if not devices and n_workers > cores:
         log(f"dask: warning: {n_workers} workers share {cores} cores, so each run trains "
             f"slower than on a core of its own; local:{cores} trains as fast")
@@ -301,8 +302,10 @@ def _shared_problem(cache_dir: str, cache_key: str, runs_dir: str) -> str | None
         return f"sees another data cache at {cache_dir} (its key differs)"
     if not Path(runs_dir).is_dir():
         return f"cannot see the runs folder {runs_dir}"
-    if not os.access(runs_dir, os.W_OK):
-        return f"cannot write to the runs folder {runs_dir}"
+    try:
+        check_writable_folder(runs_dir, "runs folder")
+    except OSError as exc:
+        return str(exc)
     return None
 
 
@@ -317,7 +320,7 @@ def _worker_problem(cache_dir: str, cache_key: str, runs_dir: str, probe: str) -
 
 def _train_task(spec, cache_dir: str, cache_key: str, runs_dir: str, backend: str):
     """One run on a worker: (the ``store.Run``, its log lines)."""
-    from distributed import get_worker  # noqa: PLC0415
+    from distributed import get_worker
 
     worker = get_worker().address
     problem = _shared_problem(cache_dir, cache_key, runs_dir)
@@ -370,8 +373,8 @@ class DaskExecutor:
         self.cluster.close()
 
     def run(self, specs, cache, runs_dir, *, backend: str = "numpy", log=print) -> list:
-        from distributed import as_completed  # noqa: PLC0415
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from distributed import as_completed
+        from tqdm.auto import tqdm
 
         runs_dir = Path(runs_dir).resolve()
         runs = [stored_run(spec, cache, runs_dir, backend=backend, log=log) for spec in specs]
@@ -398,7 +401,7 @@ class DaskExecutor:
                 spec = specs[futures[future]]
                 try:
                     run, lines = future.result()
-                except Exception as exc:  # noqa: BLE001  (any error of the task, named)
+                except Exception as exc:  # any error of the task, named
                     raise ClusterError(f"{spec.label or spec.arch} (seed {spec.seed}) failed on "
                                        f"the cluster: {exc.__class__.__name__}: {exc}") from exc
                 for line in lines:
@@ -437,7 +440,7 @@ class RunsBar:
         self.batch, self.bar = None, None
 
     def __call__(self, batch: str, done: int, total: int) -> None:
-        from tqdm import tqdm  # noqa: PLC0415
+        from tqdm import tqdm
 
         if batch != self.batch:
             self.close()

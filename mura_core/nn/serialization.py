@@ -90,8 +90,9 @@ def save_model(model: Model, path) -> None:
 
 #: The first bytes of every .npz file (a zip archive).
 ZIP_MAGIC = b"PK\x03\x04"
-#: The model files a run folder holds, the one to use first.
-MODEL_NAMES = ("best.npz", "last.npz", "checkpoint.npz")
+#: The model files a run folder holds (``training.runfolder``), the one to use first.
+BEST_NAME, LAST_NAME, CHECKPOINT_NAME = "best.npz", "last.npz", "checkpoint.npz"
+MODEL_NAMES = (BEST_NAME, LAST_NAME, CHECKPOINT_NAME)
 #: The keys of a model header's spec that ``build_model`` needs.
 SPEC_KEYS = ("arch", "input_size", "seed", "width", "dropout", "dtype")
 

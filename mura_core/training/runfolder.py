@@ -12,11 +12,9 @@ from pathlib import Path
 
 from ..files import check_writable_folder
 from ..locks import hold_folder
+from ..nn.serialization import BEST_NAME, CHECKPOINT_NAME, LAST_NAME
 
 HISTORY_NAME = "history.json"
-CHECKPOINT_NAME = "checkpoint.npz"
-BEST_NAME = "best.npz"
-LAST_NAME = "last.npz"
 PREDICTIONS_NAME = "predictions.npz"
 #: ``experiments``' record of a diverged run (the trainer leaves no last.npz then).
 DIVERGED_NAME = "diverged.json"
