@@ -47,8 +47,16 @@ from ..files import check_writable_folder, write_json
 from ..locks import hold_folder
 from ..signals import before_stopping
 from .provenance import provenance
-from .workspace import (NOTEBOOKS_DIR, DataSource, Paths, PipelineError, build_cache, prepare_data,
-                        publish, stage)
+from .workspace import (
+    NOTEBOOKS_DIR,
+    DataSource,
+    Paths,
+    PipelineError,
+    build_cache,
+    prepare_data,
+    publish,
+    stage,
+)
 
 REPORT_TITLE = "Normal vs abnormal radiographs (MURA v1.1) with a CNN written from scratch"
 
@@ -84,8 +92,8 @@ def _local_kernel_manager(folder: str, stderr: int | None = None):
     Kernel and pipeline always run on one machine, so IPC is the natural transport; over TCP
     (jupyter_client's default) ipykernel warns on every start that the traffic is not
     encrypted. The socket path is absolute: the kernel runs in the notebook's folder."""
-    from jupyter_client import AsyncKernelManager  # noqa: PLC0415
-    from traitlets import default  # noqa: PLC0415
+    from jupyter_client import AsyncKernelManager
+    from traitlets import default
 
     class LocalKernelManager(AsyncKernelManager):
         @default("transport")
@@ -107,9 +115,10 @@ def _local_kernel_manager(folder: str, stderr: int | None = None):
 class KernelStderr:
     """A pipe for a kernel's stderr, whose lines a thread passes on to this process's stderr
     until ``quiet()``. A kernel shut down in the middle of a cell (the report stopped by
-    Ctrl+C or SIGTERM) logs its closing sockets' errors (ZMQError) there, and the cell's task,
-    cut short, is logged as "never retrieved" when collected: neither says anything to
-    whoever stopped the report, who is told "interrupted"."""
+    Ctrl+C or SIGTERM) logs its closing sockets' errors (ZMQError) there, the notebook client
+    logs that the kernel died, and the cell's task, cut short, is logged as "never retrieved"
+    when collected: none says anything to whoever stopped the report, who is told
+    "interrupted"."""
 
     def __init__(self):
         read_fd, self.fd = os.pipe()
@@ -126,8 +135,10 @@ class KernelStderr:
                     sys.stderr.flush()
 
     def quiet(self) -> None:
+        """Called as the report stops: nothing more from the kernel, nor from the loggers of
+        the notebook client ("Kernel died while waiting for execute reply") or asyncio."""
         self.quieted = True
-        logging.getLogger("asyncio").disabled = True
+        logging.disable(logging.CRITICAL)
 
     def close(self) -> None:
         """Close this end of the pipe; the thread ends when the kernel's end is closed too."""
@@ -143,8 +154,8 @@ def execute_notebook(source: Path, executed: Path, parameters: dict,
     first line) and the error; papermill has already saved the executed copy, which shows
     the traceback.
     """
-    import papermill  # noqa: PLC0415
-    from papermill.exceptions import PapermillExecutionError  # noqa: PLC0415
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
 
     executed.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -206,10 +217,10 @@ def import_report_stack():
     nbformat, nbconvert), so a missing or broken Jupyter stack stops the report before any
     work rather than after the notebooks have run."""
     try:
-        import nbconvert  # noqa: F401, PLC0415
-        import papermill  # noqa: F401, PLC0415
+        import nbconvert  # noqa: F401
+        import papermill  # noqa: F401
 
-        from . import document  # noqa: PLC0415
+        from . import document
     except Exception as exc:  # ImportError, or a package that fails while importing
         raise PipelineError(
             f"the report's Jupyter stack does not import ({exc.__class__.__name__}: {exc}); "
@@ -234,7 +245,7 @@ def run_report(profile: str | Profile | None = None, data=None, backend: str = "
     """Data, cache, notebooks, report: everything ``make report`` does. See module doc.
 
     ``profile`` None: ``full`` when the backend resolves to CuPy, else ``quick``."""
-    from ..nn.backend import resolve_backend  # noqa: PLC0415
+    from ..nn.backend import resolve_backend
 
     document = import_report_stack()
     t0 = time.perf_counter()
@@ -291,7 +302,7 @@ def open_cluster(scheduler: str | None, backend: str, progress: bool, log=print)
     address = parse_scheduler(scheduler)
     if address is None:
         return None
-    from ..experiments.cluster import RunsBar, connect, follow_progress  # noqa: PLC0415
+    from ..experiments.cluster import RunsBar, connect, follow_progress
 
     cluster = connect(address, backend=backend, log=log)
     if progress:
@@ -306,8 +317,8 @@ def assemble_report(runs: list[NotebookRun], prov: dict, paths: Paths):
         path = paths.results / f"{run.name}.json"
         if path.exists():
             results[run.name] = json.loads(path.read_text())
-    from . import document  # noqa: PLC0415
-    from .provenance import provenance_section  # noqa: PLC0415
+    from . import document
+    from .provenance import provenance_section
 
     front = document.front_matter(prov, results)
     back = provenance_section(prov)
