@@ -3,7 +3,8 @@
 #                 [SCHEDULER=tcp://host:8786|local:N]
 #                 (no PROFILE: full when the backend is CuPy, else quick; SCHEDULER: the
 #                 training runs go to a Dask cluster, see README "More than one machine")
-#   make test     unit tests + the end-to-end smoke report
+#   make test     the linter, unit tests and the end-to-end smoke report
+#   make lint     ruff, with the rules in pyproject.toml
 #   make bench    every architecture at 96 and 227 against PyTorch CPU (installs it)
 #   make lab      JupyterLab on the notebooks, in the project's .venv
 
@@ -22,7 +23,7 @@ MURA_DIR ?=
 SCHEDULER ?=
 TEX_PACKAGES := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc poppler-utils
 
-.PHONY: setup tex test report bench bench-step bench-deps lab clean
+.PHONY: setup tex lint test report bench bench-step bench-deps lab clean
 
 setup: $(STAMP)
 
@@ -59,7 +60,10 @@ tex:
 		echo "     Install them yourself ($(TEX_PACKAGES)); until then only the HTML report is built."; \
 	fi
 
-test: $(TEST_STAMP) tex
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+
+test: $(TEST_STAMP) tex lint
 	MPLBACKEND=agg $(PY) -m pytest -q
 
 report: $(REPORT_STAMP) $(if $(SCHEDULER),$(CLUSTER_STAMP),) tex

@@ -22,9 +22,9 @@ import time
 import warnings
 from pathlib import Path
 
+from mura_core.data import build_cache, generate_synthetic
 from mura_core.experiments import comparisons, profiles, store
 from mura_core.experiments.cluster import DaskExecutor, start_local_cluster
-from mura_core.data import build_cache, generate_synthetic
 from mura_core.experiments.executors import LocalExecutor
 
 

@@ -28,8 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .measure import (blas_info, current_rss_mb, machine_info, peak_rss_mb, summarize_ms,
-                      time_calls)
+from .measure import blas_info, current_rss_mb, machine_info, peak_rss_mb, summarize_ms, time_calls
 
 OURS = ("numpy", "cupy")
 TORCH = ("torch-cpu", "torch-cuda")
@@ -55,7 +54,7 @@ def layer_flops(layer, x_shape: tuple, y_shape: tuple) -> tuple[float, float] | 
     batch, counting a multiply-add as 2 and a convolution as the direct one computes it
     (so a Winograd layer's rate is its effective rate); backward is the weight gradient plus,
     where the layer computes it, the input gradient. None for other layers."""
-    from mura_core.nn.layers import Conv2D, Linear  # noqa: PLC0415
+    from mura_core.nn.layers import Conv2D, Linear
 
     if isinstance(layer, Conv2D):
         n, d, oh, ow = y_shape
@@ -76,8 +75,9 @@ def layer_breakdown(model, x, t, opt, steps: int, sync=None) -> list[dict]:
     connected layers also carry forward_gflop / backward_gflop (per step, see
     ``layer_flops``) and the rates forward_gflops / backward_gflops (GFLOP/s).
     """
-    from mura_core import bce_with_logits  # noqa: PLC0415
-    import time  # noqa: PLC0415
+    import time
+
+    from mura_core import bce_with_logits
 
     sync = sync or (lambda: None)
     body = model.body.layers
@@ -110,7 +110,7 @@ def layer_breakdown(model, x, t, opt, steps: int, sync=None) -> list[dict]:
             if dy is None:
                 break
         grads = model.gradients()
-        clock(backward, "sgd", lambda: opt.step(grads))
+        clock(backward, "sgd", lambda grads=grads: opt.step(grads))
     describe["loss"] = "BCE with logits"
     describe["sgd"] = "SGD momentum update"
     names = [name for name, _ in body] + ["loss", "sgd"]
@@ -133,11 +133,12 @@ def layer_breakdown(model, x, t, opt, steps: int, sync=None) -> list[dict]:
 
 def run_ours(backend: str, args) -> dict:
     """Time our model on ``backend`` ('numpy' or 'cupy') in this process."""
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits
 
-    import mura_core as mc  # noqa: PLC0415
-    from mura_core.nn.backend import _cupy_status, device_name  # noqa: PLC0415
-    from .measure import cpu_model  # noqa: PLC0415
+    import mura_core as mc
+    from mura_core.nn.backend import _cupy_status, device_name
+
+    from .measure import cpu_model
 
     limits = threadpool_limits(limits=args.threads, user_api="blas")  # noqa: F841 (kept alive)
     sync = None
@@ -180,10 +181,10 @@ def run_ours(backend: str, args) -> dict:
 # --- PyTorch -----------------------------------------------------------------------------
 def run_torch(backend: str, args) -> dict:
     """Time the PyTorch twin of the network on 'torch-cpu' or 'torch-cuda' in this process."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from .measure import cpu_model  # noqa: PLC0415
-    from .torch_net import build_torch_net  # noqa: PLC0415
+    from .measure import cpu_model
+    from .torch_net import build_torch_net
 
     torch.set_num_threads(args.threads)
     sync = None
@@ -355,7 +356,9 @@ def results_table(rows: list[dict]) -> str:
              ["train x", "infer x", "memory x"]
     body = []
     for r in rows:
-        ratio = (lambda key: f"{r[key]:.2f}" if key in r else "")
+        def ratio(key, r=r):
+            return f"{r[key]:.2f}" if key in r else ""
+
         body.append([r["backend"], r["device"], r["threads"],
                      f"{fmt_ms(r['train_ms'])} ({fmt_ms(r['train_ms_min'])})",
                      f"{fmt_ms(r['infer_ms'])} ({fmt_ms(r['infer_ms_min'])})",
@@ -384,7 +387,7 @@ def layers_table(rows: list[dict]) -> str:
 
 
 def parse_args(argv=None):
-    from .measure import blas_threads  # noqa: PLC0415
+    from .measure import blas_threads
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_step", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -30,8 +30,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from .bench_step import (INSTALL_TORCH, flatten_row, layer_flops, markdown_table, spawn_worker,
-                         torch_version)
+from .bench_step import (
+    INSTALL_TORCH,
+    flatten_row,
+    layer_flops,
+    markdown_table,
+    spawn_worker,
+    torch_version,
+)
 from .measure import machine_info
 
 ARCHS = ("baseline", "deeper", "wider", "residual")
@@ -41,7 +47,7 @@ GEMM_SIZES = (1024, 2048, 3072)
 def _layer_step_flops(layer, shape: tuple, batch: int) -> float:
     """Forward + backward operations of ``layer`` (and the layers inside it) on (C, H, W)
     or (F,) inputs of ``shape``."""
-    from mura_core.nn.layers import Residual, Sequential  # noqa: PLC0415
+    from mura_core.nn.layers import Residual, Sequential
 
     if isinstance(layer, Sequential):
         total = 0.0
@@ -59,7 +65,7 @@ def _layer_step_flops(layer, shape: tuple, batch: int) -> float:
 def step_flops(arch: str, size: int, batch: int) -> float:
     """Floating-point operations of one training step (forward + backward of every
     convolution and fully connected layer), counted as a direct convolution does them."""
-    import mura_core as mc  # noqa: PLC0415
+    import mura_core as mc
 
     model = mc.build_model(arch, input_size=size, seed=0)
     return _layer_step_flops(model.body, (1, size, size), batch)
@@ -67,7 +73,7 @@ def step_flops(arch: str, size: int, batch: int) -> float:
 
 def gemm_throughput(threads: int, seconds: float = 1.0) -> float:
     """The best float32 GEMM rate (FLOP/s) of a few square products on ``threads`` threads."""
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits
 
     best = 0.0
     rng = np.random.default_rng(0)
@@ -86,10 +92,10 @@ def gemm_throughput(threads: int, seconds: float = 1.0) -> float:
 def evaluation_pass(size: int, images: int, threads: int, batch: int = 64) -> dict:
     """Seconds to predict ``images`` valid images at ``size`` with the baseline, as the
     trainer's evaluation points do (best of three passes after one untimed)."""
-    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+    from threadpoolctl import threadpool_limits
 
-    import mura_core as mc  # noqa: PLC0415
-    from mura_core.evaluation.predictions import predict_split  # noqa: PLC0415
+    import mura_core as mc
+    from mura_core.evaluation.predictions import predict_split
 
     rng = np.random.default_rng(0)
     split = SimpleNamespace(images=rng.integers(0, 256, (images, size, size), dtype=np.uint8),

@@ -77,7 +77,7 @@ def load_average() -> list[float] | None:
 
 def blas_info() -> list[dict]:
     """threadpoolctl's view of the BLAS and OpenMP libraries loaded in this process."""
-    from threadpoolctl import threadpool_info  # noqa: PLC0415
+    from threadpoolctl import threadpool_info
 
     keep = ("user_api", "internal_api", "version", "num_threads", "architecture",
             "threading_layer", "prefix")
@@ -96,7 +96,7 @@ OPENBLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
 
 def machine_info() -> dict:
     """CPU model, cores, Python, NumPy, BLAS and the OpenBLAS-related environment variables."""
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
     return {
         "cpu": cpu_model(),

@@ -86,9 +86,9 @@ def copy_weights(model, net: nn.Sequential) -> None:
 
     Our Linear stores W as (d_in, d_out), torch as (d_out, d_in); convolutions agree.
     """
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
-    from mura_core.nn.backend import to_numpy  # noqa: PLC0415
+    from mura_core.nn.backend import to_numpy
 
     ours = list(model.parameters().items())
     theirs = list(net.parameters())

@@ -30,10 +30,32 @@ from __future__ import annotations
 
 import importlib
 
-from .nn import (ARCHITECTURES, BACKENDS, SGD, Conv2D, Dropout, Flatten, Linear, MaxPool2D, Model,
-                 ModelFileError, ReLU, Residual, Sequential, Sigmoid, bce_from_probabilities,
-                 bce_with_logits, build_model, get_array_module, load_model, loss_and_grads,
-                 resolve_backend, save_model, seed_all, to_numpy)
+from .nn import (
+    ARCHITECTURES,
+    BACKENDS,
+    SGD,
+    Conv2D,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2D,
+    Model,
+    ModelFileError,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+    bce_from_probabilities,
+    bce_with_logits,
+    build_model,
+    get_array_module,
+    load_model,
+    loss_and_grads,
+    resolve_backend,
+    save_model,
+    seed_all,
+    to_numpy,
+)
 
 __version__ = "0.1.0"
 

@@ -381,7 +381,7 @@ def image_grid(images, titles, ncols: int = 4, title: str | None = None,
     """A grid of grayscale images (uint8 or float, (N, H, W)) with a title over each.
 
     Returns a ``matplotlib.figure.Figure`` (not registered with pyplot)."""
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.figure import Figure
 
     images = list(images)
     if len(images) != len(titles):
@@ -408,7 +408,7 @@ def _overlay(ax, image, heat=None, alpha: float = 0.6, outline=None) -> None:
     """A grayscale image, with ``heat`` (same size, in [0, 1]) over it in the jet colours,
     transparent where the heat is 0 and ``alpha`` opaque where it is 1, and the border of the
     bool mask ``outline`` (if any) as a thin white line."""
-    from matplotlib import colormaps  # noqa: PLC0415
+    from matplotlib import colormaps
 
     image = np.asarray(image)
     ax.imshow(image, cmap="gray", vmin=0, vmax=255 if image.dtype == np.uint8 else None)

@@ -26,7 +26,8 @@ def maxpool_reference(x, size, stride):
     y = np.zeros((n, c, oh, ow))
     for i in range(oh):
         for j in range(ow):
-            y[:, :, i, j] = x[:, :, i * stride:i * stride + size, j * stride:j * stride + size].max(axis=(2, 3))
+            window = x[:, :, i * stride:i * stride + size, j * stride:j * stride + size]
+            y[:, :, i, j] = window.max(axis=(2, 3))
     return y
 
 

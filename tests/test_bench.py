@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmarks/ is not installed; it lives beside the package
     sys.path.insert(0, str(ROOT))
 from benchmarks import bench_step  # noqa: E402
+
 ROW_FIELDS = {"backend", "device", "threads", "batch", "size", "arch", "train_ms", "train_ms_min",
               "infer_ms", "infer_ms_min", "train_images_per_s", "infer_images_per_s", "peak_mb",
               "baseline_mb", "parameters", "last_loss"}

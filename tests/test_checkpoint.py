@@ -153,8 +153,8 @@ def test_places_are_checked_before_work_and_never_created(tmp_path):
 
 
 def test_checkpoint_step_reads_the_step_and_names_a_model_file_or_a_damaged_one(tmp_path, model):
-    from mura_core.training.checkpoint import checkpoint_step, save_checkpoint
     from mura_core.nn.optim import SGD
+    from mura_core.training.checkpoint import checkpoint_step, save_checkpoint
 
     path = tmp_path / "checkpoint.npz"
     save_checkpoint(path, model, SGD(model.parameters(), 0.1, 0.9), {"step": 7})

@@ -6,10 +6,10 @@ import pytest
 from PIL import Image
 
 import mura_core as mc
-from mura_core.evaluation import saliency
 from mura_core.__main__ import main
 from mura_core.cli.explain import output_names
 from mura_core.data import generate_synthetic, read_split
+from mura_core.evaluation import saliency
 from mura_core.evaluation.predictions import load_images, predict_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::mura_core.data.SkippedImageWarning")
@@ -47,7 +47,7 @@ def test_explain_writes_one_png_per_image_and_names_each_bad_file(trained, tmp_p
         with Image.open(png) as img:
             assert img.size[0] > 300 and img.size[1] > 150
     expected = predict_images(mc.load_model(trained["model"]), ones)
-    for (path, prob, label, _), (_, p, _) in zip(lines, expected):
+    for (_path, prob, label, _), (_, p, _) in zip(lines, expected):
         assert float(prob) == pytest.approx(p, abs=1e-4)
         assert label == ("normal" if p >= 0.5 else "abnormal")
     err = captured.err.strip().splitlines()

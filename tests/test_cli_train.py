@@ -13,9 +13,8 @@ from PIL import Image
 
 import mura_core as mc
 from mura_core.__main__ import main
-from mura_core.evaluation.predictions import predict_images
 from mura_core.data import build_cache, generate_synthetic
-from mura_core.evaluation.predictions import evaluate, predict_split
+from mura_core.evaluation.predictions import evaluate, predict_images, predict_split
 
 SIZE = "32"
 # The synthetic set holds one truncated PNG on purpose; the cache skips it with this warning.
@@ -132,7 +131,8 @@ def test_evaluate_prints_train_and_valid_tables(synth, trained, capsys, tmp_path
 
 def _images(synth, tmp_path):
     """A grayscale PNG of the set, an RGB PNG of another size, a JPEG, and a text file."""
-    record = build_cache(synth["root"], size=int(SIZE), cache_dir=synth["cache"], progress=False).split("valid").records[0]
+    cache = build_cache(synth["root"], size=int(SIZE), cache_dir=synth["cache"], progress=False)
+    record = cache.split("valid").records[0]
     gray = Path(record.path)
     with Image.open(gray) as img:
         base = img.convert("L")
@@ -150,12 +150,13 @@ def test_predict_lines_and_errors(synth, trained, tmp_path, capsys):
     gray, rgb, jpeg, text = _images(synth, tmp_path)
     missing = tmp_path / "missing.png"
     capsys.readouterr()
-    status = main(["predict", str(trained / "best.npz"), str(gray), str(text), str(rgb), str(jpeg), str(missing)])
+    status = main(["predict", str(trained / "best.npz"),
+                   *map(str, (gray, text, rgb, jpeg, missing))])
     captured = capsys.readouterr()
     assert status == 1
     lines = [line.split("\t") for line in captured.out.strip().splitlines()]
     assert [line[0] for line in lines] == [str(gray), str(rgb), str(jpeg)]
-    for path, prob, label in lines:
+    for _path, prob, label in lines:
         assert 0.0 <= float(prob) <= 1.0
         assert label == ("normal" if float(prob) >= 0.5 else "abnormal")
     assert f"error: {text}: cannot be decoded as an image" in captured.err
@@ -193,7 +194,8 @@ def test_ctrl_c_in_a_real_process_leaves_a_resumable_checkpoint(synth, tmp_path)
         deadline = time.monotonic() + 60
         while not (out / "history.json").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert (out / "history.json").exists(), proc.stderr.read() if proc.poll() is not None else "no history"
+        assert (out / "history.json").exists(), (proc.stderr.read() if proc.poll() is not None
+                                                  else "no history")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

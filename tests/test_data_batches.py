@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from test_data_mura import write_tiny_mura
 
 from mura_core.data import augment_images, build_cache, iterate_batches, num_batches
-from test_data_mura import write_tiny_mura
 
 
 def fake_split(n: int = 23, size: int = 12, mode: str = "pad") -> SimpleNamespace:

@@ -8,9 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from mura_core.data import SkippedImageWarning, build_cache, load_cache, preprocess_image, read_split
 from test_data_mura import write_tiny_mura
+
+from mura_core.data import (
+    SkippedImageWarning,
+    build_cache,
+    load_cache,
+    preprocess_image,
+    read_split,
+)
 
 
 @pytest.fixture
@@ -24,7 +30,8 @@ def test_cache_holds_the_preprocessed_images_labels_and_train_statistics(tiny: P
     for split in ("train", "valid"):
         s = cache.split(split)
         assert s.records == read_split(tiny, split)
-        assert isinstance(s.images, np.memmap) and s.images.dtype == np.uint8 and s.images.shape == (len(s), 20, 20)
+        assert isinstance(s.images, np.memmap) and s.images.dtype == np.uint8
+        assert s.images.shape == (len(s), 20, 20)
         expected = np.stack([preprocess_image(r.path, 20, "pad") for r in s.records])
         np.testing.assert_array_equal(s.images, expected)
         assert s.labels.dtype == np.float32

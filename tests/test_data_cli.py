@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_data_mura import write_tiny_mura
 
 from mura_core.__main__ import main
-from test_data_mura import write_tiny_mura
 
 
 def test_index_prints_mura_shaped_counts(tmp_path: Path, capsys) -> None:

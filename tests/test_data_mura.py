@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mura_core.data import ABNORMAL, NORMAL, ImageRecord, MuraFormatError, find_mura_root, read_split
+from mura_core.data import (
+    ABNORMAL,
+    NORMAL,
+    ImageRecord,
+    MuraFormatError,
+    find_mura_root,
+    read_split,
+)
 
 # (split, body part, patient, study folder, images): a patient with mixed labels, the same
 # patient id under two body parts, studies of 1 to 3 images.
@@ -38,10 +45,12 @@ def write_tiny_mura(parent: Path, studies=TINY_STUDIES, csv: bool = True, junk: 
             img = Image.fromarray(pixels)
             (img.convert("RGB") if (k + i) % 2 else img).save(folder / f"image{i}.png")
             rows[split][0].append(f"MURA-v1.1/{split}/{part}/{patient}/{study}/image{i}.png")
-        rows[split][1].append(f"MURA-v1.1/{split}/{part}/{patient}/{study}/,{1 if study.endswith('positive') else 0}")
+        positive = 1 if study.endswith("positive") else 0
+        rows[split][1].append(f"MURA-v1.1/{split}/{part}/{patient}/{study}/,{positive}")
     if junk:
         first = studies[0]
-        (root / first[0] / first[1] / first[2] / first[3] / "._image1.png").write_bytes(b"\x00\x05\x16\x07junk")
+        junk = root / first[0] / first[1] / first[2] / first[3] / "._image1.png"
+        junk.write_bytes(b"\x00\x05\x16\x07junk")
     if csv:
         for split, (images, labels) in rows.items():
             (root / f"{split}_image_paths.csv").write_text("".join(line + "\n" for line in images))

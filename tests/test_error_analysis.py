@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from mura_core.evaluation import analysis, metrics, predictions, stats
 from mura_core.data.batches import iterate_batches
+from mura_core.evaluation import analysis, metrics, predictions, stats
 
 
 def _split(n_patients=40, seed=0):

@@ -7,11 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from mura_core.data import build_cache, generate_synthetic, samples
 from mura_core.evaluation import stats
 from mura_core.experiments import comparisons, executors, store
-from mura_core.data import samples
 from mura_core.report import prose, tables
-from mura_core.data import build_cache, generate_synthetic
 
 SIZE = 32
 

@@ -27,7 +27,7 @@ def test_the_framework_imports_with_nothing_but_numpy():
                                 "m = mc.build_model('baseline', input_size=67)\n"
                                 "print(sorted(k for k in sys.modules if k.startswith('mura_core')))")
     assert proc.returncode == 0, proc.stderr
-    loaded = eval(proc.stdout.strip())  # noqa: S307 (our own printed list)
+    loaded = eval(proc.stdout.strip())  # our own printed list
     assert all(name == "mura_core" or name.startswith("mura_core.nn") for name in loaded), loaded
 
 

@@ -1,13 +1,28 @@
 """Each layer's forward against a slow reference and its backward against finite differences."""
 import numpy as np
 import pytest
+from reference import (
+    conv2d_reference,
+    maxpool_backward_reference,
+    maxpool_reference,
+    numeric_grad,
+    rel_error,
+)
 
 from mura_core.nn.backend import cupy_available, memory_order, to_numpy
 from mura_core.nn.conv import im2col, im2col_with_ones
-from mura_core.nn.layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU,
-                                 Residual, Sequential, Sigmoid)
-from reference import (conv2d_reference, maxpool_backward_reference, maxpool_reference, numeric_grad,
-                       rel_error)
+from mura_core.nn.layers import (
+    Conv2D,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2D,
+    RandomStream,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+)
 
 CONV_CASES = [  # (d_in, d_out, k, stride, h, w)
     (1, 2, 1, 1, 5, 5),
@@ -112,7 +127,8 @@ def test_first_conv_can_skip_its_input_gradient(xp):
     assert float(abs(conv.grads["W"]).sum()) > 0
 
 
-@pytest.mark.parametrize("size,stride,h,w", [(2, 2, 6, 6), (2, 2, 7, 9), (3, 2, 9, 8), (2, 1, 5, 4), (3, 3, 10, 11)])
+@pytest.mark.parametrize("size,stride,h,w",
+                         [(2, 2, 6, 6), (2, 2, 7, 9), (3, 2, 9, 8), (2, 1, 5, 4), (3, 3, 10, 11)])
 def test_maxpool_forward_and_backward(xp, size, stride, h, w):
     rng = np.random.default_rng(0)
     pool = MaxPool2D(size, stride)
@@ -132,7 +148,8 @@ def test_maxpool_ties_send_the_gradient_once(xp):
 
 def _stored(x, xp, order):
     """x as an (N, C, H, W) array of ``xp`` whose memory runs over the axes in ``order``."""
-    return xp.ascontiguousarray(xp.asarray(x).transpose(order)).transpose(tuple(int(i) for i in np.argsort(order)))
+    return xp.ascontiguousarray(xp.asarray(x).transpose(order)).transpose(
+        tuple(int(i) for i in np.argsort(order)))
 
 
 @pytest.mark.parametrize("size,stride,h,w", [(2, 2, 6, 6), (2, 2, 7, 9), (3, 2, 9, 8), (2, 1, 5, 4)])
@@ -198,7 +215,8 @@ def test_relu_keeps_nan_and_follows_any_memory_order(xp):
 
 
 def test_sigmoid_saturates_without_overflow(xp):
-    y = to_numpy(Sigmoid().forward(xp.asarray(np.array([-1000.0, -100.0, 0.0, 100.0, 1000.0], dtype=np.float32))))
+    x = np.array([-1000.0, -100.0, 0.0, 100.0, 1000.0], dtype=np.float32)
+    y = to_numpy(Sigmoid().forward(xp.asarray(x)))
     assert np.all(np.isfinite(y)) and y[0] == 0.0 and y[2] == 0.5 and y[-1] == 1.0
 
 
@@ -263,11 +281,15 @@ def test_dropout_backward_in_training_matches_finite_differences(xp):
 def test_residual_forward_and_backward(xp, d_in, d_out, stride):
     rng = np.random.default_rng(0)
     conv = Conv2D(d_in, d_out, 3, stride, rng=rng, dtype=np.float64)
-    proj = None if (d_in == d_out and stride == 1) else Conv2D(d_in, d_out, 1, stride, rng=rng, dtype=np.float64)
+    proj = (None if (d_in == d_out and stride == 1)
+            else Conv2D(d_in, d_out, 1, stride, rng=rng, dtype=np.float64))
     res = _layer_on(Residual(conv, proj), xp)
     x = rng.standard_normal((2, d_in, 6, 7))
-    skip = x if proj is None else conv2d_reference(x, to_numpy(proj.params["W"]), to_numpy(proj.params["b"]), stride)
-    ref = np.maximum(conv2d_reference(x, to_numpy(conv.params["W"]), to_numpy(conv.params["b"]), stride) + skip, 0)
+    def reference(layer):
+        return conv2d_reference(x, to_numpy(layer.params["W"]), to_numpy(layer.params["b"]), stride)
+
+    skip = x if proj is None else reference(proj)
+    ref = np.maximum(reference(conv) + skip, 0)
     np.testing.assert_allclose(to_numpy(res.forward(xp.asarray(x))), ref, rtol=1e-10, atol=1e-12)
     _check_backward(res, x, xp)
     names = [n for n, _ in res.named_parameters()]

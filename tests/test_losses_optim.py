@@ -1,11 +1,11 @@
 """Binary cross entropy (stable, correct gradients) and SGD with momentum / weight decay."""
 import numpy as np
 import pytest
+from reference import numeric_grad, rel_error
 
 import mura_core as mc
 from mura_core.nn.backend import PACK_ALIGNMENT, pack, shared_buffer, to_numpy
 from mura_core.nn.gradcheck import numerical_gradient
-from reference import numeric_grad, rel_error
 
 
 def _textbook_bce(z, t):

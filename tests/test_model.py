@@ -51,7 +51,9 @@ def test_parameter_names_in_layer_order_and_gradients_share_them():
 def test_deeper_adds_two_convolutions_and_one_fully_connected_layer():
     base = mc.build_model("baseline", input_size=67)
     deep = mc.build_model("deeper", input_size=67)
-    count = lambda m, kind: sum(1 for n in m.parameters() if n.startswith(kind) and n.endswith(".W"))
+    def count(m, kind):
+        return sum(1 for n in m.parameters() if n.startswith(kind) and n.endswith(".W"))
+
     assert count(deep, "conv") == count(base, "conv") + 2
     assert count(deep, "fc") == count(base, "fc") + 1
     ks = [r["layer"] for r in deep.summary_rows() if r["layer"].startswith("Conv2D")]
@@ -80,7 +82,8 @@ def test_residual_uses_identity_where_channels_match_and_projections_elsewhere()
 
 @pytest.mark.parametrize("arch,size", [("baseline", 35), ("deeper", 35), ("wider", 35), ("residual", 35)])
 def test_whole_model_gradients_match_finite_differences(arch, size):
-    model = mc.build_model(arch, input_size=size, seed=1, dtype="float64", width=0.0625 if arch != "wider" else 0.125)
+    model = mc.build_model(arch, input_size=size, seed=1, dtype="float64",
+                           width=0.0625 if arch != "wider" else 0.125)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 1, size, size))
     t = np.array([1.0, 0.0, 1.0])
@@ -189,7 +192,7 @@ def test_tiny_training_run_lowers_the_loss_and_learns(model_backend):
     model = mc.build_model("baseline", input_size=35, width=0.125, seed=0, backend=model_backend)
     opt = mc.SGD(model.parameters(), lr=0.01, momentum=0.9)
     before = mc.loss_and_grads(model, x, t)[0]
-    for step in range(40):
+    for _ in range(40):
         idx = rng.choice(64, 16, replace=False)
         _, grads = mc.loss_and_grads(model, x[idx], t[idx], training=True)
         opt.step(grads)

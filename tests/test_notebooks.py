@@ -25,7 +25,8 @@ def _assigned(source: str) -> dict:
     """name -> literal value of every ``name = literal`` in a cell."""
     values = {}
     for node in ast.parse(source).body:
-        assert isinstance(node, ast.Assign), f"parameters cell holds more than assignments: {ast.dump(node)[:80]}"
+        assert isinstance(node, ast.Assign), \
+            f"parameters cell holds more than assignments: {ast.dump(node)[:80]}"
         for target in node.targets:
             values[target.id] = ast.literal_eval(node.value)
     return values

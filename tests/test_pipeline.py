@@ -129,7 +129,8 @@ def test_profile_knobs_are_copies():
 def test_parameters_reach_the_notebook_and_executed_copies_are_kept(tmp_path):
     src = _notebook(tmp_path / "nb.ipynb",
                     "import json, pathlib\n"
-                    "pathlib.Path(out).write_text(json.dumps({'value': value, 'cwd': __import__('os').getcwd()}))",
+                    "pathlib.Path(out).write_text(json.dumps("
+                    "{'value': value, 'cwd': __import__('os').getcwd()}))",
                     params="value = 1\nout = None")
     out = tmp_path / "seen.json"
     executed = tmp_path / "executed" / "nb.ipynb"
@@ -269,7 +270,8 @@ def _fake_notebooks(folder: Path, version: str, fail: bool = False) -> Path:
     for name in ("01_model", "02_training"):
         body = ("import json, pathlib\n"
                 f"pathlib.Path(out_dir, 'results').mkdir(parents=True, exist_ok=True)\n"
-                f"pathlib.Path(out_dir, 'results', '{name}.json').write_text(json.dumps({{'version': '{version}'}}))\n"
+                f"pathlib.Path(out_dir, 'results', '{name}.json')"
+                f".write_text(json.dumps({{'version': '{version}'}}))\n"
                 f"pathlib.Path(figures_dir).mkdir(parents=True, exist_ok=True)\n"
                 f"pathlib.Path(figures_dir, '{name}_curve.png').write_text('{version}')\n"
                 "from IPython.display import Markdown, display\n"
@@ -398,7 +400,7 @@ def test_smoke_report_results_hold_sane_numbers(smoke_report):
     tmp, _ = smoke_report
     results = {n: json.loads((tmp / "report" / "results" / f"{n}.json").read_text())
                for n in profiles.NOTEBOOKS}
-    for name, res in results.items():
+    for res in results.values():
         assert res["synthetic"] is True and res["data_source"] == "synthetic data, seed 0"
 
     model = results["01_model"]

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from mura_core.evaluation import metrics as M
 from mura_core import plots
+from mura_core.evaluation import metrics as M
 
 
 def _table(acc: float, patient: float) -> dict:
@@ -68,13 +68,15 @@ def test_plot_runs_puts_every_run_on_one_figure(tmp_path):
     loss_ax, acc_ax = fig.axes[0], fig.axes[1]
     assert len(loss_ax.get_lines()) == 3
     assert len(acc_ax.get_lines()) == 6  # train and valid per run
-    assert [t.get_text() for t in acc_ax.get_legend().get_texts()][:2] == ["baseline (train)", "baseline (valid)"]
+    legend = [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert legend[:2] == ["baseline (train)", "baseline (valid)"]
     assert (tmp_path / "runs.pdf").exists()
 
 
 def test_plot_confusion_shows_counts(tmp_path):
     cm = M.confusion_matrix([0, 0, 0, 1, 1], [0, 1, 1, 1, 0])
-    fig = plots.plot_confusion(cm, title="Valid, per image", caption="synthetic data", path=tmp_path / "cm.pdf")
+    fig = plots.plot_confusion(cm, title="Valid, per image", caption="synthetic data",
+                               path=tmp_path / "cm.pdf")
     cells = sorted(t.get_text() for t in fig.axes[0].texts)
     assert cells == ["1\n33.3 %", "1\n50.0 %", "1\n50.0 %", "2\n66.7 %"]
     assert (tmp_path / "cm.png").exists() and (tmp_path / "cm.pdf").exists()

@@ -250,7 +250,8 @@ def test_predict_with_nan_weights_is_a_clear_error(synth, tmp_path, capsys):
     model = mc.load_model(out / "best.npz")
     model.parameters()["fc2.W"][...] = float("nan")
     mc.save_model(model, tmp_path / "nan.npz")
-    image = build_cache(synth["a"]["root"], size=SIZE, cache_dir=synth["a"]["cache"]).split("valid").records[0].path
+    cache = build_cache(synth["a"]["root"], size=SIZE, cache_dir=synth["a"]["cache"])
+    image = cache.split("valid").records[0].path
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "nan.npz"), image]) == 2
     captured = capsys.readouterr()

@@ -2,11 +2,11 @@
 a slow loop reference, and the model hooks they use (kept outputs, a backward that stops)."""
 import numpy as np
 import pytest
+from reference import bilinear_reference, numeric_grad, rel_error
 
 import mura_core as mc
 from mura_core.evaluation import saliency
 from mura_core.nn.backend import to_numpy
-from reference import bilinear_reference, numeric_grad, rel_error
 
 SIZE = 48  # conv6 is 3x3 at this input size
 
@@ -63,7 +63,8 @@ def test_gradient_at_a_layer_output_matches_finite_differences():
         z = model.logits(x, keep=(layer,))
         activations = model.body.outputs[layer].copy()
         analytic = model.backward_from_logits(-np.ones_like(z), stop_at=layer)
-        numeric = numeric_grad(lambda: _tail_score(model, layer, activations, -1.0), activations)
+        numeric = numeric_grad(
+            lambda layer=layer, a=activations: _tail_score(model, layer, a, -1.0), activations)
         assert analytic.shape == activations.shape
         assert rel_error(analytic, numeric) < 1e-6, layer
 

@@ -9,15 +9,20 @@ import numpy as np
 import pytest
 
 import mura_core as mc
-from mura_core.nn.backend import cupy_available, to_numpy
-from mura_core.evaluation import metrics
+from mura_core.data.batches import iterate_batches
 from mura_core.data.cache import CachedSplit, MuraCache
 from mura_core.data.mura import ImageRecord
+from mura_core.evaluation import metrics
 from mura_core.evaluation.predictions import evaluate, patient_subset
-from mura_core.data.batches import iterate_batches
+from mura_core.nn.backend import cupy_available, to_numpy
+from mura_core.training import (
+    TrainConfig,
+    TrainingDiverged,
+    load_history,
+    mura_class_weights,
+    train,
+)
 from mura_core.training.feed import step_batches
-from mura_core.training import (TrainConfig, Trainer, TrainingDiverged, load_history,
-                             mura_class_weights, train)
 
 SIZE = 32
 PARTS = ("XR_ELBOW", "XR_HAND", "XR_WRIST")
@@ -341,7 +346,7 @@ def test_bad_settings_fail_before_any_work(cache, tmp_path, bad, message):
     out = tmp_path / "never"
     calls = []
     with pytest.raises(ValueError, match=message):
-        train(small_model(), cache, BASE, out_dir=str(out), on_step=lambda s, l: calls.append(s), **bad)
+        train(small_model(), cache, BASE, out_dir=str(out), on_step=lambda s, _loss: calls.append(s), **bad)
     assert not out.exists() and not calls
 
 

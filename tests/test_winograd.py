@@ -4,11 +4,11 @@ differences, on every backend, for odd and even sizes and any memory order of th
 im2col path."""
 import numpy as np
 import pytest
+from reference import conv2d_reference, numeric_grad, rel_error
 
 from mura_core.nn import winograd
 from mura_core.nn.backend import to_numpy
 from mura_core.nn.layers import Conv2D
-from reference import conv2d_reference, numeric_grad, rel_error
 
 CASES = [  # (n, c, d, h, w)
     (2, 3, 4, 7, 6),
@@ -24,7 +24,8 @@ ORDERS = [(0, 1, 2, 3), (1, 0, 2, 3), (1, 2, 3, 0)]  # NCHW, channel-major, batc
 
 def _stored(x, xp, order):
     """x as an (N, C, H, W) array of ``xp`` whose memory runs over the axes in ``order``."""
-    return xp.ascontiguousarray(xp.asarray(x).transpose(order)).transpose(tuple(int(i) for i in np.argsort(order)))
+    return xp.ascontiguousarray(xp.asarray(x).transpose(order)).transpose(
+        tuple(int(i) for i in np.argsort(order)))
 
 
 def _run(xp, x, g, b, order=(0, 1, 2, 3)):

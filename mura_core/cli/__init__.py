@@ -33,11 +33,11 @@ class CommandFailed(Exception):
 
 def input_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input (exit status 2)."""
-    from ..data.mura import MuraFormatError  # noqa: PLC0415
-    from ..files import NotEnoughSpace  # noqa: PLC0415
-    from ..locks import FolderLocked  # noqa: PLC0415
-    from ..nn.backend import BackendUnavailable  # noqa: PLC0415
-    from ..nn.serialization import ModelFileError  # noqa: PLC0415
+    from ..data.mura import MuraFormatError
+    from ..files import NotEnoughSpace
+    from ..locks import FolderLocked
+    from ..nn.backend import BackendUnavailable
+    from ..nn.serialization import ModelFileError
 
     return (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
             IsADirectoryError, PermissionError, ModelFileError, MuraFormatError, FolderLocked,
@@ -47,8 +47,8 @@ def input_errors() -> tuple[type[BaseException], ...]:
 def run_errors() -> tuple[type[BaseException], ...]:
     """The exceptions of a run that failed during its work (exit status 1), each with a
     message that names the place and the fix."""
-    from ..data.cache import CacheBuildError  # noqa: PLC0415
-    from ..files import DiskFull  # noqa: PLC0415
+    from ..data.cache import CacheBuildError
+    from ..files import DiskFull
 
     return (CommandFailed, DiskFull, CacheBuildError)
 
@@ -75,7 +75,7 @@ def command(func):
             return fail(f"out of memory ({exc or 'MemoryError'}): use a smaller --batch-size or "
                         "--size, or a machine with more memory", EXIT_FAILED)
         except OSError as exc:
-            from ..files import is_disk_full  # noqa: PLC0415
+            from ..files import is_disk_full
 
             if not is_disk_full(exc):
                 raise

@@ -18,15 +18,22 @@ Where the cache goes: see ``cache.py`` (default ``./cache/<name>-<hash>-<size>-<
 under ``$MURA_CACHE_DIR``).
 """
 from .batches import Batch, augment_images, epoch_order, iterate_batches, num_batches
-from .cache import CachedSplit, MuraCache, SkippedImageWarning, build_cache, default_cache_dir, load_cache
+from .cache import (
+    CachedSplit,
+    MuraCache,
+    SkippedImageWarning,
+    build_cache,
+    default_cache_dir,
+    load_cache,
+)
 from .mura import (
     ABNORMAL,
     BODY_PARTS,
     NORMAL,
     SPLITS,
     ImageRecord,
-    body_part_name,
     MuraFormatError,
+    body_part_name,
     find_mura_root,
     read_split,
 )

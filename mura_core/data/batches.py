@@ -31,7 +31,8 @@ def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
     return n // batch_size if drop_last else math.ceil(n / batch_size)
 
 
-def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, indices: np.ndarray | None = None) -> np.ndarray:
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int,
+                indices: np.ndarray | None = None) -> np.ndarray:
     """The (n_selected,) int64 record indices of one epoch, in visiting order."""
     order = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64).copy()
     if indices is not None and len(order) and (order.min() < 0 or order.max() >= n):
@@ -61,7 +62,8 @@ def augment_images(images: np.ndarray, rng: np.random.Generator, mode: str = "pa
         a, b = s * cos, s * sin
         d, e = -s * sin, s * cos
         coeffs = (a, b, src_cx - a * cx - b * cy, d, e, src_cy - d * cx - e * cy)
-        img = Image.fromarray(images[i]).transform((width, height), Image.AFFINE, coeffs, Image.BILINEAR, fillcolor=0)
+        img = Image.fromarray(images[i]).transform((width, height), Image.AFFINE, coeffs,
+                                                   Image.BILINEAR, fillcolor=0)
         arr = np.asarray(img)
         out[i] = arr[:, ::-1] if flips[i] else arr
     return out

@@ -106,7 +106,8 @@ def _parse_image_path(rel: str, split: str, where: str) -> tuple[str, str, str, 
         )
     match = _STUDY_DIR.match(parts[3])
     if match is None:
-        raise MuraFormatError(f"{where}: study folder {parts[3]!r} in {rel!r} must be studyK_positive or studyK_negative")
+        raise MuraFormatError(f"{where}: study folder {parts[3]!r} in {rel!r} must be "
+                              "studyK_positive or studyK_negative")
     label = ABNORMAL if match.group(2) == "positive" else NORMAL
     return parts[1], parts[2], match.group(1), parts[4], label
 
@@ -179,7 +180,8 @@ def _records_from_csv(root: Path, split: str, image_csv: Path, study_csv: Path |
                     f"folder suffix says {'normal' if suffix_label == NORMAL else 'abnormal'}; fix the CSV "
                     f"or the folder name"
                 )
-        records.append(ImageRecord(os.path.join(str(root), *rel.split("/")), label, body_part, patient, study, split))
+        records.append(ImageRecord(os.path.join(str(root), *rel.split("/")), label, body_part,
+                                   patient, study, split))
     return records
 
 
@@ -209,7 +211,8 @@ def _records_from_scan(root: Path, split: str) -> list[ImageRecord]:
                 label = ABNORMAL if match.group(2) == "positive" else NORMAL
                 for name in sorted(os.listdir(folder), key=_natural_key):
                     if _IMAGE_NAME.match(name):  # also skips macOS "._image1.png"
-                        records.append(ImageRecord(str(folder / name), label, body_part, patient, match.group(1), split))
+                        records.append(ImageRecord(str(folder / name), label, body_part, patient,
+                                                   match.group(1), split))
     return records
 
 

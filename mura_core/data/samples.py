@@ -32,7 +32,7 @@ def pick_samples(split, per_class: int, seed: int = 0) -> np.ndarray:
 def gradcheck_batch(cache, size: int, n: int = 2, seed: int = 0):
     """``n`` train images (normal and abnormal alternating), resized to ``size`` and
     standardized, as float64 ``(n, 1, size, size)``, with their float64 labels ``(n,)``."""
-    from PIL import Image  # noqa: PLC0415
+    from PIL import Image
 
     split = cache.split("train")
     rows = pick_samples(split, max(1, (n + 1) // 2), seed)[:n]

@@ -203,7 +203,7 @@ def roc_auc(labels, scores) -> float:
 
     (Mann-Whitney U over average ranks.) NaN when only one class is present.
     """
-    from scipy.stats import rankdata  # noqa: PLC0415
+    from scipy.stats import rankdata
 
     y, s, n_pos, n_neg = _scored_labels(labels, scores)
     if n_pos == 0 or n_neg == 0:

@@ -94,7 +94,7 @@ def load_images(model, paths):
     in input order (a file that is missing or not an image gets its error, the others are
     still read); ``images`` (M, S, S) uint8 and ``x`` (M, 1, S, S) float32, standardized, of
     the M readable files in input order."""
-    from ..data.preprocess import ImageDecodeError, preprocess_image  # noqa: PLC0415
+    from ..data.preprocess import ImageDecodeError, preprocess_image
 
     pre = model.metadata.get("preprocessing")
     if not pre:

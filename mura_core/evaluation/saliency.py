@@ -202,8 +202,8 @@ def explain_rows(model, split, rows, mean: float, std: float, *, data_root=None,
     uint8, "maps": {"Grad-CAM": (M, S, S)} and, with ``gradients``, "input gradient" (|ds/dx|
     scaled by ``display_scale``), "outlines": where the synthetic generator drew each image's
     sign (``data_root``: the synthetic set; None: no outlines)}."""
-    from ..data.synthetic import sign_masks  # noqa: PLC0415
-    from .predictions import split_inputs  # noqa: PLC0415
+    from ..data.synthetic import sign_masks
+    from .predictions import split_inputs
 
     rows = np.asarray(rows, np.int64)
     x = split_inputs(split, rows, mean, std)
@@ -226,8 +226,8 @@ def sign_localization(model, split, mean: float, std: float, data_root, layer: s
     Returns {"abnormal_images", "without_sign" (abnormal images drawn without a sign),
     "sign_too_small" (a sign that covers no pixel at the input size), "rows" (Grad-CAM),
     "input_gradient" (the rows of |ds/dx|)}."""
-    from ..data.synthetic import sign_masks  # noqa: PLC0415
-    from .predictions import split_inputs  # noqa: PLC0415
+    from ..data.synthetic import sign_masks
+    from .predictions import split_inputs
 
     rows = np.flatnonzero(np.asarray(split.labels) == 0)
     masks, signs = sign_masks(data_root, [split.records[i].path for i in rows],

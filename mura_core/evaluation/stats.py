@@ -259,7 +259,7 @@ def mcnemar(correct_a, correct_b) -> dict:
     Returns {"a_only": images only A gets right, "b_only": only B, "p_value": two-sided exact
     binomial p of a_only among the a_only + b_only discordant images under p = 1/2 (1.0 when
     there are none)}."""
-    from scipy import stats as sps  # noqa: PLC0415
+    from scipy import stats as sps
 
     a = np.asarray(correct_a, dtype=bool).reshape(-1)
     b = np.asarray(correct_b, dtype=bool).reshape(-1)
@@ -277,7 +277,7 @@ def stratified_mcnemar(tests: list[dict]) -> dict:
 
     The seed pairs share their images, so they are not independent strata; the two-level
     bootstrap of ``compare`` carries that, which is why a verdict needs both."""
-    from scipy import stats as sps  # noqa: PLC0415
+    from scipy import stats as sps
 
     a_only = sum(t["a_only"] for t in tests)
     b_only = sum(t["b_only"] for t in tests)

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from ..data.cache import load_cache
@@ -44,8 +43,14 @@ from ..nn.models import build_model
 from ..nn.serialization import ModelFileError, read_npz
 from ..training import TrainingDiverged, earlier_run_files, load_history, train
 from ..training.checkpoint import checkpoint_step
-from ..training.runfolder import (BEST_NAME, CHECKPOINT_NAME, DIVERGED_NAME, HISTORY_NAME,
-                                  LAST_NAME, PREDICTIONS_NAME)
+from ..training.runfolder import (
+    BEST_NAME,
+    CHECKPOINT_NAME,
+    DIVERGED_NAME,
+    HISTORY_NAME,
+    LAST_NAME,
+    PREDICTIONS_NAME,
+)
 
 #: Training settings that enter a run's identity (besides arch, seed, input size, backend,
 #: and the cache key), all fields of ``RunSpec``.

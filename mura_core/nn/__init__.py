@@ -20,8 +20,7 @@ Every layer has its forward pass and its hand-written backward pass side by side
 Imports nothing but NumPy (and CuPy, only when CuPy arrays are used).
 """
 from .backend import BACKENDS, get_array_module, resolve_backend, seed_all, to_numpy
-from .layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU, Residual, Sequential,
-                     Sigmoid)
+from .layers import Conv2D, Dropout, Flatten, Linear, MaxPool2D, ReLU, Residual, Sequential, Sigmoid
 from .losses import bce_from_probabilities, bce_with_logits
 from .models import ARCHITECTURES, Model, build_model, loss_and_grads
 from .optim import SGD

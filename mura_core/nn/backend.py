@@ -20,7 +20,7 @@ BACKENDS = ("numpy", "cupy", "auto")
 def _cupy_status() -> tuple[object | None, str]:
     """(cupy module or None, reason it is unusable)."""
     try:
-        import cupy  # noqa: PLC0415
+        import cupy
     except Exception as exc:  # ImportError, or a broken CUDA install
         return None, f"CuPy is not importable ({exc.__class__.__name__}: {exc})"
     try:
@@ -94,7 +94,7 @@ def get_array_module(*arrays):
 
 def _cupy_imported() -> bool:
     # Avoid importing CuPy (slow, prints CUDA warnings) unless it is already in use.
-    import sys  # noqa: PLC0415
+    import sys
 
     return "cupy" in sys.modules
 
@@ -160,7 +160,7 @@ def gpu_kernels(xp):
     """
     if xp is np:
         return None
-    from . import cuda_kernels  # noqa: PLC0415  (imports CuPy)
+    from . import cuda_kernels  # imports CuPy
 
     return cuda_kernels
 
@@ -213,6 +213,6 @@ def device_name(backend: str) -> str:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"]
         return name.decode() if isinstance(name, bytes) else str(name)
-    import platform  # noqa: PLC0415
+    import platform
 
     return f"CPU ({platform.processor() or platform.machine()})"

@@ -15,7 +15,6 @@ a slice there costs a kernel launch.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
 from .backend import get_array_module, gpu_kernels

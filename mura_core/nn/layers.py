@@ -21,8 +21,14 @@ from typing import NamedTuple
 import numpy as np
 
 from . import pool, winograd
-from .backend import (copy_in_order, empty_in_order, get_array_module, gpu_kernels,
-                      memory_order, pack)
+from .backend import (
+    copy_in_order,
+    empty_in_order,
+    get_array_module,
+    gpu_kernels,
+    memory_order,
+    pack,
+)
 from .conv import col2im, conv_output_size, im2col, im2col_with_ones
 from .rng import keep_mask, stream_key
 

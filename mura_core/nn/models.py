@@ -21,8 +21,18 @@ import math
 import numpy as np
 
 from .backend import resolve_backend, to_numpy, xp_for
-from .layers import (Conv2D, Dropout, Flatten, Linear, MaxPool2D, RandomStream, ReLU, Residual,
-                     Sequential, Sigmoid)
+from .layers import (
+    Conv2D,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2D,
+    RandomStream,
+    ReLU,
+    Residual,
+    Sequential,
+    Sigmoid,
+)
 from .losses import bce_with_logits_on_device
 
 

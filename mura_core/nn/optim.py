@@ -1,9 +1,7 @@
 """Stochastic gradient descent with momentum and optional (L2) weight decay."""
 from __future__ import annotations
 
-
 from .backend import get_array_module, gpu_kernels, shared_buffer, to_numpy
-
 
 #: Elements per chunk of the NumPy update: the chunks of theta, v and g (1 MB each) stay in
 #: cache through the three operations, instead of three passes over the whole arrays (fc1.W

@@ -17,8 +17,15 @@ from ..experiments.executors import make_executor
 from ..experiments.profiles import Profile
 from ..experiments.store import RunSpec
 from ..files import write_json
-from .tables import (COMPARISON_COLUMNS, HTML_ONLY, VARIANT_FORMATS, caption, latex_figure,
-                     sweep_report, table_block)
+from .tables import (
+    COMPARISON_COLUMNS,
+    HTML_ONLY,
+    VARIANT_FORMATS,
+    caption,
+    latex_figure,
+    sweep_report,
+    table_block,
+)
 from .workspace import DataSource, Paths, PipelineError, build_cache, prepare_data
 
 
@@ -114,9 +121,9 @@ class NotebookContext:
         Two outputs: the PNG (for JupyterLab and the HTML report), then the caption in
         Markdown with, as its LaTeX form, the figure's PDF and caption in one float (for the
         PDF report, which leaves the PNG out)."""
-        from IPython.display import Image, display  # noqa: PLC0415
+        from IPython.display import Image, display
 
-        from ..plots import save_figure  # noqa: PLC0415
+        from ..plots import save_figure
 
         self._figures += 1
         written = [Path(p) for p in save_figure(fig, self.paths.figures / f"{self.name}_{stem}")]
@@ -134,7 +141,7 @@ class NotebookContext:
               from_data: bool = True) -> str:
         """Display ``rows`` as a table with a numbered caption above it (``from_data`` as for
         ``figure``), in Markdown and, for the PDF, as a LaTeX float. Returns the Markdown."""
-        from IPython.display import display  # noqa: PLC0415
+        from IPython.display import display
 
         text = None
         if caption_text:
@@ -155,7 +162,7 @@ class NotebookContext:
     def show_sweep(self, knob: str, summary: dict) -> dict:
         """One sweep of notebook 05 (``comparisons.sweep_summaries``): its heading, figure,
         tables and discussion; returns its ``tables.sweep_report`` (JSON-ready)."""
-        from ..plots import plot_runs  # noqa: PLC0415
+        from ..plots import plot_runs
 
         sweep = sweep_report(knob, summary, summary["centre"])
         self.markdown(f"## {sweep['title']}")
@@ -169,7 +176,7 @@ class NotebookContext:
         return sweep
 
     def markdown(self, text: str) -> None:
-        from IPython.display import Markdown, display  # noqa: PLC0415
+        from IPython.display import Markdown, display
 
         display(Markdown(text))
 
@@ -193,7 +200,7 @@ class NotebookContext:
 
 
 def _close(fig) -> None:
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt
 
     if plt.fignum_exists(getattr(fig, "number", -1)):
         plt.close(fig)
@@ -216,7 +223,7 @@ def open_notebook(name: str, parameters=None, **given) -> NotebookContext:
     generated first when it does not exist yet (the pipeline has normally done it).
     ``scheduler``: None for the default executor; see ``executors.make_executor``.
     """
-    from ..nn.backend import resolve_backend, seed_all  # noqa: PLC0415
+    from ..nn.backend import resolve_backend, seed_all
 
     values = dict(parameters or {})
     values.update(given)

@@ -114,7 +114,7 @@ def missing_pdf_tools() -> list[str]:
 
 
 def _exporter_config(pdf: bool = False):
-    from traitlets.config import Config  # noqa: PLC0415
+    from traitlets.config import Config
 
     config = Config()
     config.TemplateExporter.exclude_input = True
@@ -134,7 +134,7 @@ def export_report(nb: nbformat.NotebookNode, out_dir: Path, stem: str = "report"
     missing, a message says what to install and only the HTML is built. Returns the paths
     written, by format.
     """
-    from nbconvert import HTMLExporter, PDFExporter  # noqa: PLC0415
+    from nbconvert import HTMLExporter, PDFExporter
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

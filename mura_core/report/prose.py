@@ -10,7 +10,6 @@ from ..evaluation.metrics import METRIC_NAMES
 from ..experiments.comparisons import final_train_loss
 from ..formatting import duration, interval, p_value, percent
 
-
 #: What each architecture variant changes, as the discussion names it.
 ARCHITECTURE_CHANGES = {
     "deeper": "Depth (two more convolutions and one more fully connected layer)",
@@ -151,7 +150,9 @@ def sweep_discussion(knob: str, rows: list[dict], comparisons: list[dict], centr
     (the settings of the other sections) where the comparison establishes a difference."""
     if not rows:
         return f"No run of the {knob} sweep produced a validation measurement."
-    fmt = (lambda v: f"{v:g}{unit}")
+    def fmt(v):
+        return f"{v:g}{unit}"
+
     measured = [r for r in rows if not r.get("diverged")]
     parts = [f"Valid accuracy per image for each {knob}: "
              + "; ".join(f"{fmt(r['value'])}: {_value(r, 'image_accuracy')}" for r in measured)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..experiments.executors import LocalExecutor
 from ..experiments.profiles import Profile
-from ..nn.backend import device_name
 from ..formatting import duration
+from ..nn.backend import device_name
 from .tables import table_block
 from .workspace import PROJECT_ROOT, DataSource, short_path
 
@@ -32,7 +32,7 @@ def git_commit(root: Path = PROJECT_ROOT) -> str:
 
 def package_versions(backend: str = "numpy") -> dict[str, str]:
     """Versions of Python and the packages the results depend on."""
-    from importlib import metadata  # noqa: PLC0415
+    from importlib import metadata
 
     versions = {"python": platform.python_version()}
     names = ["mura_core", "numpy", "pillow", "matplotlib", "papermill", "nbconvert"]

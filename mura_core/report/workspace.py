@@ -149,8 +149,8 @@ def prepare_data(data_dir, profile: Profile, seed: int, paths: Paths, log=print)
     with the same seed and counts (the generator is deterministic in them); a set that
     differs in any of them is generated again.
     """
-    from .. import data as data_mod  # noqa: PLC0415
-    from ..data.synthetic import marker_mismatch  # noqa: PLC0415
+    from .. import data as data_mod
+    from ..data.synthetic import marker_mismatch
 
     prof = profile
     if data_dir is not None:
@@ -191,7 +191,7 @@ def prepare_data(data_dir, profile: Profile, seed: int, paths: Paths, log=print)
 
 def _synthetic_marker(root: Path) -> dict | None:
     """The generator's ``SYNTHETIC.json`` for a set at ``root`` (or its MURA-v1.1), if any."""
-    from ..data.synthetic import read_marker  # noqa: PLC0415
+    from ..data.synthetic import read_marker
 
     return read_marker(root)
 
@@ -201,7 +201,7 @@ def build_cache(source: DataSource, input_size: int, paths: Paths, progress: boo
     """The preprocessing cache of ``source`` at ``input_size`` (built when missing/stale).
 
     Undecodable files are skipped by the cache; they are counted and named here."""
-    from .. import data as data_mod  # noqa: PLC0415
+    from .. import data as data_mod
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():

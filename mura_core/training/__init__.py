@@ -7,7 +7,7 @@ from .config import TrainConfig
 from .divergence import TrainingDiverged
 from .history import load_history
 from .runfolder import RUN_FILES, check_run_folder, earlier_run_files
-from .trainer import TrainResult, Trainer, train
+from .trainer import Trainer, TrainResult, train
 
 __all__ = ["RUN_FILES", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged",
            "check_run_folder", "earlier_run_files", "load_history", "mura_class_weights", "train"]

@@ -21,8 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nn.serialization import (ModelFileError, atomic_save_npz, json_array, load_weights,
-                                model_arrays, read_npz)
+from ..nn.serialization import (
+    ModelFileError,
+    atomic_save_npz,
+    json_array,
+    load_weights,
+    model_arrays,
+    read_npz,
+)
 from .config import RESUMABLE_CHANGES, TrainConfig
 
 CHECKPOINT_FORMAT = "mura_core.checkpoint/1"

@@ -14,7 +14,6 @@ from ..evaluation.predictions import predict_split, score_split, split_rows
 from ..nn.serialization import atomic_save_npz, read_model_header, save_model
 from .runfolder import BEST_NAME, PREDICTIONS_NAME
 
-
 #: Below every evaluation's score: the best so far before the first evaluation.
 NO_SCORE = (-2.0, -1.0)
 

@@ -53,7 +53,7 @@ HISTORY_FORMAT = "mura_core.history/1"
 
 
 def versions() -> dict:
-    from .. import __version__  # noqa: PLC0415  (the package imports this module lazily)
+    from .. import __version__  # the package imports this module lazily
 
     return {"python": platform.python_version(), "numpy": np.__version__, "mura_core": __version__}
 

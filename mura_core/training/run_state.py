@@ -10,13 +10,26 @@ from pathlib import Path
 from ..files import DiskFull, free_space, is_disk_full, remove_stale_temp_files
 from ..formatting import data_size
 from ..nn.serialization import save_model
-from .checkpoint import (check_same_data, check_same_model, check_same_settings,
-                         check_steps_left, read_checkpoint, restore_checkpoint, save_checkpoint)
+from .checkpoint import (
+    check_same_data,
+    check_same_model,
+    check_same_settings,
+    check_steps_left,
+    read_checkpoint,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from .divergence import TrainingDiverged, diverged, is_good
 from .evaluation_points import params_finite
 from .history import end_history, mark_history_on_disk, new_history, this_process, write_history
-from .runfolder import (CHECKPOINT_NAME, HISTORY_NAME, LAST_NAME, check_run_folder,
-                        remove_earlier_run, run_disk_bytes)
+from .runfolder import (
+    CHECKPOINT_NAME,
+    HISTORY_NAME,
+    LAST_NAME,
+    check_run_folder,
+    remove_earlier_run,
+    run_disk_bytes,
+)
 
 
 class RunState:

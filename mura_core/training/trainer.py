@@ -151,7 +151,7 @@ class Trainer:
         SIGTERM checkpoints, a divergence or any other error is recorded in the history, and
         a completed run writes its last files. A full disk is ``files.DiskFull``, naming the
         run folder and the checkpoint kept."""
-        from tqdm.auto import tqdm  # noqa: PLC0415
+        from tqdm.auto import tqdm
 
         state = self.state
         with hold_run_folder(state.out_dir), state.disk_full_told():
