@@ -4,11 +4,9 @@ earlier run), writes the history and the checkpoints, and records how the run en
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
 from pathlib import Path
 
-from ..files import DiskFull, free_space, is_disk_full, remove_stale_temp_files
-from ..formatting import data_size
+from ..files import remove_stale_temp_files
 from ..nn.serialization import save_model
 from .checkpoint import (
     check_same_data,
@@ -28,7 +26,6 @@ from .runfolder import (
     LAST_NAME,
     check_run_folder,
     remove_earlier_run,
-    run_disk_bytes,
 )
 
 
@@ -82,29 +79,6 @@ class RunState:
                         self.path(CHECKPOINT_NAME) if self.out_dir is not None else None, k,
                         checkpoint_loss=self.checkpoint_loss, start_loss=self.start_loss,
                         good_lr=good_lr)
-
-    @contextmanager
-    def disk_full_told(self):
-        """A full disk met in the block (a checkpoint, the history, a model file) becomes
-        DiskFull: one line naming the run folder, the checkpoint that is kept (the atomic
-        writer never replaced it) and the space to free."""
-        try:
-            yield
-        except OSError as exc:
-            if not is_disk_full(exc) or isinstance(exc, DiskFull) or self.out_dir is None:
-                raise
-            ckpt = self.path(CHECKPOINT_NAME)
-            if self.checkpoint_step is not None:
-                kept = (f"its checkpoint of step {self.checkpoint_step}, {ckpt}, is kept: free "
-                        "some space and continue with --resume")
-            else:
-                kept = ("no checkpoint had been written yet: free some space and run the "
-                        "command again")
-            raise DiskFull(
-                f"the disk of the run folder {self.out_dir} filled up at step {self.step} "
-                f"({data_size(free_space(self.out_dir))} free; the run needs about "
-                f"{data_size(run_disk_bytes(self.model))} for its checkpoint, best.npz and "
-                f"last.npz); {kept}") from None
 
     # --- starting ------------------------------------------------------------------------
     def start(self) -> None:

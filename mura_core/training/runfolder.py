@@ -8,9 +8,11 @@ process trains there, the folder is locked (``locks``): a second one is refused.
 from __future__ import annotations
 
 import contextlib
+from contextlib import contextmanager
 from pathlib import Path
 
-from ..files import check_writable_folder
+from ..files import DiskFull, check_writable_folder, free_space, is_disk_full
+from ..formatting import data_size
 from ..locks import hold_folder
 from ..nn.serialization import BEST_NAME, CHECKPOINT_NAME, LAST_NAME
 
@@ -87,3 +89,27 @@ def hold_run_folder(out_dir):
         return contextlib.nullcontext()
     check_writable_folder(out_dir, "run folder")
     return hold_folder(out_dir, "run folder")
+
+
+@contextmanager
+def disk_full_told(state):
+    """A full disk met in the block of a run (``state``, its ``RunState``: a checkpoint, the
+    history, a model file) becomes DiskFull: one line naming the run folder, the checkpoint
+    that is kept (the atomic writer never replaced it) and the space to free."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_disk_full(exc) or isinstance(exc, DiskFull) or state.out_dir is None:
+            raise
+        ckpt = state.path(CHECKPOINT_NAME)
+        if state.checkpoint_step is not None:
+            kept = (f"its checkpoint of step {state.checkpoint_step}, {ckpt}, is kept: free "
+                    "some space and continue with --resume")
+        else:
+            kept = ("no checkpoint had been written yet: free some space and run the "
+                    "command again")
+        raise DiskFull(
+            f"the disk of the run folder {state.out_dir} filled up at step {state.step} "
+            f"({data_size(free_space(state.out_dir))} free; the run needs about "
+            f"{data_size(run_disk_bytes(state.model))} for its checkpoint, best.npz and "
+            f"last.npz); {kept}") from None

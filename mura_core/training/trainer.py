@@ -49,7 +49,7 @@ from .evaluation_points import EvaluationPoints
 from .feed import device_mover, step_batches
 from .history import StepClock
 from .run_state import RunState
-from .runfolder import CHECKPOINT_NAME, hold_run_folder
+from .runfolder import CHECKPOINT_NAME, disk_full_told, hold_run_folder
 from .schedule import LearningRateSchedule
 
 #: Batches read ahead of the step that uses them (one waits in the queue, one is being read).
@@ -154,7 +154,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         state = self.state
-        with hold_run_folder(state.out_dir), state.disk_full_told():
+        with hold_run_folder(state.out_dir), disk_full_told(state):
             bar, stop = None, StopDeferral()  # before start: a signal during it stops after a step
             try:
                 with stop:
