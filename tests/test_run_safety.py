@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from processes import REPO, one_error_line, wait_for
+from test_run_folders import SIZE, train_args
 
 import mura_core as mc
 from mura_core.__main__ import main
@@ -25,7 +26,6 @@ from mura_core.formatting import data_size
 from mura_core.nn.models import MAX_INPUT_SIZE, memory_bytes
 
 pytestmark = pytest.mark.filterwarnings("ignore::mura_core.data.SkippedImageWarning")
-SIZE = 32
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +41,6 @@ def synth(tmp_path_factory):
     data["model"] = base / "run" / "last.npz"
     data["image"] = sorted((root / "MURA-v1.1" / "valid").glob("*/*/*/image1.png"))[0]
     return data
-
-
-def train_args(data: dict, out, *extra, steps: int = 6) -> list[str]:
-    return ["train", "--data", data["root"], "--cache-dir", data["cache"], "--size", str(SIZE),
-            "--width", "0.125", "--steps", str(steps), "--batch-size", "8", "--lr", "0.01",
-            "--out", str(out), "--backend", "numpy", "--workers", "1", "--no-progress",
-            "--train-eval-size", "0", *extra]
 
 
 def refused(capsys, args, status: int = 2) -> str:
@@ -487,14 +480,20 @@ def test_a_binary_csv_names_the_file_and_the_fix(synth, tmp_path, capsys):
     assert main(["data", "index", str(root)]) == 0
 
 
-@pytest.mark.parametrize("labels_csv", [True, False])
-def test_a_nul_byte_in_a_csv_row_names_the_file_and_its_line(synth, tmp_path, capsys,
-                                                            labels_csv):
+def image_paths_csv(synth, tmp_path, labels_csv: bool):
+    """A copy of the data (without train_labeled_studies.csv unless ``labels_csv``), its
+    train_image_paths.csv and that file's rows."""
     root = copy_of_the_data(synth, tmp_path)
     if not labels_csv:
         (root / "train_labeled_studies.csv").unlink()
     path = root / "train_image_paths.csv"
-    rows = path.read_text().splitlines(keepends=True)
+    return root, path, path.read_text().splitlines(keepends=True)
+
+
+@pytest.mark.parametrize("labels_csv", [True, False])
+def test_a_nul_byte_in_a_csv_row_names_the_file_and_its_line(synth, tmp_path, capsys,
+                                                            labels_csv):
+    root, path, rows = image_paths_csv(synth, tmp_path, labels_csv)
     rows[2] = rows[2][:20] + "\0" + rows[2][20:]
     path.write_text("".join(rows))
     line = refused(capsys, ["data", "index", root])
@@ -506,11 +505,7 @@ def test_a_nul_byte_in_a_csv_row_names_the_file_and_its_line(synth, tmp_path, ca
 @pytest.mark.parametrize("labels_csv", [True, False])
 def test_a_csv_path_with_dot_dot_is_refused_like_other_malformed_rows(synth, tmp_path, capsys,
                                                                      labels_csv):
-    root = copy_of_the_data(synth, tmp_path)
-    if not labels_csv:
-        (root / "train_labeled_studies.csv").unlink()
-    path = root / "train_image_paths.csv"
-    rows = path.read_text().splitlines(keepends=True)
+    root, path, rows = image_paths_csv(synth, tmp_path, labels_csv)
     parts = rows[1].split("/")
     parts[2] = ".."  # train/../patient.../image.png: inside the root, body part '..'
     rows[1] = "/".join(parts)
