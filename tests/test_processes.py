@@ -44,3 +44,36 @@ def test_a_worker_that_dies_breaks_the_map_instead_of_hanging_it():
     with pytest.raises(BrokenProcessPool):
         list(map_in_processes(_die_on_five, list(range(200)), 2, progress=False,
                               inline_below=10))
+
+
+def _slow(x):
+    import time
+    time.sleep(0.01)
+    return x, os.getpid()
+
+
+def test_a_map_stopped_early_kills_its_workers_and_no_thread_fails(monkeypatch):
+    import threading
+    import time
+
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    for _ in range(5):  # the race with the pool's own thread was one stop in a few
+        results = map_in_processes(_slow, list(range(2000)), 2, progress=False,
+                                   inline_below=10)
+        pids = {next(results)[1] for _ in range(40)}
+        results.close()  # what a signal's exception or an error in the caller does
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in pids), "the workers were killed"
+    assert failures == [], [f.exc_value for f in failures]
+
+
+def _alive(pid):
+    """Running, not a zombie waiting for its parent."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -204,7 +204,7 @@ def test_sigterm_ends_a_cache_build_at_once_and_keeps_the_previous_cache(synth, 
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 143 and err.strip().splitlines()[-1] == "interrupted", err
-    assert "Traceback" not in err
+    assert "Traceback" not in err, err
     assert files_in(where) == before, "no temp file left, the previous cache untouched"
     assert load_cache(where).n_images == sum(len(s) for s in load_cache(where).splits.values())
     assert all(gone(pid) for pid in workers_seen)

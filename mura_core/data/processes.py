@@ -14,6 +14,7 @@ Ctrl+C, which the terminal sends to the whole process group, is the main process
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import multiprocessing
 import signal
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from ..resources import usable_cores
 
 INLINE_BELOW = 48  # tasks
+STOP_WAIT = 10.0  # seconds for a stopped pool to fail its futures
 
 
 def map_in_processes(func: Callable, tasks: Sequence, workers: int | None = None, *,
@@ -51,22 +53,34 @@ def _start_worker(initializer: Callable | None, initargs: tuple) -> None:
         initializer(*initargs)
 
 
+def _run_chunk(func: Callable, chunk: list) -> list:
+    return [func(task) for task in chunk]
+
+
 def _pooled(func, tasks, n_workers, initializer, initargs, bar):
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    chunk = max(1, min(64, len(tasks) // (n_workers * 8)))
+    size = max(1, min(64, len(tasks) // (n_workers * 8)))
     pool = concurrent.futures.ProcessPoolExecutor(
         n_workers, mp_context=context, initializer=_start_worker,
         initargs=(initializer, initargs))
+    remaining = iter(tasks)
+    futures = [pool.submit(_run_chunk, func, chunk)
+               for chunk in iter(lambda: list(itertools.islice(remaining, size)), [])]
     finished = False
     try:
-        for result in pool.map(func, tasks, chunksize=chunk):
-            yield result
-            bar.update(1)
+        for future in futures:
+            for result in future.result():
+                yield result
+                bar.update(1)
         finished = True
     finally:
         if not finished:
-            # Python 3.11's pool has no public way to stop its workers.
+            # Python 3.11's pool has no public way to stop its workers. Once they are killed,
+            # the pool fails every future it still holds (BrokenProcessPool): wait for that
+            # rather than cancel them, which races with it and prints a thread's traceback
+            # (CPython gh-107219).
             for process in list((getattr(pool, "_processes", None) or {}).values()):
                 process.kill()
+            concurrent.futures.wait(futures, timeout=STOP_WAIT)
         pool.shutdown(wait=True, cancel_futures=True)
