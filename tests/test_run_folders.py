@@ -9,6 +9,7 @@ import shutil
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
 from processes import cli, history_of, one_error_line, start_cli, wait_for
 
@@ -130,7 +131,7 @@ def test_resume_with_other_data_is_refused_in_one_line_with_the_way_out(synth, t
     assert files_in(out) == before
 
 
-def test_a_diverged_run_resumes_from_its_kept_checkpoint_at_a_lower_rate(synth, tmp_path, capsys):
+def test_a_diverged_run_resumes_from_its_kept_checkpoint_at_the_advised_rate(synth, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(train_args(synth["a"], out, steps=5)) == 0  # a good run: checkpoint at step 5
     too_high = train_args(synth["a"], out, "--resume", steps=10)
@@ -140,12 +141,16 @@ def test_a_diverged_run_resumes_from_its_kept_checkpoint_at_a_lower_rate(synth, 
     # a tenth of 1e9, but no more than the rate the kept checkpoint was trained at
     assert "(step 5), is kept" in err and "--resume --lr 0.01)" in err
     assert load_history(out)["status"] == "diverged"
-    assert main(train_args(synth["a"], out, "--resume", "--lr", "0.001", steps=10)) == 0
+    advised = err.split("--resume --lr ")[1].split(")")[0]
+    assert main(train_args(synth["a"], out, "--resume", "--lr", advised, steps=10)) == 0
     history = load_history(out)
     assert history["status"] == "completed" and history["step"] == 10
-    assert history["lr_changes"] == [{"step": 5, "lr_from": 0.01, "lr_to": 0.001}]
-    assert history["lr"] == [0.01] * 5 + [0.001] * 5
-    assert history["config"]["lr"] == 0.001
+    assert np.isfinite(history["loss"]).all() and history["lr"] == [0.01] * 10
+    # a lower rate than the advice trains too, and the change is recorded
+    assert main(train_args(synth["a"], out, "--resume", "--lr", "0.001", steps=15)) == 0
+    history = load_history(out)
+    assert history["lr_changes"][-1] == {"step": 10, "lr_from": 0.01, "lr_to": 0.001}
+    assert history["lr"] == [0.01] * 10 + [0.001] * 5 and history["config"]["lr"] == 0.001
 
 
 # --- 4. places that cannot be written: refused before any work -------------------------------
