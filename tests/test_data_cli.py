@@ -105,3 +105,17 @@ def test_a_split_where_no_image_decodes_names_its_first_failure_and_leaves_nothi
                           f"(the first, {valid[0].path}: ")
     assert "first failure" not in err and "\n" not in err
     assert not cache_dir.exists()
+
+
+def test_a_skipped_image_is_one_warning_line_naming_it(tmp_path: Path) -> None:
+    from processes import cli
+
+    write_tiny_mura(tmp_path / "src")
+    broken = sorted((tmp_path / "src").rglob("train/**/*.png"))[0]
+    broken.write_bytes(broken.read_bytes()[:40])
+    done = cli("data", "cache", tmp_path / "src", "--size", "32", "--cache-dir", tmp_path / "c",
+               "--no-progress", "--workers", "1")
+    assert done.returncode == 0, done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"warning: skipped {broken}: cannot be decoded as an image"), line
+    assert "train: 6 images, 1 skipped" in done.stdout

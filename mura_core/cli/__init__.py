@@ -10,7 +10,9 @@ of the command that runs). One convention for every command:
   not be predicted, a disk that filled up or a worker process that died during the work, the
   memory running out): one line on stderr, exit status 1;
 - stopped by Ctrl+C or SIGTERM: exit status 130 or 143 (128 + the signal, as the shell
-  reports it), after the checkpoint is written; both run the same clean-up.
+  reports it), after the checkpoint is written; both run the same clean-up;
+- a warning (an image file skipped, say): one line ``warning: ...``, not Python's two lines
+  with the source line of the caller.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import dataclasses
 import functools
 import sys
 import typing
+import warnings
 
 from ..signals import exit_status, sigterm_raises
 
@@ -65,7 +68,8 @@ def command(func):
     @functools.wraps(func)
     def run(args: argparse.Namespace) -> int:
         try:
-            with sigterm_raises():
+            with sigterm_raises(), warnings.catch_warnings():
+                warnings.showwarning = _warning_line
                 return int(func(args) or 0)
         except run_errors() as exc:
             return fail(str(exc), EXIT_FAILED)
@@ -87,6 +91,10 @@ def command(func):
             return exit_status(exc)
 
     return run
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=file or sys.stderr)
 
 
 def add_config_options(parser: argparse.ArgumentParser, config_cls, *, skip=(),
