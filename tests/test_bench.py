@@ -91,7 +91,7 @@ def test_ratios_pair_each_backend_with_its_pytorch_counterpart():
     assert "train_ratio" not in rows[1]
 
 
-@pytest.mark.parametrize("arch", ["baseline", "residual"])
+@pytest.mark.parametrize("arch", ["baseline", "deeper", "residual"])
 def test_torch_twin_computes_what_our_network_computes(arch):
     torch = pytest.importorskip("torch")
     from benchmarks.torch_net import build_torch_net, copy_weights

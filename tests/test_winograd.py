@@ -1,7 +1,7 @@
 """Winograd F(2x2, 3x3) (``winograd.py``) against the direct float64 convolution and finite
 differences, on every backend, for odd and even sizes and any memory order of the input; the
-5x5 stride-2 form through space-to-depth likewise; the layer's Winograd paths against its
-im2col path."""
+5x5 forms (stride 2 and 1) through space-to-depth likewise; the layer's Winograd paths
+against its im2col path."""
 import numpy as np
 import pytest
 from reference import conv2d_reference, numeric_grad, rel_error
@@ -88,38 +88,64 @@ def test_winograd_float32_stays_float32_and_close_to_float64(xp, n, c, d, h, w):
         assert rel_error(to_numpy(got), to_numpy(exact)) < 1e-6
 
 
+@pytest.mark.parametrize("stride", [2, 1])
 @pytest.mark.parametrize("n,c,d,h,w", [(2, 3, 2, 9, 9), (1, 2, 3, 8, 7), (2, 1, 2, 5, 6), (1, 2, 2, 1, 2)])
-def test_5x5_stride_2_through_space_to_depth_matches_the_reference(xp, n, c, d, h, w):
-    """A 5x5 stride-2 convolution as the 3x3 stride-1 Winograd convolution of the
-    space-to-depth input: forward against the direct convolution, gradients against finite
-    differences, odd and even sizes."""
+def test_5x5_through_space_to_depth_matches_the_reference(xp, n, c, d, h, w, stride):
+    """A 5x5 convolution as the 3x3 stride-1 Winograd convolution of the space-to-depth
+    input (at stride 1 to the four output phases, then depth-to-space): forward against the
+    direct convolution, gradients against finite differences, odd and even sizes."""
     rng = np.random.default_rng(5)
     x, g, b = rng.standard_normal((n, c, h, w)), rng.standard_normal((d, c, 5, 5)), rng.standard_normal(d)
+    phases = len(winograd.OUTPUT_PHASES[stride])
     z = winograd.space_to_depth(xp.asarray(x))
     assert z.shape == (n, 4 * c, -(-h // 2), -(-w // 2))
-    u = winograd.transform_weights(winograd.stride2_kernel(xp.asarray(g)))
-    y, v = winograd.forward(z, u, xp.asarray(b))
-    ref = conv2d_reference(x, g, b, 2)
-    np.testing.assert_allclose(to_numpy(y), ref, rtol=1e-12, atol=1e-12)
+    kernel = winograd.five_by_five_kernel(xp.asarray(g), stride)
+    assert kernel.shape == (phases * d, 4 * c, 3, 3)
+    u = winograd.transform_weights(kernel)
+    ref = conv2d_reference(x, g, b, stride)
+
+    def to_output(planes):
+        return planes if stride == 2 else winograd.depth_to_space(planes, ref.shape)
+
+    y, v = winograd.forward(z, u, xp.tile(xp.asarray(b), phases))
+    np.testing.assert_allclose(to_numpy(to_output(y)), ref, rtol=1e-12, atol=1e-12)
     # the same, reading the space-to-depth channels from x itself (any memory order)
     for order in ORDERS:
-        y2, v2 = winograd.forward(_stored(x, xp, order), u, xp.asarray(b), space_to_depth=True)
+        y2, v2 = winograd.forward(_stored(x, xp, order), u, xp.tile(xp.asarray(b), phases),
+                                  space_to_depth=True)
         np.testing.assert_array_equal(to_numpy(v2), to_numpy(v))
         np.testing.assert_array_equal(to_numpy(y2), to_numpy(y))
     r = rng.standard_normal(ref.shape)
-    dk, db, dz = winograd.backward(xp.asarray(r), u, v, z.shape)
-    dw = winograd.stride2_kernel_grad(dk, xp.empty((d, c, 5, 5)))
+    dplanes = xp.asarray(r) if stride == 2 else winograd.space_to_depth(xp.asarray(r))
+    dk, db, dz = winograd.backward(dplanes, u, v, z.shape)
+    dw = winograd.five_by_five_kernel_grad(dk, xp.empty((d, c, 5, 5)), stride)
     dx = winograd.depth_to_space(dz, x.shape)
 
     def loss():
-        return float((conv2d_reference(x, g, b, 2) * r).sum())
+        return float((conv2d_reference(x, g, b, stride) * r).sum())
 
     assert rel_error(to_numpy(dx), numeric_grad(loss, x)) < 1e-7
     assert rel_error(to_numpy(dw), numeric_grad(loss, g)) < 1e-7
-    assert rel_error(to_numpy(db), numeric_grad(loss, b)) < 1e-7
+    assert rel_error(to_numpy(db.reshape(phases, d).sum(axis=0)), numeric_grad(loss, b)) < 1e-7
 
 
-@pytest.mark.parametrize("k,stride,h,w", [(3, 1, 9, 8), (3, 1, 14, 14), (5, 2, 9, 8), (5, 2, 57, 57)])
+def test_5x5_kernel_holds_every_tap_once_per_output_phase(xp):
+    """Each output phase's 3x3 kernel over z's channels holds all 25 taps of w exactly once
+    (the rest zero), so its adjoint, applied to all ones, counts four per tap at stride 1."""
+    g = xp.asarray(np.arange(1.0, 2 * 3 * 25 + 1).reshape(2, 3, 5, 5))
+    for stride, phases in winograd.OUTPUT_PHASES.items():
+        k = to_numpy(winograd.five_by_five_kernel(g, stride)).reshape(len(phases), 2, 4 * 3 * 9)
+        for block in k:
+            for out in range(2):
+                taps = block[out][block[out] != 0]
+                assert sorted(taps) == sorted(to_numpy(g[out]).ravel())
+        counts = winograd.five_by_five_kernel_grad(xp.ones((len(phases) * 2, 12, 3, 3)),
+                                                   xp.empty((2, 3, 5, 5)), stride)
+        np.testing.assert_array_equal(to_numpy(counts), len(phases))
+
+
+@pytest.mark.parametrize("k,stride,h,w", [(3, 1, 9, 8), (3, 1, 14, 14), (5, 2, 9, 8), (5, 2, 57, 57),
+                                          (5, 1, 9, 8), (5, 1, 12, 12)])
 @pytest.mark.parametrize("order", ORDERS)
 def test_conv2d_winograd_gives_the_same_numbers_as_im2col(xp, k, stride, h, w, order):
     """The layer's Winograd paths against its own im2col path (the same layer made to take
@@ -142,7 +168,7 @@ def test_conv2d_winograd_gives_the_same_numbers_as_im2col(xp, k, stride, h, w, o
         assert rel_error(got, ref) < 1e-6
 
 
-@pytest.mark.parametrize("k,stride", [(3, 1), (5, 2)])
+@pytest.mark.parametrize("k,stride", [(3, 1), (5, 2), (5, 1)])
 def test_conv2d_winograd_first_layer_skips_the_input_gradient(xp, k, stride):
     conv = Conv2D(2, 3, k, stride, input_grad=False).to(xp)
     y = conv.forward(xp.ones((2, 2, 7, 6), dtype=xp.float32))

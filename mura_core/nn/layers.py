@@ -171,8 +171,9 @@ class _ConvWinograd(NamedTuple):
 
 
 class _ConvWinogradS2D(NamedTuple):
-    """A 5x5 stride-2 convolution as the Winograd convolution of its space-to-depth input:
-    the transformed weights and input, and the input's memory order (its gradient's)."""
+    """A 5x5 convolution as the Winograd convolution of its space-to-depth input (to the four
+    output phases' planes at stride 1): the transformed weights and input, and the input's
+    memory order (its gradient's)."""
 
     x_shape: tuple
     u: object
@@ -182,9 +183,11 @@ class _ConvWinogradS2D(NamedTuple):
     def backward(self, layer, dy):
         n, c, h, w = self.x_shape
         z_shape = (n, 4 * c, -(-h // 2), -(-w // 2))
+        if layer.stride == 1:  # the gradient of the phase planes
+            dy = winograd.space_to_depth(dy)
         dk, db, dz = winograd.backward(dy, self.u, self.v, z_shape, input_grad=layer.input_grad)
-        winograd.stride2_kernel_grad(dk, layer.grads["W"])
-        layer.grads["b"][...] = db
+        winograd.five_by_five_kernel_grad(dk, layer.grads["W"], layer.stride)
+        layer.grads["b"][...] = db.reshape(-1, layer.d_out).sum(axis=0)
         return None if dz is None else winograd.depth_to_space(dz, self.x_shape, self.layout)
 
 
@@ -224,8 +227,9 @@ class Conv2D(Layer):
     Shapes: x (N, D_in, H, W) -> y (N, D_out, OH, OW) with OH = (H + 2*(k//2) - k)//stride + 1.
     Parameters: ``W`` (D_out, D_in, k, k), ``b`` (D_out,).
     Implementation: im2col (see ``conv.py``), then one matrix product for the forward pass,
-    and one each for the weight and input gradients; on NumPy, 3x3 stride-1 and 5x5 stride-2
-    convolutions use Winograd F(2x2, 3x3) instead (``winograd.py``, see ``_algorithm``).
+    and one each for the weight and input gradients; on NumPy, 3x3 stride-1 convolutions
+    and 5x5 convolutions (stride 1 or 2) use Winograd F(2x2, 3x3) instead (``winograd.py``,
+    see ``_algorithm``).
     ``input_grad=False`` (the network's first layer) skips the input gradient entirely. What a
     backward needs is one small named type per algorithm (``_Conv*``), each with its backward.
     """
@@ -245,15 +249,16 @@ class Conv2D(Layer):
 
     def _algorithm(self, xp) -> str:
         """How this layer computes on ``xp``: "winograd" (3x3, stride 1) and "winograd-s2d"
-        (5x5, stride 2, as a 3x3 stride-1 convolution of the space-to-depth input) use
-        Winograd F(2x2, 3x3) (``winograd.py``), 2.25x and 1.56x fewer multiplications than
-        im2col, on NumPy; everything else, and everything on CuPy (the fused im2col kernels,
-        not measured against Winograd on a GPU), uses "im2col"."""
+        (5x5, stride 2 or 1, as a 3x3 stride-1 convolution of the space-to-depth input, to
+        the output's four phases at stride 1) use Winograd F(2x2, 3x3) (``winograd.py``),
+        2.25x and 1.56x fewer multiplications than im2col, on NumPy; everything else, and
+        everything on CuPy (the fused im2col kernels, not measured against Winograd on a
+        GPU), uses "im2col"."""
         if gpu_kernels(xp) is not None:
             return "im2col"
         if self.k == 3 and self.stride == 1:
             return "winograd"
-        if self.k == 5 and self.stride == 2:
+        if self.k == 5 and self.stride in winograd.OUTPUT_PHASES:
             return "winograd-s2d"
         return "im2col"
 
@@ -274,8 +279,12 @@ class Conv2D(Layer):
             y, v = winograd.forward(x, u, self.params["b"])
             return y, _ConvWinograd(x.shape, u, v)
         if algorithm == "winograd-s2d":
-            u = winograd.transform_weights(winograd.stride2_kernel(self.params["W"]))
-            y, v = winograd.forward(x, u, self.params["b"], space_to_depth=True)
+            kernel = winograd.five_by_five_kernel(self.params["W"], self.stride)
+            phases = kernel.shape[0] // self.d_out
+            u = winograd.transform_weights(kernel)
+            y, v = winograd.forward(x, u, xp.tile(self.params["b"], phases), space_to_depth=True)
+            if self.stride == 1:  # the phase planes, to (N, D, H, W), batch innermost
+                y = winograd.depth_to_space(y, (x.shape[0], self.d_out) + x.shape[2:], (1, 2, 3, 0))
             return y, _ConvWinogradS2D(x.shape, u, v, memory_order(x))
         n = x.shape[0]
         w2 = self.params["W"].reshape(self.d_out, -1)

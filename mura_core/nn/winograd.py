@@ -266,15 +266,28 @@ def backward(dy, u, v, x_shape, dw=None, input_grad: bool = True):
     return dw, db, _transform_input_grad(dv, n, h, w)
 
 
-# --- 5x5 stride 2 as a 3x3 stride 1 -------------------------------------------------------
-# y[u, v] = sum_ij w[i, j] xpad[2u + i, 2v + j] (pad 2). Writing i = 2p + a, j = 2q + b
-# (a, b in {0, 1}, p, q in {0, 1, 2}) splits it into four convolutions of the input's
-# phases x[a::2, b::2] with the 3x3 sub-kernels w[a::2, b::2] (zero where 2p + a = 5); the
-# phase planes padded by one give exactly the rows and columns that xpad supplies, so the
+# --- 5x5 convolutions as 3x3 stride-1 convolutions of the space-to-depth input ----------
+# Stride 2: y[u, v] = sum_ij w[i, j] xpad[2u + i, 2v + j] (pad 2). Writing i = 2p + a,
+# j = 2q + b (a, b in {0, 1}, p, q in {0, 1, 2}) splits it into four convolutions of the
+# input's phases x[a::2, b::2] with the 3x3 sub-kernels w[a::2, b::2] (zero where 2p + a = 5);
+# the phase planes padded by one give exactly the rows and columns that xpad supplies, so the
 # whole is ONE 3x3, stride-1, pad-1 convolution of the space-to-depth input
 # z[(a, b, c), r, s] = x[c, 2r + a, 2s + b] (zero beyond the input) with a (D, 4C, 3, 3)
 # kernel: Winograd F(2x2, 3x3) applies, with 64 multiplications per 2x2 outputs and input
 # channel where im2col needs 100.
+#
+# Stride 1: y[r, s] = sum_ij w[i, j] x[r + i - 2, s + j - 2]. For the output phase
+# r = 2u + a' and the input row 2(u + p - 1) + a (z's row u + p - 1, phase a), the tap is
+# i = 2p + a - a' (zero outside 0..4): output phase (a', b') is again a 3x3 pad-1 convolution
+# of z, whose kernel reads w padded by one zero on every side from row 1 - a' and column
+# 1 - b' (stride 2 is the phase (0, 0) alone). The four output phases together are ONE 3x3
+# convolution from z's 4C channels to 4D channels (a', b', d), and y is its depth_to_space:
+# 256 multiplications per 16 outputs and input channel where im2col needs 400.
+
+#: The output phases (a', b') that a 5x5 convolution of this stride computes from z, in the
+#: order of their blocks of output channels.
+OUTPUT_PHASES = {2: ((0, 0),), 1: ((0, 0), (0, 1), (1, 0), (1, 1))}
+
 
 def space_to_depth(x):
     """x (N, C, H, W) -> z (N, 4C, ceil(H/2), ceil(W/2)), channel (a, b, c) holding
@@ -295,7 +308,9 @@ def space_to_depth(x):
 
 def depth_to_space(dz, x_shape, layout=(1, 0, 2, 3)):
     """Adjoint of ``space_to_depth``: dz (N, 4C, OH, OW) -> dx (N, C, H, W), written into an
-    array whose memory runs over the axes in ``layout`` (channel-major by default)."""
+    array whose memory runs over the axes in ``layout`` (channel-major by default). It is
+    also the inverse where the planes hold whole phases: a stride-1 5x5 convolution's
+    output."""
     xp = get_array_module(dz)
     n, c, h, w = x_shape
     dz = dz.reshape(n, 2, 2, c, dz.shape[2], dz.shape[3])
@@ -308,21 +323,37 @@ def depth_to_space(dz, x_shape, layout=(1, 0, 2, 3)):
     return dx
 
 
-def stride2_kernel(w):
-    """w (D, C, 5, 5) -> the (D, 4C, 3, 3) kernel of ``space_to_depth``'s channels."""
+def _phase_window(phase):
+    """Where output phase (a', b')'s kernel sits in w padded by one zero on every side
+    (D, C, 7, 7): the 6x6 window from row 1 - a', column 1 - b', read as (D, C, p, a, q, b)
+    (tap 2p + a, 2q + b)."""
+    a, b = phase
+    return (slice(None), slice(None), slice(1 - a, 7 - a), slice(1 - b, 7 - b))
+
+
+def five_by_five_kernel(w, stride: int):
+    """w (D, C, 5, 5) -> the (P * D, 4C, 3, 3) kernel of ``space_to_depth``'s channels, one
+    block of D output channels per phase of ``OUTPUT_PHASES[stride]``."""
     xp = get_array_module(w)
     d, c = w.shape[:2]
-    padded = xp.zeros((d, c, 6, 6), dtype=w.dtype)
-    padded[:, :, :5, :5] = w
-    # (D, C, p, a, q, b) -> (D, a, b, C, p, q)
-    return xp.ascontiguousarray(padded.reshape(d, c, 3, 2, 3, 2).transpose(0, 3, 5, 1, 2, 4)) \
-        .reshape(d, 4 * c, 3, 3)
+    phases = OUTPUT_PHASES[stride]
+    padded = xp.zeros((d, c, 7, 7), dtype=w.dtype)
+    padded[:, :, 1:6, 1:6] = w
+    k = xp.empty((len(phases), d, 2, 2, c, 3, 3), dtype=w.dtype)
+    for i, phase in enumerate(phases):  # (D, C, p, a, q, b) -> (D, a, b, C, p, q)
+        k[i] = padded[_phase_window(phase)].reshape(d, c, 3, 2, 3, 2).transpose(0, 3, 5, 1, 2, 4)
+    return k.reshape(len(phases) * d, 4 * c, 3, 3)
 
 
-def stride2_kernel_grad(dk, out):
-    """Adjoint of ``stride2_kernel``: dk (D, 4C, 3, 3) -> ``out`` (D, C, 5, 5), in place (the
-    gradients of the zero taps are dropped)."""
+def five_by_five_kernel_grad(dk, out, stride: int):
+    """Adjoint of ``five_by_five_kernel``: dk (P * D, 4C, 3, 3) -> ``out`` (D, C, 5, 5), in
+    place (the gradients of the zero taps are dropped)."""
+    xp = get_array_module(dk)
     d, c = out.shape[:2]
-    full = dk.reshape(d, 2, 2, c, 3, 3).transpose(0, 3, 4, 1, 5, 2).reshape(d, c, 6, 6)
-    out[...] = full[:, :, :5, :5]
+    phases = OUTPUT_PHASES[stride]
+    full = xp.zeros((d, c, 7, 7), dtype=dk.dtype)
+    for i, phase in enumerate(phases):
+        block = dk[i * d:(i + 1) * d].reshape(d, 2, 2, c, 3, 3).transpose(0, 3, 4, 1, 5, 2)
+        full[_phase_window(phase)] += block.reshape(d, c, 6, 6)
+    out[...] = full[:, :, 1:6, 1:6]
     return out
