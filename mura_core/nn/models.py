@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .backend import resolve_backend, to_numpy, xp_for
+from .backend import keep_freed_memory, resolve_backend, to_numpy, xp_for
 from .layers import (
     Conv2D,
     Dropout,
@@ -111,6 +111,8 @@ class Model:
         self.stream = stream
         self.backend = backend
         self.xp = xp_for(backend)
+        if backend == "numpy":
+            keep_freed_memory()
         self.input_shape = tuple(input_shape)
         self.metadata: dict = {}
 
