@@ -1,7 +1,7 @@
 """Winograd F(2x2, 3x3) (``winograd.py``) against the direct float64 convolution and finite
 differences, on every backend, for odd and even sizes and any memory order of the input; the
-5x5 forms (stride 2 and 1) through space-to-depth likewise; the layer's Winograd paths
-against its im2col path."""
+5x5 forms (stride 2 and 1) through space-to-depth likewise; the layer's Winograd and
+pointwise (1x1) paths against its im2col path."""
 import numpy as np
 import pytest
 from reference import conv2d_reference, numeric_grad, rel_error
@@ -145,11 +145,12 @@ def test_5x5_kernel_holds_every_tap_once_per_output_phase(xp):
 
 
 @pytest.mark.parametrize("k,stride,h,w", [(3, 1, 9, 8), (3, 1, 14, 14), (5, 2, 9, 8), (5, 2, 57, 57),
-                                          (5, 1, 9, 8), (5, 1, 12, 12)])
-@pytest.mark.parametrize("order", ORDERS)
-def test_conv2d_winograd_gives_the_same_numbers_as_im2col(xp, k, stride, h, w, order):
-    """The layer's Winograd paths against its own im2col path (the same layer made to take
-    the im2col branch), float32, forward and all gradients, any memory order of the input."""
+                                          (5, 1, 9, 8), (5, 1, 12, 12), (1, 1, 9, 8), (1, 1, 6, 6)])
+@pytest.mark.parametrize("order", ORDERS + [(0, 2, 3, 1)])
+def test_conv2d_fast_paths_give_the_same_numbers_as_im2col(xp, k, stride, h, w, order):
+    """The layer's Winograd and pointwise (1x1) paths against its own im2col path (the same
+    layer made to take the im2col branch), float32, forward and all gradients, any memory
+    order of the input (channels-last too)."""
     rng = np.random.default_rng(4)
     x = _stored(rng.standard_normal((3, 6, h, w)).astype(np.float32), xp, order)
     fast = Conv2D(6, 5, k, stride, rng=np.random.default_rng(0)).to(xp)
@@ -168,8 +169,8 @@ def test_conv2d_winograd_gives_the_same_numbers_as_im2col(xp, k, stride, h, w, o
         assert rel_error(got, ref) < 1e-6
 
 
-@pytest.mark.parametrize("k,stride", [(3, 1), (5, 2), (5, 1)])
-def test_conv2d_winograd_first_layer_skips_the_input_gradient(xp, k, stride):
+@pytest.mark.parametrize("k,stride", [(3, 1), (5, 2), (5, 1), (1, 1)])
+def test_conv2d_fast_path_first_layer_skips_the_input_gradient(xp, k, stride):
     conv = Conv2D(2, 3, k, stride, input_grad=False).to(xp)
     y = conv.forward(xp.ones((2, 2, 7, 6), dtype=xp.float32))
     assert conv.backward(xp.ones(y.shape, dtype=xp.float32)) is None

@@ -191,6 +191,53 @@ class _ConvWinogradS2D(NamedTuple):
         return None if dz is None else winograd.depth_to_space(dz, self.x_shape, self.layout)
 
 
+class _ConvPointwise(NamedTuple):
+    """A 1x1 stride-1 convolution as one matrix product over the channels: its input as a
+    matrix in the input's own memory order (``pointwise_matrix``), and that order (its
+    output's and its gradients')."""
+
+    x_shape: tuple
+    x2: object
+    layout: tuple
+
+    def backward(self, layer, dy):
+        xp = get_array_module(dy)
+        w2 = layer.params["W"].reshape(layer.d_out, layer.d_in)
+        dy2, channels_first = pointwise_matrix(dy, self.layout)
+        if channels_first:  # (D, P) and (C, P)
+            xp.matmul(dy2, self.x2.T, out=layer.grads["W"].reshape(w2.shape))
+            layer.grads["b"][...] = dy2.sum(axis=1)
+            dx2 = w2.T @ dy2 if layer.input_grad else None
+        else:  # (P, D) and (P, C)
+            xp.matmul(dy2.T, self.x2, out=layer.grads["W"].reshape(w2.shape))
+            layer.grads["b"][...] = dy2.sum(axis=0)
+            dx2 = dy2 @ w2 if layer.input_grad else None
+        return None if dx2 is None else from_pointwise_matrix(dx2, self.x_shape, self.layout)
+
+
+def pointwise_matrix(x, layout):
+    """x (N, C, H, W) as a matrix of channels by pixels, read in the memory order ``layout``
+    (``memory_order``): (C, P) when the channels are outermost there, (P, C) when innermost,
+    with no copy when x is stored that way; an NCHW array is copied channel-major. Returns
+    (matrix, channels_first)."""
+    xp = get_array_module(x)
+    if layout[0] != 1 and layout[-1] != 1:
+        layout = (1, 0, 2, 3)
+    m = xp.ascontiguousarray(x.transpose(layout))
+    if layout[0] == 1:
+        return m.reshape(x.shape[1], -1), True
+    return m.reshape(-1, x.shape[1]), False
+
+
+def from_pointwise_matrix(m, shape, layout):
+    """Inverse of ``pointwise_matrix`` for an output of ``shape`` (N, D, H, W): the (D, P) or
+    (P, D) matrix as the (N, D, H, W) view of its memory."""
+    if layout[0] != 1 and layout[-1] != 1:
+        layout = (1, 0, 2, 3)
+    stored = m.reshape(tuple(shape[axis] for axis in layout))
+    return stored.transpose(tuple(int(i) for i in np.argsort(layout)))
+
+
 class _ConvColumns(NamedTuple):
     """A convolution through im2col: the column matrix (``matrix``: with its row of ones, on
     NumPy; None on CuPy, whose columns are ``col`` alone)."""
@@ -228,8 +275,8 @@ class Conv2D(Layer):
     Parameters: ``W`` (D_out, D_in, k, k), ``b`` (D_out,).
     Implementation: im2col (see ``conv.py``), then one matrix product for the forward pass,
     and one each for the weight and input gradients; on NumPy, 3x3 stride-1 convolutions
-    and 5x5 convolutions (stride 1 or 2) use Winograd F(2x2, 3x3) instead (``winograd.py``,
-    see ``_algorithm``).
+    and 5x5 convolutions (stride 1 or 2) use Winograd F(2x2, 3x3) instead (``winograd.py``),
+    and 1x1 stride-1 convolutions one product over the channels (see ``_algorithm``).
     ``input_grad=False`` (the network's first layer) skips the input gradient entirely. What a
     backward needs is one small named type per algorithm (``_Conv*``), each with its backward.
     """
@@ -251,15 +298,18 @@ class Conv2D(Layer):
         """How this layer computes on ``xp``: "winograd" (3x3, stride 1) and "winograd-s2d"
         (5x5, stride 2 or 1, as a 3x3 stride-1 convolution of the space-to-depth input, to
         the output's four phases at stride 1) use Winograd F(2x2, 3x3) (``winograd.py``),
-        2.25x and 1.56x fewer multiplications than im2col, on NumPy; everything else, and
-        everything on CuPy (the fused im2col kernels, not measured against Winograd on a
-        GPU), uses "im2col"."""
+        2.25x and 1.56x fewer multiplications than im2col, on NumPy; "pointwise" (1x1, stride
+        1: a residual projection) is one product over the channels of the input as it is
+        stored, with no column matrix, on NumPy; everything else, and everything on CuPy (the
+        fused im2col kernels, not measured against these on a GPU), uses "im2col"."""
         if gpu_kernels(xp) is not None:
             return "im2col"
         if self.k == 3 and self.stride == 1:
             return "winograd"
         if self.k == 5 and self.stride in winograd.OUTPUT_PHASES:
             return "winograd-s2d"
+        if self.k == 1 and self.stride == 1:
+            return "pointwise"
         return "im2col"
 
     def forward(self, x, training: bool = False):
@@ -286,6 +336,13 @@ class Conv2D(Layer):
             if self.stride == 1:  # the phase planes, to (N, D, H, W), batch innermost
                 y = winograd.depth_to_space(y, (x.shape[0], self.d_out) + x.shape[2:], (1, 2, 3, 0))
             return y, _ConvWinogradS2D(x.shape, u, v, memory_order(x))
+        if algorithm == "pointwise":
+            layout = memory_order(x)
+            x2, channels_first = pointwise_matrix(x, layout)
+            w2, b = self.params["W"].reshape(self.d_out, self.d_in), self.params["b"]
+            y2 = w2 @ x2 + b[:, None] if channels_first else x2 @ w2.T + b
+            return (from_pointwise_matrix(y2, (x.shape[0], self.d_out) + x.shape[2:], layout),
+                    _ConvPointwise(x.shape, x2, layout))
         n = x.shape[0]
         w2 = self.params["W"].reshape(self.d_out, -1)
         kernels = gpu_kernels(xp)
