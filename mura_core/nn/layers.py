@@ -193,8 +193,8 @@ class _ConvWinogradS2D(NamedTuple):
 
 class _ConvPointwise(NamedTuple):
     """A 1x1 stride-1 convolution as one matrix product over the channels: its input as a
-    matrix in the input's own memory order (``pointwise_matrix``), and that order (its
-    output's and its gradients')."""
+    matrix (``pointwise_matrix``) and the memory order it was read in (``pointwise_layout``:
+    its output's and its gradients')."""
 
     x_shape: tuple
     x2: object
@@ -215,14 +215,18 @@ class _ConvPointwise(NamedTuple):
         return None if dx2 is None else from_pointwise_matrix(dx2, self.x_shape, self.layout)
 
 
+def pointwise_layout(x) -> tuple:
+    """The memory order a 1x1 convolution of x computes in: x's own (``memory_order``) when
+    its channels are outermost or innermost there (no copy), else channel-major."""
+    layout = memory_order(x)
+    return layout if 1 in (layout[0], layout[-1]) else (1, 0, 2, 3)
+
+
 def pointwise_matrix(x, layout):
     """x (N, C, H, W) as a matrix of channels by pixels, read in the memory order ``layout``
-    (``memory_order``): (C, P) when the channels are outermost there, (P, C) when innermost,
-    with no copy when x is stored that way; an NCHW array is copied channel-major. Returns
-    (matrix, channels_first)."""
+    (``pointwise_layout``): (C, P) when the channels are outermost there, (P, C) when
+    innermost; a copy only when x is not stored that way. Returns (matrix, channels_first)."""
     xp = get_array_module(x)
-    if layout[0] != 1 and layout[-1] != 1:
-        layout = (1, 0, 2, 3)
     m = xp.ascontiguousarray(x.transpose(layout))
     if layout[0] == 1:
         return m.reshape(x.shape[1], -1), True
@@ -232,8 +236,6 @@ def pointwise_matrix(x, layout):
 def from_pointwise_matrix(m, shape, layout):
     """Inverse of ``pointwise_matrix`` for an output of ``shape`` (N, D, H, W): the (D, P) or
     (P, D) matrix as the (N, D, H, W) view of its memory."""
-    if layout[0] != 1 and layout[-1] != 1:
-        layout = (1, 0, 2, 3)
     stored = m.reshape(tuple(shape[axis] for axis in layout))
     return stored.transpose(tuple(int(i) for i in np.argsort(layout)))
 
@@ -337,7 +339,7 @@ class Conv2D(Layer):
                 y = winograd.depth_to_space(y, (x.shape[0], self.d_out) + x.shape[2:], (1, 2, 3, 0))
             return y, _ConvWinogradS2D(x.shape, u, v, memory_order(x))
         if algorithm == "pointwise":
-            layout = memory_order(x)
+            layout = pointwise_layout(x)
             x2, channels_first = pointwise_matrix(x, layout)
             w2, b = self.params["W"].reshape(self.d_out, self.d_in), self.params["b"]
             y2 = w2 @ x2 + b[:, None] if channels_first else x2 @ w2.T + b
