@@ -206,11 +206,16 @@ def memory_order(x) -> tuple:
     return tuple(sorted(range(x.ndim), key=lambda axis: -abs(x.strides[axis])))
 
 
+def viewed_in_order(buffer, order):
+    """A buffer whose axes are the axes ``order`` of some array, as a view with that array's
+    axes (the inverse of ``transpose(order)``)."""
+    return buffer.transpose(tuple(int(i) for i in np.argsort(order)))
+
+
 def empty_in_order(xp, shape, dtype, order):
     """An uninitialized array of ``shape`` whose memory runs over the axes in ``order``
     (see ``memory_order``): gradients take the memory order of the activations they match."""
-    buffer = xp.empty(tuple(shape[axis] for axis in order), dtype=dtype)
-    return buffer.transpose(tuple(int(i) for i in np.argsort(order)))
+    return viewed_in_order(xp.empty(tuple(shape[axis] for axis in order), dtype=dtype), order)
 
 
 def copy_in_order(xp, a, order):

@@ -28,6 +28,7 @@ from .backend import (
     gpu_kernels,
     memory_order,
     pack,
+    viewed_in_order,
 )
 from .conv import col2im, conv_output_size, im2col, im2col_with_ones
 from .rng import keep_mask, stream_key
@@ -236,8 +237,7 @@ def pointwise_matrix(x, layout):
 def from_pointwise_matrix(m, shape, layout):
     """Inverse of ``pointwise_matrix`` for an output of ``shape`` (N, D, H, W): the (D, P) or
     (P, D) matrix as the (N, D, H, W) view of its memory."""
-    stored = m.reshape(tuple(shape[axis] for axis in layout))
-    return stored.transpose(tuple(int(i) for i in np.argsort(layout)))
+    return viewed_in_order(m.reshape(tuple(shape[axis] for axis in layout)), layout)
 
 
 class _ConvColumns(NamedTuple):

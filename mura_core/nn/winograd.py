@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import empty_in_order, get_array_module
 
 #: G of F(2x2, 3x3) (4x3): U = G g G^T. Row-major kron(G, G) maps the 9 taps to the 16 entries.
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -314,8 +314,7 @@ def depth_to_space(dz, x_shape, layout=(1, 0, 2, 3)):
     xp = get_array_module(dz)
     n, c, h, w = x_shape
     dz = dz.reshape(n, 2, 2, c, dz.shape[2], dz.shape[3])
-    dx = xp.empty(tuple(x_shape[axis] for axis in layout), dtype=dz.dtype)
-    dx = dx.transpose(tuple(int(i) for i in np.argsort(layout)))
+    dx = empty_in_order(xp, x_shape, dz.dtype, layout)
     for a in range(2):
         for b in range(2):
             rows, cols = (h - a + 1) // 2, (w - b + 1) // 2
