@@ -147,3 +147,24 @@ def test_the_suite_counts_the_baselines_flops_as_its_layer_table_says():
     for d_in, d_out in ((12544, 2048), (2048, 1)):
         total += 3 * 2.0 * b * d_in * d_out
     assert step_flops("baseline", 227, b) == pytest.approx(total, rel=1e-12)
+
+
+def test_transform_share_counts_every_winograd_pass_of_a_step_and_restores_the_module():
+    from benchmarks import bench_transforms
+    from mura_core.nn import winograd
+
+    originals = {name: getattr(winograd, name) for name in bench_transforms.TRANSFORMS}
+    record = bench_transforms.measure("baseline", size=67, batch=2, steps=2, warmup=1)
+    assert {name: getattr(winograd, name) for name in originals} == originals
+    functions = record["functions"]
+    # conv2 (5x5 stride 2 through space-to-depth) and conv3..conv6 (3x3 stride 1): five
+    # Winograd convolutions, each with its four transforms per step; conv2's input is split
+    # into phases inside the input transform, no separate space_to_depth call at stride 2
+    for name in ("_transform_input", "_transform_output", "_transform_output_grad",
+                 "_transform_input_grad"):
+        assert functions[name]["calls"] == 5
+        assert functions[name]["ms"] > 0 and functions[name]["one_pass_ms"] > 0
+    spent = sum(f["ms"] for f in functions.values())
+    assert 0 < spent < record["step_ms"] * 2  # each step's share, against the median step
+    row = bench_transforms.summary_row(record)
+    assert row[0] == "baseline" and len(row) == 7
