@@ -17,11 +17,14 @@ imported only when a Dask scheduler is given.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import platform
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +35,9 @@ from .store import RUN_THREADS, Run, run_threads, stored_run, train_in_worker, t
 PROCESSES = re.compile(r"processes:(\d+)")
 #: The most worker processes the default starts (each holds a network and its batches).
 MAX_DEFAULT_WORKERS = 8
+#: Seconds a stopped executor gives its training workers to stop on their own
+#: (``stop_workers``): a step and a checkpoint, at the sizes a CPU trains.
+STOP_GRACE_SECONDS = 5.0
 
 
 @runtime_checkable
@@ -116,9 +122,7 @@ class ProcessExecutor:
                 runs[futures[future]] = run
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
-            for child in multiprocessing.active_children():
-                if child.pid is not None:
-                    os.kill(child.pid, signal.SIGTERM)  # each run checkpoints and stops
+            stop_workers(multiprocessing.active_children())
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -126,6 +130,24 @@ class ProcessExecutor:
 
     def close(self) -> None:
         pass
+
+
+def stop_workers(children, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop the worker processes ``children`` of a stopped executor: each gets ``grace``
+    seconds to end on its own, then SIGTERM. A Ctrl+C in a terminal and a kernel's interrupt
+    in JupyterLab signal the whole process group, so a training worker has the signal already
+    and stops after its step with a checkpoint of that step; a second signal would stop it at
+    once, keeping only its previous checkpoint. A signal sent to this process alone reaches no
+    worker: SIGTERM then stops each run after its step, with its checkpoint."""
+    alive = [child for child in children if child.pid is not None]
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
+        multiprocessing.connection.wait([c.sentinel for c in alive],
+                                        timeout=max(0.0, deadline - time.monotonic()))
+        alive = [child for child in alive if child.is_alive()]
+    for child in alive:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGTERM)
 
 
 def default_workers() -> int:
