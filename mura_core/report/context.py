@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..evaluation.stats import Grouping
+from ..experiments import comparisons
 from ..experiments import profiles as profiles_mod
 from ..experiments.executors import make_executor
 from ..experiments.profiles import Profile
-from ..experiments.store import RunSpec
+from ..experiments.store import RunSpec, run_folder
 from ..files import write_json
+from .live import RunWatch, unfinished
 from .tables import (
     COMPARISON_COLUMNS,
     HTML_ONLY,
@@ -103,6 +105,34 @@ class NotebookContext:
                        train_eval_size=c["eval_images"], warmup_steps=c["warmup_steps"],
                        schedule=c["schedule"], augment=bool(c.get("augment", False)))
         return spec.replace(**changes)
+
+    def train(self, specs) -> list:
+        """The runs of ``specs`` (``comparisons.run_all`` by this notebook's executor), in
+        order; in JupyterLab the runs still to train are watched as they train (a progress
+        bar each and their loss curves, ``live.RunWatch``). Stopped (the kernel interrupted),
+        every run keeps its checkpoint and the same call resumes it."""
+        specs = list(specs)
+        with self._watch(specs):
+            return comparisons.run_all(specs, self.cache, self.paths.runs, backend=self.backend,
+                                       executor=self.executor)
+
+    def train_variants(self, variants: dict) -> dict:
+        """``comparisons.train_variants`` of ``variants`` (name -> spec) from this notebook's
+        seeds, watched as ``train`` does: name -> its runs, in seed order."""
+        specs = [s for name, spec in variants.items()
+                 for s in comparisons.seeded(spec.replace(label=name), self.seeds)]
+        with self._watch(specs):
+            return comparisons.train_variants(variants, self.seeds, self.cache, self.paths.runs,
+                                              backend=self.backend, executor=self.executor)
+
+    def _watch(self, specs) -> RunWatch:
+        folders, steps = {}, {}
+        for spec in specs:
+            folder = run_folder(spec.replace(label=""), self.cache, self.paths.runs, self.backend)
+            if folder not in folders.values() and unfinished(folder, spec.steps):
+                label = f"{spec.label or spec.arch} (seed {spec.seed})"
+                folders[label], steps[label] = folder, spec.steps
+        return RunWatch(folders, steps, title=self.label("Training loss, as it trains"))
 
     def grouping(self, split: str = "valid"):
         """``stats.Grouping`` of a cached split: labels, patients, studies."""

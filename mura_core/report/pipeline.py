@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import unittest.mock
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from ..experiments.profiles import Profile
 from ..files import check_writable_folder, write_json
 from ..locks import hold_folder
 from ..signals import before_stopping
+from .live import BATCH_ENV
 from .provenance import provenance
 from .workspace import (
     NOTEBOOKS_DIR,
@@ -146,6 +148,12 @@ class KernelStderr:
         self._thread.join(timeout=2)
 
 
+def batch_kernels():
+    """Kernels started inside are batch runs (``live.BATCH_ENV``): papermill has no widget
+    frontend, so they show no live widgets (the same numbers, plain outputs)."""
+    return unittest.mock.patch.dict(os.environ, {BATCH_ENV: "1"})
+
+
 def execute_notebook(source: Path, executed: Path, parameters: dict,
                      progress: bool = False) -> float:
     """Run one notebook with papermill into ``executed``; the wall time in seconds.
@@ -162,7 +170,7 @@ def execute_notebook(source: Path, executed: Path, parameters: dict,
     kernel_stderr = KernelStderr()
     try:
         with tempfile.TemporaryDirectory(prefix="mura-kernel-") as sockets, \
-                before_stopping(kernel_stderr.quiet):
+                before_stopping(kernel_stderr.quiet), batch_kernels():
             papermill.execute_notebook(
                 str(source), str(executed), parameters=parameters, kernel_name="python3",
                 progress_bar=progress, cwd=str(source.parent), log_output=False,
