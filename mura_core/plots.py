@@ -12,6 +12,7 @@ per step, ``evals`` a list of ``{"step", "epoch", "train": table, "valid": table
 """
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
@@ -37,6 +38,13 @@ def save_figure(fig: Figure, path, formats: Iterable[str] = ("png", "pdf"), dpi:
         fig.savefig(out, format=fmt, dpi=dpi, bbox_inches="tight")
         written.append(out)
     return written
+
+
+def png_bytes(fig: Figure, dpi: int = 90) -> bytes:
+    """``fig`` as PNG bytes (what an ``ipywidgets.Image`` shows)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
 
 
 def smooth(values: Sequence[float], weight: float = 0.9) -> np.ndarray:
@@ -377,7 +385,7 @@ def plot_confusion(
 
 
 def image_grid(images, titles, ncols: int = 4, title: str | None = None,
-               caption: str | None = None, cell: float = 2.1):
+               caption: str | None = None, cell: float = 2.1, title_size: float | None = None):
     """A grid of grayscale images (uint8 or float, (N, H, W)) with a title over each.
 
     Returns a ``matplotlib.figure.Figure`` (not registered with pyplot)."""
@@ -388,7 +396,7 @@ def image_grid(images, titles, ncols: int = 4, title: str | None = None,
         raise ValueError("image_grid needs one title per image")
     ncols = max(1, min(ncols, len(images)))
     nrows = max(1, math.ceil(len(images) / ncols))
-    fig = Figure(figsize=(cell * ncols, cell * nrows + (0.5 if title else 0)
+    fig = Figure(figsize=(cell * ncols, cell * nrows + (0.5 + 0.2 * title.count("\n") if title else 0)
                           + (0.3 if caption else 0)), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.ravel():
@@ -398,7 +406,7 @@ def image_grid(images, titles, ncols: int = 4, title: str | None = None,
                   else None)
         ax.set_title(text, fontsize=8)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=title_size)
     if caption:
         fig.supxlabel(caption, fontsize=8)
     return fig
@@ -456,6 +464,28 @@ def saliency_grid(images, maps: Mapping[str, np.ndarray], titles: Sequence[str],
                 ax.text(-0.04, 0.5, name, transform=ax.transAxes, rotation=90, ha="right",
                         va="center", fontsize=7)
     return _finish(fig, title, caption, None)
+
+
+def overlay_grid(image, rows: Sequence[tuple[str, Sequence[np.ndarray]]], columns: Sequence[str],
+                 *, title: str | None = None, cell: float = 2.6) -> Figure:
+    """One radiograph (H, W) in a row per entry of ``rows`` (a title, and the maps (H, W) in
+    [0, 1] overlaid on it, one per column after the first): the first column is the image
+    itself, ``columns`` names every column."""
+    if not rows:
+        raise ValueError("overlay_grid needs at least one row")
+    if any(len(maps) != len(columns) - 1 for _, maps in rows):
+        raise ValueError("overlay_grid needs one map per column after the image")
+    fig = Figure(figsize=(cell * len(columns), cell * len(rows) + (0.5 if title else 0.2)),
+                 layout="constrained")
+    axes = fig.subplots(len(rows), len(columns), squeeze=False)
+    for r, (text, maps) in enumerate(rows):
+        for c, heat in enumerate([None, *maps]):
+            _overlay(axes[r, c], image, heat)
+            axes[r, c].set_title(f"{text}\n{columns[c]}" if c == 0 else columns[c], fontsize=8,
+                                 loc="left" if c == 0 else "center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
 
 
 def plot_explanation(image, heat, title: str, *, map_name: str = "Grad-CAM") -> Figure:

@@ -14,7 +14,6 @@ the same code and get the same numbers, since watching reads files and changes n
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import threading
@@ -53,7 +52,7 @@ def curves_png(histories: dict[str, dict], title: str | None = None) -> bytes:
     """The loss figure of the runs so far as PNG bytes: one run's loss per step with the
     valid loss (``plots.plot_loss``), several runs' smoothed losses and accuracies
     (``plots.plot_runs``). Empty bytes while no run has a step."""
-    from ..plots import plot_loss, plot_runs
+    from ..plots import plot_loss, plot_runs, png_bytes
 
     started = {name: h for name, h in histories.items() if h and h.get("loss")}
     if not started:
@@ -62,9 +61,7 @@ def curves_png(histories: dict[str, dict], title: str | None = None) -> bytes:
         fig = plot_loss(next(iter(started.values())), title=title)
     else:
         fig = plot_runs(started, metric="image_accuracy", x="step", title=title)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=80)
 
 
 def checkpointed_step(folder: Path) -> int | None:
