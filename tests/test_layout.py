@@ -36,7 +36,8 @@ ORDER = {
                     "experiments.executors", "experiments.comparisons", "experiments"],
     "plots": ["plots"],
     "report": ["report.prose", "report.tables", "report.workspace", "report.document",
-               "report.provenance", "report.live", "report.context", "report", "report.pipeline"],
+               "report.provenance", "report.live", "report.explorer", "report.context", "report",
+               "report.pipeline"],
     "cli": ["cli", "cli.data", "cli.train", "cli.evaluate", "cli.explain", "cli.report", "__main__"],
 }
 

@@ -15,6 +15,8 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 MAX_CODE_LINES = 16  # a cell longer than this is logic that belongs in mura_core
 MAX_CELL_CHARACTERS = 1200
 MAX_LINE_CHARACTERS = 110
+#: The report's notebooks and the explorer, which JupyterLab opens beside them.
+ALL = (*profiles.NOTEBOOKS, profiles.EXPLORER)
 
 
 def _notebook(name: str) -> nbformat.NotebookNode:
@@ -32,11 +34,11 @@ def _assigned(source: str) -> dict:
     return values
 
 
-def test_every_notebook_of_the_report_is_committed():
-    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(profiles.NOTEBOOKS)
+def test_every_notebook_of_the_report_and_the_explorer_is_committed():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == sorted(ALL)
 
 
-@pytest.mark.parametrize("name", profiles.NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_notebook_is_valid_and_has_no_outputs(name):
     nb = _notebook(name)
     nbformat.validate(nb)
@@ -47,7 +49,7 @@ def test_notebook_is_valid_and_has_no_outputs(name):
     assert "papermill" not in nb.metadata, f"{name} is an executed copy, not the source"
 
 
-@pytest.mark.parametrize("name", profiles.NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_notebook_has_one_parameters_cell_with_the_common_parameters_and_its_knobs(name):
     nb = _notebook(name)
     tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -64,7 +66,7 @@ def test_notebook_has_one_parameters_cell_with_the_common_parameters_and_its_kno
     assert all(values[k] is None for k in knobs), "knobs default to None (the profile's value)"
 
 
-@pytest.mark.parametrize("name", profiles.NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_notebook_is_thin(name):
     nb = _notebook(name)
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")

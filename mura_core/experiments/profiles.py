@@ -32,6 +32,9 @@ NOTEBOOKS = (
     "05_hyperparameters",
     "06_explanations",
 )
+#: The explorer (a live kernel's widgets): in JupyterLab beside the report's notebooks, not in
+#: the report, whose runs it reuses (its settings are 04's, so its models are 04's seed-0 runs).
+EXPLORER = "07_explorer"
 
 
 
@@ -120,6 +123,7 @@ def _knobs(
                                    learning_rates=learning_rates, momenta=momenta),
         "06_explanations": dict(input_size=input_size, samples_per_class=samples_per_class,
                                 mistakes=mistakes),
+        EXPLORER: dict(train, models=["baseline", "residual"]),
     }
 
 

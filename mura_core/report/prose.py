@@ -333,3 +333,19 @@ def localization_summary(result: dict) -> str:
 def _count(n: int, one: str, many: str) -> str:
     """'1 was', '3 were': a count with the word that agrees with it."""
     return f"{n} {one if n == 1 else many}"
+
+
+def explorer_models_note(runs, length: str) -> str:
+    """Which trained networks the explorer shows, and whether they were trained now or loaded
+    from the run store (the report's own runs: section 4 trains the same settings)."""
+    names = " and ".join(f"`{r.name}`" for r in runs)
+    text = (f"The explorer shows {names}, each trained for {length} with section 4's settings "
+            "(its seed-0 runs).")
+    reused = [r for r in runs if r.reused]
+    if len(reused) == len(runs):
+        text += (" Both were loaded from the run store, not trained again: completed runs with "
+                 "exactly these settings (the report's own, when `make report` has run)."
+                 if len(runs) > 1 else " It was loaded from the run store, not trained again.")
+    elif reused:
+        text += f" {' and '.join(f'`{r.name}`' for r in reused)} came from the run store."
+    return text
