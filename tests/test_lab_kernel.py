@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mura_core.report.live import BATCH_ENV
+from mura_core.progress import BATCH_ENV
 from mura_core.training.checkpoint import checkpoint_step
 
 pytestmark = pytest.mark.slow

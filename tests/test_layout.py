@@ -23,7 +23,7 @@ PACKAGE = ROOT / "mura_core"
 ORDER = {
     "nn": ["nn.cuda_kernels", "nn.backend", "nn.rng", "nn.conv", "nn.winograd", "nn.pool", "nn.layers",
            "nn.losses", "nn.models", "nn.optim", "nn.serialization", "nn.gradcheck", "nn", ""],
-    "support": ["formatting", "locks", "signals", "resources", "files"],
+    "support": ["formatting", "locks", "signals", "resources", "files", "progress"],
     "data": ["data.mura", "data.preprocess", "data.batches", "data.prefetch", "data.samples",
              "data.processes", "data.synthetic", "data.cache", "data"],
     "evaluation": ["evaluation.metrics", "evaluation.stats", "evaluation.predictions",

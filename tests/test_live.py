@@ -9,6 +9,7 @@ import os
 import pytest
 from tqdm import tqdm
 
+from mura_core.progress import BATCH_ENV
 from mura_core.report import live
 from mura_core.report.pipeline import batch_kernels
 
@@ -33,21 +34,15 @@ class _Image:
     value = b""
 
 
-def test_a_plain_python_process_and_a_batch_kernel_are_not_live_frontends(monkeypatch):
-    assert not live.live_frontend()  # pytest is no Jupyter kernel
-    monkeypatch.setenv(live.BATCH_ENV, "1")
-    assert not live.live_frontend()
-
-
 def test_the_report_marks_its_kernels_as_batch_and_restores_the_environment(monkeypatch):
-    monkeypatch.delenv(live.BATCH_ENV, raising=False)
+    monkeypatch.delenv(BATCH_ENV, raising=False)
     with batch_kernels():
-        assert os.environ[live.BATCH_ENV] == "1"
-    assert live.BATCH_ENV not in os.environ
-    monkeypatch.setenv(live.BATCH_ENV, "given")
+        assert os.environ[BATCH_ENV] == "1"
+    assert BATCH_ENV not in os.environ
+    monkeypatch.setenv(BATCH_ENV, "given")
     with batch_kernels():
         pass
-    assert os.environ[live.BATCH_ENV] == "given"
+    assert os.environ[BATCH_ENV] == "given"
 
 
 def test_outside_a_live_frontend_the_watch_shows_nothing_and_reads_nothing(tmp_path):

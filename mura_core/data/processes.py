@@ -19,6 +19,7 @@ import multiprocessing
 import signal
 from collections.abc import Callable, Iterator, Sequence
 
+from ..progress import bar as progress_bar
 from ..resources import usable_cores
 
 INLINE_BELOW = 48  # tasks
@@ -31,11 +32,9 @@ def map_in_processes(func: Callable, tasks: Sequence, workers: int | None = None
                      inline_below: int = INLINE_BELOW) -> Iterator:
     """Yield ``func(task)`` for every task, in order. ``workers`` None: one per usable core.
     ``initializer(*initargs)`` runs once in each worker (or once here when inline)."""
-    from tqdm.auto import tqdm
-
     n_workers = usable_cores() if workers is None else int(workers)
-    with tqdm(total=len(tasks), desc=desc, unit=unit, disable=not progress,
-              smoothing=0.1) as bar:
+    with progress_bar(total=len(tasks), desc=desc, unit=unit, disable=not progress,
+                      smoothing=0.1) as bar:
         if n_workers <= 1 or len(tasks) < inline_below:
             if initializer is not None:
                 initializer(*initargs)

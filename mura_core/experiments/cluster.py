@@ -43,6 +43,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import progress
 from ..data.cache import INDEX_NAME
 from ..files import check_writable_folder
 from ..resources import WORKERS_PER_CORE, open_file_limit, usable_cores
@@ -374,7 +375,6 @@ class DaskExecutor:
 
     def run(self, specs, cache, runs_dir, *, backend: str = "numpy", log=print) -> list:
         from distributed import as_completed
-        from tqdm.auto import tqdm
 
         runs_dir = Path(runs_dir).resolve()
         runs = [stored_run(spec, cache, runs_dir, backend=backend, log=log) for spec in specs]
@@ -394,8 +394,8 @@ class DaskExecutor:
                                   retries=self.retries)] = i
         batch, total, done = uuid.uuid4().hex, len(specs), len(specs) - len(todo)
         client.log_event(PROGRESS_TOPIC, {"batch": batch, "done": done, "total": total})
-        bar = tqdm(total=total, initial=done, desc="runs", unit="run",
-                   disable=not self.progress)
+        bar = progress.bar(total=total, initial=done, desc="runs", unit="run",
+                           disable=not self.progress)
         try:
             for future in as_completed(futures, loop=client.loop):
                 spec = specs[futures[future]]
@@ -440,12 +440,10 @@ class RunsBar:
         self.batch, self.bar = None, None
 
     def __call__(self, batch: str, done: int, total: int) -> None:
-        from tqdm import tqdm
-
         if batch != self.batch:
             self.close()
             self.batch = batch
-            self.bar = tqdm(total=total, initial=done, desc="runs on the cluster", unit="run")
+            self.bar = progress.bar(total=total, initial=done, desc="runs on the cluster", unit="run")
         elif self.bar is not None:
             self.bar.update(done - self.bar.n)
         if done >= total:

@@ -203,7 +203,7 @@ class Explorer:
         """Display the widgets in a live frontend and return True; elsewhere (papermill)
         display nothing and return False. ``start``: the row shown first (default: the
         abnormal one of ``examples``)."""
-        from .live import live_frontend
+        from ..progress import live_frontend
 
         if not live_frontend():
             return False

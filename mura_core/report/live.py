@@ -15,28 +15,14 @@ the same code and get the same numbers, since watching reads files and changes n
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 
-#: Set (to anything but "") in the environment of kernels that run in batch (the report
-#: pipeline's papermill runs): no live widgets there.
-BATCH_ENV = "MURA_CORE_BATCH"
+from ..progress import bar as progress_bar
+from ..progress import live_frontend
+
 #: Seconds between two looks at the runs' history files.
 POLL_SECONDS = 1.0
-
-
-def live_frontend() -> bool:
-    """Whether this process is a Jupyter kernel with a person's frontend (JupyterLab, Jupyter
-    Notebook), not a batch run (``BATCH_ENV``), a terminal IPython or plain Python."""
-    if os.environ.get(BATCH_ENV):
-        return False
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def read_history(folder: Path) -> dict | None:
@@ -108,15 +94,14 @@ class RunWatch:
             return self
         import ipywidgets
         from IPython.display import display
-        from tqdm.notebook import tqdm
 
         for label, folder in self.folders.items():
             start = checkpointed_step(folder)
             if start is not None:
                 print(f"{label}: resumes from its checkpoint at step {start} of "
                       f"{self.steps[label]}")
-            self.bars[label] = tqdm(total=self.steps[label], initial=start or 0, desc=label,
-                                    unit="step")
+            self.bars[label] = progress_bar(total=self.steps[label], initial=start or 0, desc=label,
+                                            unit="step")
         self.image = ipywidgets.Image(format="png", layout=ipywidgets.Layout(max_width="900px"))
         self.image.add_class("mura-live-curves")
         display(self.image)

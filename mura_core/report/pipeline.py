@@ -46,8 +46,8 @@ from ..experiments.executors import make_executor, parse_scheduler
 from ..experiments.profiles import Profile
 from ..files import check_writable_folder, write_json
 from ..locks import hold_folder
+from ..progress import BATCH_ENV
 from ..signals import before_stopping
-from .live import BATCH_ENV
 from .provenance import provenance
 from .workspace import (
     NOTEBOOKS_DIR,
@@ -149,7 +149,7 @@ class KernelStderr:
 
 
 def batch_kernels():
-    """Kernels started inside are batch runs (``live.BATCH_ENV``): papermill has no widget
+    """Kernels started inside are batch runs (``progress.BATCH_ENV``): papermill has no widget
     frontend, so they show no live widgets (the same numbers, plain outputs)."""
     return unittest.mock.patch.dict(os.environ, {BATCH_ENV: "1"})
 

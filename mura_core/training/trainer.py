@@ -34,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import progress
 from ..data.prefetch import Prefetcher
 from ..evaluation import metrics
 from ..evaluation.predictions import patient_subset, split_inputs
@@ -151,17 +152,15 @@ class Trainer:
         SIGTERM checkpoints, a divergence or any other error is recorded in the history, and
         a completed run writes its last files. A full disk is ``files.DiskFull``, naming the
         run folder and the checkpoint kept."""
-        from tqdm.auto import tqdm
-
         state = self.state
         with hold_run_folder(state.out_dir), disk_full_told(state):
             bar, stop = None, StopDeferral()  # before start: a signal during it stops after a step
             try:
                 with stop:
                     state.start()
-                    bar = tqdm(total=self.total_steps, initial=state.step, unit="step",
-                               desc=f"train {self.model.spec['arch']}", dynamic_ncols=True,
-                               disable=not self.config.progress)
+                    bar = progress.bar(total=self.total_steps, initial=state.step, unit="step",
+                                       desc=f"train {self.model.spec['arch']}",
+                                       disable=not self.config.progress)
                     self._steps(stop, bar)
             except KeyboardInterrupt:
                 if bar is not None:
