@@ -170,20 +170,22 @@ def _planned(seed: int = 3, n_train: int = 60):
 
 
 def test_the_sign_mask_does_not_change_the_images() -> None:
-    """Rendering with the sign-mask hook in place gives the files generator version 2 wrote
-    (digests recorded from the generator before the hook; a change needs a version bump)."""
-    import hashlib
-
+    """Rendering with the sign-mask hook in place gives the images generator version 2 drew
+    (their size, mean and spread recorded from the generator before the hook; a change needs a
+    version bump). Statistics, not digests: NumPy's float32 exp and sin differ in the last bit
+    between builds and processors, which moves a pixel by one level now and then, while a
+    changed draw moves every statistic by whole levels."""
     from mura_core.data.synthetic import render_radiograph
 
-    recorded = {"train/XR_WRIST/patient00003/study1_positive/image1.png": "b921b5e40eb65c51",
-                "train/XR_WRIST/patient00003/study1_positive/image2.png": "4d45d02655a657a5",
-                "train/XR_HAND/patient00004/study1_positive/image2.png": "6d206cdfc2c8c326",
-                "train/XR_ELBOW/patient00001/study1_negative/image1.png": "6e0ad9ed8db3bbb9"}
+    recorded = {"train/XR_WRIST/patient00003/study1_positive/image1.png": ((512, 468), 36.438, 36.253),
+                "train/XR_WRIST/patient00003/study1_positive/image2.png": ((512, 363), 32.334, 35.156),
+                "train/XR_HAND/patient00004/study1_positive/image2.png": ((512, 320), 60.590, 41.397),
+                "train/XR_ELBOW/patient00001/study1_negative/image1.png": ((512, 407), 38.429, 28.176)}
     specs = {s.relpath: s for s in _planned(n_train=40)}
-    for path, digest in recorded.items():
-        pixels = render_radiograph(specs[path])
-        assert hashlib.sha256(pixels.tobytes()).hexdigest()[:16] == digest, path
+    for path, (shape, mean, std) in recorded.items():
+        pixels = render_radiograph(specs[path]).astype(np.float64)
+        assert pixels.shape == shape, path
+        assert abs(pixels.mean() - mean) < 0.02 and abs(pixels.std() - std) < 0.02, path
 
 
 def test_sign_masks_cover_the_drawn_metal_and_the_dark_fracture_line() -> None:
