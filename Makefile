@@ -3,7 +3,7 @@
 #                 [SCHEDULER=tcp://host:8786|local:N]
 #                 (no PROFILE: full when the backend is CuPy, else quick; SCHEDULER: the
 #                 training runs go to a Dask cluster, see README "More than one machine")
-#   make test     the linter, unit tests and the end-to-end smoke report
+#   make test     the linter, unit tests, the end-to-end smoke report and the browser tests
 #   make lint     ruff, with the rules in pyproject.toml
 #   make bench    every architecture at 96 and 227 against PyTorch CPU (installs it)
 #   make lab      JupyterLab on the notebooks, in the project's .venv
@@ -22,8 +22,9 @@ SEED ?= 0
 MURA_DIR ?=
 SCHEDULER ?=
 TEX_PACKAGES := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc poppler-utils
+BROWSER_PACKAGES := chromium fonts-dejavu-core
 
-.PHONY: setup tex lint test report bench bench-step bench-deps lab clean
+.PHONY: setup tex browser lint test report bench bench-step bench-deps lab clean
 
 setup: $(STAMP)
 
@@ -42,7 +43,7 @@ $(CLUSTER_STAMP): $(REPORT_STAMP)
 	touch $(CLUSTER_STAMP)
 
 $(TEST_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet -e '.[report,cluster,dev]'
+	$(PY) -m pip install --quiet -e '.[report,cluster,dev,browser]'
 	touch $(TEST_STAMP)
 
 # XeLaTeX and pandoc for nbconvert's PDF export; installed through apt where possible.
@@ -60,10 +61,25 @@ tex:
 		echo "     Install them yourself ($(TEX_PACKAGES)); until then only the HTML report is built."; \
 	fi
 
+# Debian's Chromium for the browser tests (Playwright drives it; its own browser download is
+# not needed). Installed through apt where possible; without it those tests are skipped.
+browser:
+	@if command -v chromium >/dev/null; then \
+		echo "browser: $$(chromium --version 2>/dev/null | head -1) is present"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		echo "browser: installing $(BROWSER_PACKAGES) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
+		echo "browser: installing $(BROWSER_PACKAGES) with sudo apt-get"; \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
+	else \
+		echo "browser: cannot install Chromium here (no apt-get or no root); the browser tests will be skipped."; \
+	fi
+
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(TEST_STAMP) tex lint
+test: $(TEST_STAMP) tex browser lint
 	MPLBACKEND=agg $(PY) -m pytest -q
 
 report: $(REPORT_STAMP) $(if $(SCHEDULER),$(CLUSTER_STAMP),) tex
