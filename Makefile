@@ -7,6 +7,8 @@
 #   make lint     ruff, with the rules in pyproject.toml
 #   make bench    every architecture at 96 and 227 against PyTorch CPU (installs it)
 #   make lab      JupyterLab on the notebooks, in the project's .venv
+#   make student  [STUDENT=student] the course's student edition (ASSIGNMENT.md in it)
+#   make grade    [FOLDER=.] the grader's table of the assignment's pieces of a package folder
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -23,8 +25,9 @@ MURA_DIR ?=
 SCHEDULER ?=
 TEX_PACKAGES := texlive-xetex texlive-fonts-recommended texlive-plain-generic pandoc poppler-utils
 BROWSER_PACKAGES := chromium fonts-dejavu-core
+, := ,
 
-.PHONY: setup tex browser lint test report bench bench-step bench-deps lab clean
+.PHONY: setup tex browser lint test report bench bench-step bench-deps lab student grade clean
 
 setup: $(STAMP)
 
@@ -46,35 +49,33 @@ $(TEST_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[report,cluster,dev,browser]'
 	touch $(TEST_STAMP)
 
-# XeLaTeX and pandoc for nbconvert's PDF export; installed through apt where possible.
-tex:
-	@if command -v xelatex >/dev/null && command -v pandoc >/dev/null && command -v pdfimages >/dev/null; then \
-		echo "tex: xelatex, pandoc and poppler are present"; \
+# Debian packages, installed through apt where possible:
+# $(call apt_install,TARGET,PACKAGES,TEST THAT THEY ARE THERE,SAID WHEN THERE,SAID WHEN NOT)
+define apt_install
+	@if $(3); then \
+		echo "$(1): $(4)"; \
 	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "tex: installing $(TEX_PACKAGES) with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null; \
+		echo "$(1): installing $(2) with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null; \
 	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
-		echo "tex: installing $(TEX_PACKAGES) with sudo apt-get"; \
-		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEX_PACKAGES) >/dev/null; \
+		echo "$(1): installing $(2) with sudo apt-get"; \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(2) >/dev/null; \
 	else \
-		echo "tex: cannot install XeLaTeX/pandoc here (no apt-get or no root)."; \
-		echo "     Install them yourself ($(TEX_PACKAGES)); until then only the HTML report is built."; \
+		echo "$(1): $(5)"; \
 	fi
+endef
+
+# XeLaTeX and pandoc for nbconvert's PDF export.
+TEX_THERE := command -v xelatex >/dev/null && command -v pandoc >/dev/null && command -v pdfimages >/dev/null
+TEX_MISSING := cannot install XeLaTeX/pandoc here (no apt-get or no root). Install them yourself ($(TEX_PACKAGES)); until then only the HTML report is built.
+tex:
+	$(call apt_install,tex,$(TEX_PACKAGES),$(TEX_THERE),xelatex$(,) pandoc and poppler are present,$(TEX_MISSING))
 
 # Debian's Chromium for the browser tests (Playwright drives it; its own browser download is
-# not needed). Installed through apt where possible; without it those tests are skipped.
+# not needed); without it those tests are skipped.
+BROWSER_MISSING := cannot install Chromium here (no apt-get or no root); the browser tests will be skipped.
 browser:
-	@if command -v chromium >/dev/null; then \
-		echo "browser: $$(chromium --version 2>/dev/null | head -1) is present"; \
-	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-		echo "browser: installing $(BROWSER_PACKAGES) with apt-get"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
-	elif command -v apt-get >/dev/null && command -v sudo >/dev/null; then \
-		echo "browser: installing $(BROWSER_PACKAGES) with sudo apt-get"; \
-		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; \
-	else \
-		echo "browser: cannot install Chromium here (no apt-get or no root); the browser tests will be skipped."; \
-	fi
+	$(call apt_install,browser,$(BROWSER_PACKAGES),command -v chromium >/dev/null,$$(chromium --version 2>/dev/null | head -1) is present,$(BROWSER_MISSING))
 
 lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
@@ -115,6 +116,16 @@ $(LAB_STAMP): $(REPORT_STAMP)
 
 lab: $(LAB_STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+STUDENT ?= student
+FOLDER ?= .
+student: $(STAMP)
+	$(PY) -m mura_core student --out $(STUDENT)
+
+# The grader needs Python and NumPy only (a student edition points it at its reference's).
+GRADE_PY ?= $(PY)
+grade: $(if $(filter $(PY),$(GRADE_PY)),$(STAMP),)
+	$(GRADE_PY) -m mura_core grade $(FOLDER)
 
 clean:
 	rm -rf figures/*.png figures/*.pdf report/executed report/results report/report.* .pytest_cache
