@@ -16,6 +16,13 @@ import numpy as np
 
 BACKENDS = ("numpy", "cupy", "auto")
 
+#: True: the layers take their fast paths (Winograd and pointwise convolutions, pairwise
+#: pools, the fused CUDA kernels of ``gpu_kernels``). False: every layer, the loss and the
+#: optimizer run the plain functions of ``plain.py`` instead, on NumPy and CuPy alike; the
+#: course's student edition is generated with False, so that what a student writes is what
+#: runs. Set it before a model is built or trained.
+FAST_PATHS = True
+
 
 @functools.lru_cache(maxsize=1)
 def _cupy_status() -> tuple[object | None, str]:
@@ -184,7 +191,7 @@ def gpu_kernels(xp):
         if kernels is not None:
             return kernels.im2col(...)
     """
-    if xp is np:
+    if xp is np or not FAST_PATHS:
         return None
     from . import cuda_kernels  # imports CuPy
 

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import pool, winograd
+from . import backend, plain, pool, winograd
 from .backend import (
     copy_in_order,
     empty_in_order,
@@ -31,7 +31,7 @@ from .backend import (
     viewed_in_order,
 )
 from .conv import col2im, conv_output_size, im2col, im2col_with_ones
-from .rng import keep_mask, stream_key
+from .rng import keep_mask, stream_key, uniform
 
 
 class RandomStream:
@@ -270,6 +270,18 @@ class _ConvColumns(NamedTuple):
         return col2im(dcol.reshape(col.shape), self.x_shape, layer.k, layer.stride, layer.pad)
 
 
+class _ConvPlain(NamedTuple):
+    """A convolution through ``plain.conv_forward``: its cache."""
+
+    cache: tuple
+
+    def backward(self, layer, dy):
+        dx, dw, db = plain.conv_backward(dy, self.cache)
+        layer.grads["W"][...] = dw
+        layer.grads["b"][...] = db
+        return dx if layer.input_grad else None
+
+
 class Conv2D(Layer):
     """2-D convolution, zero padding ``k // 2`` on every side, any stride.
 
@@ -303,7 +315,10 @@ class Conv2D(Layer):
         2.25x and 1.56x fewer multiplications than im2col, on NumPy; "pointwise" (1x1, stride
         1: a residual projection) is one product over the channels of the input as it is
         stored, with no column matrix, on NumPy; everything else, and everything on CuPy (the
-        fused im2col kernels, not measured against these on a GPU), uses "im2col"."""
+        fused im2col kernels, not measured against these on a GPU), uses "im2col". Without
+        ``backend.FAST_PATHS``, every convolution is "plain" (``plain.conv_forward``)."""
+        if not backend.FAST_PATHS:
+            return "plain"
         if gpu_kernels(xp) is not None:
             return "im2col"
         if self.k == 3 and self.stride == 1:
@@ -326,6 +341,10 @@ class Conv2D(Layer):
         """(y, what backward needs): one of the ``_Conv*`` types of ``_algorithm``."""
         xp = get_array_module(x)
         algorithm = self._algorithm(xp)
+        if algorithm == "plain":
+            y, cache = plain.conv_forward(x, self.params["W"], self.params["b"], self.stride,
+                                          self.pad)
+            return y, _ConvPlain(cache)
         if algorithm == "winograd":
             u = winograd.transform_weights(self.params["W"])
             y, v = winograd.forward(x, u, self.params["b"])
@@ -443,6 +462,15 @@ class _PoolKernel(NamedTuple):
         return kernels.maxpool_backward(dy, self.winner, self.x_shape, self.size, self.stride)
 
 
+class _PoolPlain(NamedTuple):
+    """A pool through ``plain.maxpool_forward``: its cache."""
+
+    cache: tuple
+
+    def backward(self, dy):
+        return plain.maxpool_backward(dy, self.cache)
+
+
 class MaxPool2D(Layer):
     """Max pooling over ``size`` x ``size`` windows, floor mode: OH = (H - size)//stride + 1.
 
@@ -464,6 +492,10 @@ class MaxPool2D(Layer):
     def forward(self, x, training: bool = False):
         xp = get_array_module(x)
         _, h, w = self.output_shape(x.shape[1:])
+        if not backend.FAST_PATHS:
+            out, cache = plain.maxpool_forward(x, self.size, self.stride)
+            self._cache = _PoolPlain(cache)
+            return out
         kernels = gpu_kernels(xp)
         if kernels is not None:
             out, winner = kernels.maxpool_forward(x, self.size, self.stride, h, w)
@@ -504,6 +536,9 @@ class ReLU(Layer):
     """y = max(x, 0); dx = dy where x > 0, else 0."""
 
     def forward(self, x, training: bool = False):
+        if not backend.FAST_PATHS:
+            y, self._mask = plain.relu_forward(x)
+            return y
         xp = get_array_module(x)
         kernels = gpu_kernels(xp)
         if kernels is not None:  # both lines below in one launch
@@ -514,9 +549,10 @@ class ReLU(Layer):
         return y
 
     def backward(self, dy):
-        dx = dy * self._mask  # a product with the boolean mask: much faster than where()
-        self._mask = None
-        return dx
+        mask, self._mask = self._mask, None
+        if not backend.FAST_PATHS:
+            return plain.relu_backward(dy, mask)
+        return dy * mask  # a product with the boolean mask: much faster than where()
 
 
 class Sigmoid(Layer):
@@ -555,12 +591,19 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             self._mask = None
             return x
+        if not backend.FAST_PATHS:
+            xp = get_array_module(x)
+            u = xp.asarray(uniform(np, x.shape, self.stream.next_key()))
+            y, self._mask = plain.dropout_forward(x, self.p, u)
+            return y
         self._mask = keep_mask(x, self.p, self.stream.next_key())
         return x * self._mask
 
     def backward(self, dy):
         if self._mask is None:
             return dy
+        if not backend.FAST_PATHS:
+            return plain.dropout_backward(dy, self._mask)
         return dy * self._mask
 
     def describe(self):
@@ -579,10 +622,17 @@ class Linear(Layer):
         self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
 
     def forward(self, x, training: bool = False):
+        if not backend.FAST_PATHS:
+            y, self._x = plain.linear_forward(x, self.params["W"], self.params["b"])
+            return y
         self._x = x
         return x @ self.params["W"] + self.params["b"]
 
     def backward(self, dy):
+        if not backend.FAST_PATHS:
+            dx, self.grads["W"][...], self.grads["b"][...] = plain.linear_backward(dy, self._x)
+            self._x = None
+            return dx
         xp = get_array_module(dy)
         xp.matmul(self._x.T, dy, out=self.grads["W"])
         self.grads["b"][...] = dy.sum(axis=0)

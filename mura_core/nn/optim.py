@@ -1,6 +1,7 @@
 """Stochastic gradient descent with momentum and optional (L2) weight decay."""
 from __future__ import annotations
 
+from . import backend, plain
 from .backend import get_array_module, gpu_kernels, shared_buffer, to_numpy
 
 #: Elements per chunk of the NumPy update: the chunks of theta, v and g (1 MB each) stay in
@@ -71,6 +72,11 @@ class SGD:
         missing = set(self.params) - set(grads)
         if missing:
             raise KeyError(f"no gradient for parameters: {sorted(missing)}")
+        if not backend.FAST_PATHS:
+            for name, theta in self.params.items():
+                plain.sgd_momentum_step(theta, self.velocity[name], grads[name], self.lr,
+                                        self.momentum, self.weight_decay)
+            return
         if self._step_packed(grads):
             return
         for name, theta in self.params.items():
