@@ -18,6 +18,8 @@ COMMANDS = {
     "predict": ("mura_core.cli.evaluate", "P(normal) for image files with a saved model"),
     "explain": ("mura_core.cli.explain", "Grad-CAM maps of image files with a saved model"),
     "report": ("mura_core.cli.report", "run the notebooks and build report/report.pdf and report.html"),
+    "student": ("mura_core.cli.course", "write the course's student edition (the pieces to write blanked)"),
+    "grade": ("mura_core.cli.course", "grade the assignment's pieces of a package folder"),
 }
 
 

@@ -21,7 +21,8 @@ PACKAGE = ROOT / "mura_core"
 #: The rooms, lowest first, each with its modules in dependency order. A module may import
 #: only modules listed before it; a package (its ``__init__``) comes after its modules.
 ORDER = {
-    "nn": ["nn.cuda_kernels", "nn.backend", "nn.rng", "nn.conv", "nn.winograd", "nn.pool", "nn.layers",
+    "nn": ["nn.cuda_kernels", "nn.backend", "nn.rng", "nn.conv", "nn.plain", "nn.winograd", "nn.pool",
+           "nn.layers",
            "nn.losses", "nn.models", "nn.optim", "nn.serialization", "nn.gradcheck", "nn", ""],
     "support": ["formatting", "locks", "signals", "resources", "files", "progress"],
     "data": ["data.mura", "data.preprocess", "data.batches", "data.prefetch", "data.samples",
@@ -38,7 +39,10 @@ ORDER = {
     "report": ["report.prose", "report.tables", "report.workspace", "report.document",
                "report.provenance", "report.live", "report.explorer", "report.context", "report",
                "report.pipeline"],
-    "cli": ["cli", "cli.data", "cli.train", "cli.evaluate", "cli.explain", "cli.report", "__main__"],
+    "course": ["course.references", "course.assignment", "course.student", "course.check",
+               "course.grader", "course"],
+    "cli": ["cli", "cli.data", "cli.train", "cli.evaluate", "cli.explain", "cli.report", "cli.course",
+            "__main__"],
 }
 
 
