@@ -10,9 +10,16 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def fixed(value: float, digits: int) -> str:
+    """``value`` to ``digits`` decimals, with no minus sign on a value that rounds to zero
+    ('-0.000' says nothing a reader can use)."""
+    text = f"{value:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
 def percent(value, missing: str = MISSING, digits: int = 1) -> str:
     """0.6712 -> '67.1 %'; None or NaN -> ``missing``."""
-    return missing if _missing(value) else f"{100 * value:.{digits}f} %"
+    return missing if _missing(value) else f"{fixed(100 * value, digits)} %"
 
 
 def duration(seconds, missing: str = MISSING) -> str:
@@ -56,9 +63,9 @@ def interval(value, low, high, kind: str = "pct", missing: str = MISSING) -> str
     if _missing(value):
         return missing
     if kind == "pct":
-        main, fmt = percent(value), (lambda v: f"{100 * v:.1f}")
+        main, fmt = percent(value), (lambda v: fixed(100 * v, 1))
     else:
-        main, fmt = f"{value:.3f}", (lambda v: f"{v:.3f}")
+        main, fmt = fixed(value, 3), (lambda v: fixed(v, 3))
     if _missing(low) or _missing(high):
         return main
     return f"{main} ({fmt(low)} to {fmt(high)})"

@@ -36,6 +36,13 @@ def test_markdown_table_formats_numbers_and_aligns_them_right():
     assert lines[3] == "| fc\\|1 | 12 | – |", "a pipe in a cell must not split it"
 
 
+def test_intervals_never_show_a_negative_zero():
+    assert formatting.interval(0.0, -0.00004, 0.0, kind="float") == "0.000 (0.000 to 0.000)"
+    assert formatting.interval(0.5, -0.00001, 0.9) == "50.0 % (0.0 to 90.0)"
+    assert formatting.interval(-0.25, -0.5, -0.0004, kind="float") == "-0.250 (-0.500 to 0.000)"
+    assert formatting.percent(-0.0123) == "-1.2 %"
+
+
 def test_markdown_table_uses_custom_formats():
     text = tables.markdown_table([{"a": 0.6712}], formats={"a": formatting.percent})
     assert text.splitlines()[-1] == "| 67.1 % |"

@@ -10,7 +10,7 @@ import numpy as np
 from ..data.mura import body_part_name
 from ..evaluation import metrics
 from ..experiments.comparisons import SWEEP_KNOBS, sweep_label
-from ..formatting import interval, number, p_value, percent
+from ..formatting import fixed, interval, number, p_value, percent
 from .prose import seed_range, sweep_discussion
 
 #: Output metadata (and cell tag) of what only the HTML report shows: the PDF has its LaTeX
@@ -258,8 +258,8 @@ def metric_rows(tables: dict, intervals: dict | None = None) -> list[dict]:
         if intervals is not None:
             ci = intervals.get(key) if isinstance(key, str) else None
             row["valid_interval"] = "–" if not ci or ci.get("low") is None else (
-                f"{100 * ci['low']:.1f} to {100 * ci['high']:.1f} %" if kind == "pct"
-                else f"{ci['low']:.3f} to {ci['high']:.3f}")
+                f"{fixed(100 * ci['low'], 1)} to {fixed(100 * ci['high'], 1)} %" if kind == "pct"
+                else f"{fixed(ci['low'], 3)} to {fixed(ci['high'], 3)}")
         rows.append(row)
     return rows
 
