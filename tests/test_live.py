@@ -91,3 +91,28 @@ def test_a_run_is_unfinished_until_its_history_says_completed_or_diverged_at_its
     assert not live.unfinished(folder, 10)
     (folder / "history.json").write_text('{"status": "compl')  # not a history
     assert live.unfinished(folder, 10)
+
+
+def test_an_interrupt_says_which_checkpoints_were_kept_and_how_to_go_on(tmp_path):
+    import numpy as np
+
+    from mura_core.training.runfolder import CHECKPOINT_NAME
+
+    kept, fresh, done = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    _write(kept, _history(7))
+    _write(fresh, _history(3))
+    _write(done, _history(10, status="completed"))
+    with open(kept / CHECKPOINT_NAME, "wb") as f:
+        np.savez(f, __trainer__=json.dumps({"step": 7}))
+    watch = live.RunWatch({"baseline (seed 0)": kept, "residual (seed 0)": fresh, "deeper (seed 0)": done},
+                          dict.fromkeys(("baseline (seed 0)", "residual (seed 0)", "deeper (seed 0)"), 10))
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        with watch:
+            raise KeyboardInterrupt
+    assert str(stopped.value) == (
+        "stopped; the checkpoints kept: baseline (seed 0) at step 7 of 10; residual (seed 0) before its "
+        "first checkpoint (it starts again). Run the cell again to resume.")
+    assert stopped.value.__suppress_context__, "the worker pool's traceback is not repeated"
+    with pytest.raises(ValueError):  # any other error goes through as it is
+        with live.RunWatch({"baseline (seed 0)": kept}, {"baseline (seed 0)": 10}):
+            raise ValueError("not an interrupt")

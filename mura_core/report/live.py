@@ -143,6 +143,24 @@ class RunWatch:
         return changed
 
     def __exit__(self, kind, exc, tb) -> None:
+        self._close(kind)
+        if kind is KeyboardInterrupt:  # what was kept, not the worker pool's traceback
+            raise KeyboardInterrupt(self.stopped()) from None
+
+    def stopped(self) -> str:
+        """What an interrupt left: each unfinished run's checkpoint, and how to go on."""
+        kept = []
+        for label, folder in self.folders.items():
+            step = checkpointed_step(folder)
+            if unfinished(folder, self.steps[label]):
+                kept.append(f"{label} at step {step} of {self.steps[label]}" if step is not None
+                            else f"{label} before its first checkpoint (it starts again)")
+        if not kept:
+            return "stopped after every run had finished: run the cell again to load them"
+        return (f"stopped; the checkpoint{'s' if len(kept) > 1 else ''} kept: {'; '.join(kept)}. "
+                "Run the cell again to resume.")
+
+    def _close(self, kind) -> None:
         if self._thread is None:
             return
         self._stop.set()
