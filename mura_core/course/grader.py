@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -90,6 +91,11 @@ def _error(row: dict) -> str:
     return "-" if e is None else "inf" if e == float("inf") else f"{e:.1e}"
 
 
+def _wrapped(where: str, width: int) -> str:
+    return textwrap.fill(where, width, initial_indent=" " * 27 + "-> ",
+                         subsequent_indent=" " * 30)
+
+
 def format_table(result: dict, width: int = 110) -> str:
     """The grade as text: per requirement its pieces, each check with its largest relative
     error, the points, and for a failure the first case and entry that is wrong."""
@@ -110,7 +116,7 @@ def format_table(result: dict, width: int = 110) -> str:
                              f"{_error(row):>11}  {score:>11}")
                 if not row["passed"]:
                     where = "the same" if row["where"] == said else row["where"]
-                    lines.append(f"{'':<27}-> {where}"[:width])
+                    lines.append(_wrapped(where, width))
                     said = row["where"]
         lines.append("")
     training = result["training"]
@@ -119,7 +125,7 @@ def format_table(result: dict, width: int = 110) -> str:
     for row in training["checks"]:
         lines.append(f"{'':<22} {'ok ' if row['passed'] else 'FAIL'} {row['check']}")
         if not row["passed"]:
-            lines.append(f"{'':<27}-> {row['where']}"[:width])
+            lines.append(_wrapped(row["where"], width))
     lines += ["", f"Total: {result['earned']:g} of {result['points']} points "
                   f"({result['seconds']:.1f} s)"]
     return "\n".join(lines)
