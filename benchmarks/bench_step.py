@@ -1,7 +1,7 @@
 """Training and inference step of mura_core against PyTorch on the same network and machine.
 
     python -m benchmarks.bench_step [--arch baseline] [--batch 32] [--size 227] [--steps 5]
-        [--warmup 1] [--threads T] [--backends numpy,cupy,torch-cpu,torch-cuda]
+        [--warmup 1] [--threads T] [--backends numpy,cupy,torch-cpu,torch-cuda,numpy-plain]
         [--json benchmarks/results/latest.json] [--layers]
 
 A training step is: forward in training mode, BCE on the logits, backward, SGD momentum 0.9
@@ -30,11 +30,14 @@ import numpy as np
 
 from .measure import blas_info, current_rss_mb, machine_info, peak_rss_mb, summarize_ms, time_calls
 
-OURS = ("numpy", "cupy")
+#: "numpy-plain": NumPy with ``backend.FAST_PATHS`` off, the plain pieces of ``nn.plain`` (what
+#: the course's student edition runs); measured only when asked for.
+OURS = ("numpy", "cupy", "numpy-plain")
 TORCH = ("torch-cpu", "torch-cuda")
 ALL_BACKENDS = OURS + TORCH
+DEFAULT_BACKENDS = ("numpy", "cupy") + TORCH
 #: which PyTorch row each of ours is compared with
-REFERENCE = {"numpy": "torch-cpu", "cupy": "torch-cuda"}
+REFERENCE = {"numpy": "torch-cpu", "cupy": "torch-cuda", "numpy-plain": "torch-cpu"}
 ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TORCH = "make bench-deps (pip install torch==2.13.0 into .venv)"
 
@@ -141,6 +144,10 @@ def run_ours(backend: str, args) -> dict:
     from .measure import cpu_model
 
     limits = threadpool_limits(limits=args.threads, user_api="blas")  # noqa: F841 (kept alive)
+    if backend == "numpy-plain":
+        from mura_core.nn import backend as nn_backend
+
+        nn_backend.FAST_PATHS, backend = False, "numpy"
     sync = None
     if backend == "cupy":
         cupy, reason = _cupy_status()
@@ -403,8 +410,8 @@ def parse_args(argv=None):
                         "repeated steps on one random batch diverge to inf/NaN at 0.01)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for BLAS and torch (default: NumPy's BLAS threads now)")
-    p.add_argument("--backends", default=",".join(ALL_BACKENDS),
-                   help=f"comma-separated subset of {','.join(ALL_BACKENDS)} (default: all; "
+    p.add_argument("--backends", default=",".join(DEFAULT_BACKENDS),
+                   help=f"comma-separated subset of {','.join(ALL_BACKENDS)} (default: all but numpy-plain; "
                         "those that cannot run here are reported as skipped)")
     p.add_argument("--json", default="benchmarks/results/latest.json",
                    help="where to write the JSON record ('' for nowhere)")
