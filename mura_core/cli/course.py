@@ -26,7 +26,7 @@ def _student(args) -> int:
 def _grade(args) -> int:
     from ..course.grader import grade_command
 
-    grade_command(args.folders, args.json, args.time_limit)
+    grade_command(args.folders, args.json, args.time_limit, use_torch=not args.no_torch)
     return 0
 
 
@@ -50,4 +50,6 @@ def add_commands(subparsers) -> None:
                    help="also write the grades as JSON to this file (a list for several folders)")
     p.add_argument("--time-limit", type=float, default=60.0,
                    help="seconds per piece before its check is stopped (default 60)")
+    p.add_argument("--no-torch", action="store_true",
+                   help="leave out the comparisons with PyTorch (they are made where it is installed)")
     p.set_defaults(func=command(_grade))

@@ -1,6 +1,6 @@
 """The checks of one piece of the assignment, run in a process of their own by the grader:
 
-    python check.py PIECE PACKAGE_ROOT
+    python check.py PIECE PACKAGE_ROOT [--no-torch]
 
 imports ``mura_core`` from PACKAGE_ROOT (a student's edition, or the reference), runs every
 check of PIECE on random shapes in float64 and prints one JSON line: a list of rows
@@ -211,10 +211,23 @@ def pool_checks(plain):
             loss = _projected(functools.partial(plain.maxpool_forward, x, size, stride), dy)
             check.compare("dx", got, ref.numeric_grad(loss, x, 1e-4), _pool_name(case), NUMERIC)
 
+    def torch_check(check):
+        torch = _torch()
+        for i, case in enumerate(POOL_CASES):
+            x, size, stride = inputs(case, i)
+            tx = torch.tensor(x, requires_grad=True)
+            ty = torch.nn.functional.max_pool2d(tx, size, stride)
+            dy = _rng(50 + i).standard_normal(tuple(ty.shape))
+            ty.backward(torch.tensor(dy))
+            y, cache = plain.maxpool_forward(x, size, stride)
+            check.compare("y", y, ty.detach().numpy(), _pool_name(case))
+            check.compare("dx", plain.maxpool_backward(dy, cache), tx.grad.numpy(), _pool_name(case))
+
     return [("forward against the window maxima", forward),
             ("backward against the reference, no ties", lambda c: backward(c, False)),
             ("backward on ties: the first maximum only", lambda c: backward(c, True)),
-            ("backward against finite differences", numeric)]
+            ("backward against finite differences", numeric),
+            ("forward and backward against PyTorch, no ties", torch_check)]
 
 
 def relu_checks(plain):
@@ -313,9 +326,23 @@ def linear_checks(plain):
         for what, value, g in zip(("dx", "dw", "db"), (x, w, b), got):
             check.compare(what, g, ref.numeric_grad(loss, value), name(case), NUMERIC)
 
+    def torch_check(check):
+        torch = _torch()
+        for i, case in enumerate(cases):
+            x, w, b = inputs(case, i)
+            tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+            ty = tx @ tw + tb
+            dy = _rng(10 + i).standard_normal(tuple(ty.shape))
+            ty.backward(torch.tensor(dy))
+            y, cache = plain.linear_forward(x, w, b)
+            check.compare("y", y, ty.detach().numpy(), name(case))
+            for what, g, t in zip(("dx", "dw", "db"), plain.linear_backward(dy, cache), (tx, tw, tb)):
+                check.compare(what, g, t.grad.numpy(), name(case))
+
     return [("forward against x w + b, entry by entry", forward),
             ("backward against dy w^T, x^T dy, sum of dy", backward),
-            ("backward against finite differences", numeric)]
+            ("backward against finite differences", numeric),
+            ("forward and backward against PyTorch", torch_check)]
 
 
 def bce_checks(plain):
@@ -344,9 +371,21 @@ def bce_checks(plain):
         check.compare("dz", dz, ref.numeric_grad(lambda: float(plain.bce_with_logits(z, t, w)[0]), z),
                       f"B = {len(z)}", NUMERIC)
 
+    def torch_check(check):
+        torch = _torch()
+        z, t, w = inputs(3)
+        tz = torch.tensor(z, requires_grad=True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            tz, torch.tensor(t), weight=torch.tensor(w))
+        loss.backward()
+        got, dz = plain.bce_with_logits(z, t, w)
+        check.compare("loss", got, loss.item(), f"B = {len(z)}")
+        check.compare("dz", dz, tz.grad.numpy(), f"B = {len(z)}")
+
     return [("loss and dz against the reference", value),
             ("finite at logits of +-800", extreme),
-            ("dz against finite differences", numeric)]
+            ("dz against finite differences", numeric),
+            ("loss and dz against PyTorch", torch_check)]
 
 
 def sgd_checks(plain):
@@ -363,9 +402,24 @@ def sgd_checks(plain):
             check.compare("theta", theta, expected_theta, case)
             check.compare("v", v, expected_v, case)
 
+    def torch_check(check):
+        torch = _torch()
+        rng = _rng(5)
+        theta, v = rng.standard_normal((4, 3)), np.zeros((4, 3))
+        reference = torch.tensor(theta.copy(), requires_grad=True)
+        sgd = torch.optim.SGD([reference], lr=0.1, momentum=0.9, weight_decay=0.01)
+        for step in range(4):
+            g = rng.standard_normal((4, 3))
+            plain.sgd_momentum_step(theta, v, g, 0.1, 0.9, 0.01)
+            reference.grad = torch.tensor(g)
+            sgd.step()
+            check.compare("theta", theta, reference.detach().numpy(),
+                          f"step {step + 1}, lr 0.1, momentum 0.9, weight decay 0.01")
+
     return [("plain SGD (momentum 0)", lambda c: steps(c, 0.0, 0.0)),
             ("four steps with momentum 0.9", lambda c: steps(c, 0.9, 0.0)),
-            ("with momentum and weight decay", lambda c: steps(c, 0.9, 0.01))]
+            ("with momentum and weight decay", lambda c: steps(c, 0.9, 0.01)),
+            ("four steps against torch.optim.SGD", torch_check)]
 
 
 class _Scale:
@@ -466,7 +520,7 @@ def training_checks(layers, losses, optim):
     return [("80 SGD steps reach 90 % train accuracy", learns)]
 
 
-def checks(piece: str):
+def checks(piece: str, use_torch: bool = True):
     from mura_core.nn import backend, layers, losses, optim, plain
 
     backend.FAST_PATHS = False  # what a student wrote is what runs
@@ -477,8 +531,8 @@ def checks(piece: str):
     found = {"conv": conv_checks, "pool": pool_checks, "relu": relu_checks,
              "dropout": dropout_checks, "linear": linear_checks, "bce": bce_checks,
              "sgd": sgd_checks}[piece](plain)
-    if _torch() is None:
-        found = [(name, body) for name, body in found if "PyTorch" not in name]
+    if not use_torch or _torch() is None:
+        found = [(name, body) for name, body in found if "torch" not in name.lower()]
     return found
 
 
@@ -489,7 +543,7 @@ def main(argv: list[str]) -> int:
 
     if not Path(mura_core.__file__).resolve().is_relative_to(root):
         raise SystemExit(f"mura_core was imported from {mura_core.__file__}, not from {root}")
-    rows = [run(name, body) for name, body in checks(piece)]
+    rows = [run(name, body) for name, body in checks(piece, "--no-torch" not in argv[2:])]
     print(json.dumps(rows))
     return 0
 

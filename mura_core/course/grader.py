@@ -35,14 +35,16 @@ def _limit_memory(limit: int):
 
 
 def check_piece(name: str, root: Path, time_limit_s: float = TIME_LIMIT_S,
-                memory_limit: int = MEMORY_LIMIT) -> tuple[list[dict], float]:
-    """(rows of ``check.py`` for the piece ``name`` of the package at ``root``, seconds)."""
+                memory_limit: int = MEMORY_LIMIT, use_torch: bool = True) -> tuple[list[dict], float]:
+    """(rows of ``check.py`` for the piece ``name`` of the package at ``root``, seconds);
+    ``use_torch``: the comparisons with PyTorch too, where it is installed."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
                MPLBACKEND="agg")
     start = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, str(CHECK), name, str(root)], env=env,
+        done = subprocess.run([sys.executable, str(CHECK), name, str(root)]
+                              + ([] if use_torch else ["--no-torch"]), env=env,
                               cwd=root, capture_output=True, text=True, timeout=time_limit_s,
                               preexec_fn=_limit_memory(memory_limit))
     except subprocess.TimeoutExpired:
@@ -62,7 +64,7 @@ def _failed(where: str) -> dict:
 
 
 def grade(root, time_limit_s: float = TIME_LIMIT_S, memory_limit: int = MEMORY_LIMIT,
-          jobs: int = 2) -> dict:
+          jobs: int = 2, use_torch: bool = True) -> dict:
     """The grade of the package folder ``root`` (it holds ``mura_core/``): per piece its
     requirement, points earned of its points and its check rows; the training row; totals."""
     root = _package_root(root)
@@ -70,7 +72,7 @@ def grade(root, time_limit_s: float = TIME_LIMIT_S, memory_limit: int = MEMORY_L
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         results = dict(zip(names, pool.map(
-            lambda n: check_piece(n, root, time_limit_s, memory_limit), names)))
+            lambda n: check_piece(n, root, time_limit_s, memory_limit, use_torch), names)))
     pieces = []
     for p in PIECES:
         rows, seconds = results[p.name]
@@ -139,14 +141,15 @@ def _package_root(folder) -> Path:
     return root
 
 
-def grade_command(folders, json_path=None, time_limit_s: float = TIME_LIMIT_S) -> list[dict]:
+def grade_command(folders, json_path=None, time_limit_s: float = TIME_LIMIT_S,
+                  use_torch: bool = True) -> list[dict]:
     """Grade each of ``folders`` (all checked first), print the tables, a line per folder
     when there are several, and write the JSON to ``json_path`` if given (one folder: its
     grade; several: the list)."""
     roots = [_package_root(f) for f in folders]
     results = []
     for root in roots:
-        results.append(grade(root, time_limit_s))
+        results.append(grade(root, time_limit_s, use_torch=use_torch))
         print(format_table(results[-1]), end="\n\n" if len(roots) > 1 else "\n")
     if len(roots) > 1:
         for r in results:
