@@ -14,7 +14,7 @@ cache. Arrays are NCHW. No loop over samples or pixels: a convolution loops over
 from __future__ import annotations
 
 from .backend import get_array_module
-from .conv import col2im, conv_output_size, im2col
+from .conv import col2im, im2col
 
 
 def conv_forward(x, w, b, stride: int, pad: int):
@@ -23,12 +23,11 @@ def conv_forward(x, w, b, stride: int, pad: int):
     y[n, d, i, j] = b[d] + sum over (c, u, v) of w[d, c, u, v] x_pad[n, c, i stride + u,
     j stride + v]. Through ``im2col``: one matrix product W (D, C k k) @ col (C k k, N OH OW).
     Returns (y, cache)."""
-    n, _, h, width = x.shape
     d, _, k, _ = w.shape
-    col = im2col(x, k, stride, pad).reshape(-1, n * conv_output_size(h, k, stride, pad)
-                                            * conv_output_size(width, k, stride, pad))
+    col = im2col(x, k, stride, pad)  # (C, k, k, N, OH, OW)
+    n, oh, ow = col.shape[3:]
+    col = col.reshape(-1, n * oh * ow)
     y = w.reshape(d, -1) @ col + b[:, None]  # (D, N OH OW)
-    oh, ow = conv_output_size(h, k, stride, pad), conv_output_size(width, k, stride, pad)
     y = y.reshape(d, n, oh, ow).transpose(1, 0, 2, 3)
     return y, (x.shape, w, col, stride, pad)
 
